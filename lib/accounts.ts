@@ -1,0 +1,62 @@
+import { z } from 'zod';
+import { lazyClient } from './clients';
+import { getConfig } from './config';
+import { getDb, type Db } from './db';
+import { badRequest, invalidCredentials } from './errors';
+import { log } from './log';
+import { dummyHash, hashPassword, verifyPassword } from './passwords';
+import { createLoginThrottle, type LoginThrottle } from './throttle';
+import { createUser, findUserByEmail } from './users';
+
+export const credentialsSchema = z.object({
+  email: z.email('must be a valid email address').max(254),
+  password: z.string().min(8, 'must be at least 8 characters').max(1024, 'must be at most 1024 characters'),
+});
+export type Credentials = z.infer<typeof credentialsSchema>;
+
+/** The login throttle of this instance, sharing the instance's database. */
+export const getLoginThrottle = lazyClient(
+  'login-throttle',
+  async () => createLoginThrottle(await getDb(), getConfig()),
+  async () => {},
+);
+
+/** Creates an account; 409 if the email is taken. */
+export async function signUp(db: Db, { email, password }: Credentials) {
+  const user = await createUser(db, email, await hashPassword(password));
+  log.info({ userId: user.id }, 'user signed up');
+  return { id: user.id, email: user.email };
+}
+
+/**
+ * Checks credentials. Unknown email and wrong password give the same 401 after the same scrypt work,
+ * and both count towards the throttle.
+ */
+export async function logIn(db: Db, throttle: LoginThrottle, email: string, password: string, ip: string) {
+  const key = email.trim().toLowerCase();
+  await throttle.check(key, ip);
+  const user = await findUserByEmail(db, key);
+  const ok = await verifyPassword(password, user?.passwordHash ?? (await dummyHash));
+  if (!user || !ok) {
+    await throttle.recordFailure(key, ip);
+    log.info({ ip }, 'login failed');
+    throw invalidCredentials();
+  }
+  await throttle.recordSuccess(key);
+  return user;
+}
+
+/** Credentials from `Authorization: Basic …` (as the original system's clients send) or a JSON body. */
+export function readCredentials(authorization: string | undefined, body: unknown, isJson: boolean): { email: string; password: string } {
+  const basic = /^Basic ([A-Za-z0-9+/=]+)$/.exec(authorization ?? '');
+  if (basic) {
+    const decoded = Buffer.from(basic[1]!, 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    if (colon < 1) throw badRequest('the Basic credentials must be email:password');
+    return { email: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+  }
+  if (!isJson) throw badRequest('send HTTP Basic credentials or a JSON body {email, password}');
+  const parsed = z.object({ email: z.string().max(254), password: z.string().max(1024) }).safeParse(body);
+  if (!parsed.success) throw badRequest('email and password are required strings');
+  return parsed.data;
+}

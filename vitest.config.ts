@@ -6,8 +6,9 @@ export default defineConfig({
     globalSetup: ['test/support/global-setup.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
-    // Files share the real services; each file makes its own databases, queues and rows.
     pool: 'forks',
-    fileParallelism: true,
+    // Files run one at a time: they share the real queues `video` and `mp3`, and two cores.
+    fileParallelism: false,
+    env: { LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' },
   },
 });

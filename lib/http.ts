@@ -1,6 +1,7 @@
 import express, { type NextFunction, type Request, type Response, type Router } from 'express';
 import type { z } from 'zod';
 import { badRequest, notFound, toErrorResponse, unsupportedMedia } from './errors';
+import { parseEvent, type PipelineEvent } from './events';
 import { log } from './log';
 
 export type { Request, Response };
@@ -54,4 +55,23 @@ export function clientIp(req: Request): string {
   const forwarded = req.headers['x-forwarded-for'];
   const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0]?.trim();
   return first || req.socket.remoteAddress || 'unknown';
+}
+
+/**
+ * The handler of an event function. The Knative RabbitMQ source acks a 2xx, retries 404/413/425/429/
+ * 502/503/504 and network errors, and never retries a 500 (platform.md §2). So: done → 200; a
+ * dependency down → 503 (retry); a malformed event → 400 (dead-lettered, no retry loop).
+ */
+export function handleEvent<T extends PipelineEvent['type']>(
+  accept: T[],
+  fn: (event: Extract<PipelineEvent, { type: T }>) => Promise<object>,
+) {
+  return async (req: Request, res: Response): Promise<void> => {
+    try {
+      const event = parseEvent(req.headers, req.body, accept) as Extract<PipelineEvent, { type: T }>;
+      res.status(200).json(await fn(event));
+    } catch (err) {
+      sendError(req, res, err);
+    }
+  };
 }

@@ -1,0 +1,33 @@
+import jwt from 'jsonwebtoken';
+import { getConfig, type Config } from './config';
+import { HttpError, notFound } from './errors';
+import { loadLinkSecret } from './keys';
+
+const audience = 'video2mp3-download-link';
+
+/**
+ * A signed, expiring link to one job's MP3 that works without a login (it travels by email). HMAC
+ * with LINK_SECRET, held by notify and download only, so it can never be used as an access token.
+ */
+export function mintDownloadLink(jobId: string, config: Readonly<Config> = getConfig()) {
+  const expiresAt = new Date(Date.now() + config.links.ttlSeconds * 1000);
+  const token = jwt.sign({}, loadLinkSecret(config), {
+    algorithm: 'HS256',
+    subject: jobId,
+    audience,
+    issuer: config.jwt.issuer,
+    expiresIn: config.links.ttlSeconds,
+  });
+  return { url: `${config.downloadUrl}/links/${token}`, token, expiresAt };
+}
+
+/** The job id a link token grants; 410 once expired, 404 for a tampered or foreign token. */
+export function verifyDownloadLink(token: string, config: Readonly<Config> = getConfig()): string {
+  try {
+    const claims = jwt.verify(token, loadLinkSecret(config), { algorithms: ['HS256'], audience, issuer: config.jwt.issuer });
+    if (typeof claims === 'object' && typeof claims.sub === 'string') return claims.sub;
+  } catch (err) {
+    if (err instanceof jwt.TokenExpiredError) throw new HttpError(410, 'link_expired', 'this download link has expired; sign in to download the file');
+  }
+  throw notFound('link');
+}

@@ -1,0 +1,183 @@
+import { parseBuffer, type IAudioMetadata } from 'music-metadata';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createTranscoder, TranscodeError, type TranscodeResult } from '../lib/transcode';
+import { fixtures, getFixture, readFixture, type FixtureName } from './fixtures';
+
+// One transcoder for the file: the core compiles once and every test reuses it, as production does.
+const progress: { percent: number; timeSeconds: number }[] = [];
+const transcoder = createTranscoder({
+  maxDurationSeconds: 600,
+  maxOutputBytes: 10 * 1024 * 1024,
+  onProgress: (p) => progress.push(p),
+});
+afterAll(() => transcoder.close());
+
+async function convert(name: FixtureName, options = {}): Promise<{ result: TranscodeResult; meta: IAudioMetadata }> {
+  const result = await transcoder.transcode(readFixture(name), options);
+  const meta = await parseBuffer(result.mp3, { mimeType: 'audio/mpeg' });
+  return { result, meta };
+}
+
+async function failureOf(promise: Promise<unknown>): Promise<TranscodeError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(TranscodeError);
+  return error as TranscodeError;
+}
+
+describe('transcode', () => {
+  describe.each(fixtures.filter((f) => f.expect === 'ok'))('when the $name fixture ($description) is converted', (fixture) => {
+    it('then the MP3 lasts as long as the source audio and has the expected channels', async () => {
+      const { result, meta } = await convert(fixture.name);
+      expect(meta.format.container).toBe('MPEG');
+      expect(meta.format.codec).toMatch(/^MPEG [12](\.5)? Layer 3$/);
+      expect(Math.abs(meta.format.duration! - fixture.durationSeconds)).toBeLessThanOrEqual(0.1);
+      expect(Math.abs(result.durationSeconds - fixture.durationSeconds)).toBeLessThanOrEqual(0.1);
+      expect(meta.format.numberOfChannels).toBe(fixture.audioChannels);
+      expect(result.bytes).toBe(result.mp3.byteLength);
+    });
+  });
+
+  describe.each(fixtures.filter((f) => f.expect !== 'ok'))('when the $name fixture ($description) is converted', (fixture) => {
+    it(`then it fails with reason ${fixture.expect} and a message a person understands`, async () => {
+      const error = await failureOf(transcoder.transcode(readFixture(fixture.name), {}));
+      expect(error.reason).toBe(fixture.expect);
+      expect(error.message).toMatch(/^The .{20,}\.$/);
+      expect(error.message).not.toMatch(/ffmpeg|moov|demux|wasm/i);
+    });
+  });
+
+  it('when the video has no audio, then the message says so plainly', async () => {
+    const error = await failureOf(transcoder.transcode(readFixture('no-audio'), {}));
+    expect(error.message).toBe('The video has no audio track, so there is nothing to convert to MP3.');
+  });
+
+  it('when a span is given, then the MP3 lasts as long as the span', async () => {
+    const { result, meta } = await convert('mp4', { start: 0.5, end: 2 });
+    expect(Math.abs(meta.format.duration! - 1.5)).toBeLessThanOrEqual(0.1);
+    expect(Math.abs(result.durationSeconds - 1.5)).toBeLessThanOrEqual(0.1);
+  });
+
+  it('when only an end is given, then the MP3 stops there', async () => {
+    const { meta } = await convert('webm', { end: 1 });
+    expect(Math.abs(meta.format.duration! - 1)).toBeLessThanOrEqual(0.1);
+  });
+
+  it('when a bitrate of 128 is asked for, then the MP3 is 128 kbps CBR', async () => {
+    const { meta } = await convert('mp4', { bitrate: 128 });
+    expect(meta.format.codecProfile).toBe('CBR');
+    expect(meta.format.bitrate).toBe(128_000);
+  });
+
+  it('when no bitrate is given, then the MP3 is VBR and the quality option changes its size', async () => {
+    const best = await convert('mp4', { quality: 0 });
+    const usual = await convert('mp4');
+    const worst = await convert('mp4', { quality: 9 });
+    // ffmpeg writes a Xing (VBR) header but leaves its quality field at 0, so the size tells the quality.
+    expect(usual.meta.format.codecProfile).toMatch(/^V/);
+    expect(best.result.bytes).toBeGreaterThan(usual.result.bytes);
+    expect(usual.result.bytes).toBeGreaterThan(worst.result.bytes);
+  });
+
+  it('when a sample rate of 22050 is asked for, then the MP3 is 22050 Hz', async () => {
+    const { meta } = await convert('mkv', { sampleRate: 22050 });
+    expect(meta.format.sampleRate).toBe(22050);
+  });
+
+  it('when one channel is asked for, then the MP3 is mono', async () => {
+    const { meta } = await convert('mp4', { channels: 1 });
+    expect(meta.format.numberOfChannels).toBe(1);
+  });
+
+  it('when the source is 5.1, then the MP3 is stereo', async () => {
+    const { meta } = await convert('surround-5.1');
+    expect(meta.format.numberOfChannels).toBe(2);
+  });
+
+  it('when the source has several audio tracks, then the default one (stereo, not the first mono) is used', async () => {
+    const { meta } = await convert('multi-audio');
+    expect(meta.format.numberOfChannels).toBe(2);
+  });
+
+  it('when a title is given, then it is the only ID3 tag carried into the MP3', async () => {
+    const { meta } = await convert('mp4', { title: 'Ünïcode & "quotes" = fine' });
+    expect(meta.common.title).toBe('Ünïcode & "quotes" = fine');
+    const tags = Object.values(meta.native).flat().map((t) => t.id);
+    expect(tags).toEqual(['TIT2']);
+  });
+
+  it('when the conversion runs, then progress ends at 100 percent', async () => {
+    progress.length = 0;
+    await convert('mp4');
+    expect(progress.length).toBeGreaterThan(0);
+    expect(progress.at(-1)?.percent).toBe(100);
+  });
+
+  it('when a conversion has failed, then the next one still works', async () => {
+    await failureOf(transcoder.transcode(readFixture('truncated'), {}));
+    await failureOf(transcoder.transcode(readFixture('empty'), {}));
+    const { meta } = await convert('flv');
+    expect(Math.abs(meta.format.duration! - getFixture('flv').durationSeconds)).toBeLessThanOrEqual(0.1);
+  });
+
+  it('when several calls are made at once, then each gets its own MP3', async () => {
+    const names: FixtureName[] = ['mov', 'mp4', 'mkv'];
+    const results = await Promise.all(names.map((name) => transcoder.transcode(readFixture(name), {})));
+    results.forEach((result, i) => {
+      expect(Math.abs(result.durationSeconds - getFixture(names[i]).durationSeconds)).toBeLessThanOrEqual(0.1);
+    });
+  });
+
+  it("when a conversion is done, then the caller's input buffer is still intact", async () => {
+    const input = readFixture('mp4');
+    const copy = Buffer.from(input);
+    await transcoder.transcode(input, {});
+    expect(input.equals(copy)).toBe(true);
+  });
+
+  it('when many conversions run, then the worker memory does not keep growing', async () => {
+    const samples: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      const { result } = await convert('mp4');
+      samples.push(result.workerMemory.arrayBuffersBytes + result.workerMemory.heapUsedBytes);
+    }
+    // Garbage collection makes single samples noisy; the later half must not sit far above the earlier.
+    const early = Math.max(...samples.slice(0, 4));
+    const late = Math.min(...samples.slice(4));
+    expect(late).toBeLessThan(early + 8 * 1024 * 1024);
+  });
+
+  it.each([
+    [{ bitrate: 1000 }, /bitrate/],
+    [{ bitrate: 128, quality: 2 }, /either/],
+    [{ quality: 12 }, /quality/],
+    [{ sampleRate: 44000 }, /sample rate/],
+    [{ start: 2, end: 1 }, /end/],
+  ])('when the options are %o, then the call is refused with a RangeError', async (options, message) => {
+    await expect(transcoder.transcode(readFixture('mp4'), options)).rejects.toThrow(RangeError);
+    await expect(transcoder.transcode(readFixture('mp4'), options)).rejects.toThrow(message);
+  });
+
+  it('when the trim starts past the end of the media, then the call is refused with a RangeError', async () => {
+    await expect(transcoder.transcode(readFixture('mp4'), { start: 10 })).rejects.toThrow(RangeError);
+  });
+
+  describe('with tight limits', () => {
+    const limited = createTranscoder({ maxDurationSeconds: 2.5, maxOutputBytes: 4000 });
+    afterAll(() => limited.close());
+
+    it('when the source is longer than the limit, then it fails with too-long', async () => {
+      const error = await failureOf(limited.transcode(readFixture('mp4'), {}));
+      expect(error.reason).toBe('too-long');
+      expect(error.message).toBe('The video is 3 s long; only videos up to 2.5 s can be converted.');
+    });
+
+    it('when the MP3 would be larger than the limit, then it fails with output-too-large', async () => {
+      const error = await failureOf(limited.transcode(readFixture('mov'), { bitrate: 320 }));
+      expect(error.reason).toBe('output-too-large');
+      expect(error.message).toMatch(/^The MP3 would be larger than the 4 KB limit/);
+    });
+  });
+});

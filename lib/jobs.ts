@@ -120,13 +120,21 @@ export async function deleteJob(db: Db, id: string): Promise<void> {
 }
 
 /**
- * Starts (or restarts, after a crash or a retry) a conversion: queued or converting → converting,
- * attempts + 1. Returns the job as it now is; a job that is done or failed is returned unchanged.
+ * Starts (or restarts, after a crash or a retry) a conversion: queued or converting → converting.
+ * Returns the job as it now is; a job that is done or failed is returned unchanged.
  */
 export async function startConversion(db: Db, id: string): Promise<Job | undefined> {
-  await db('jobs').where({ id }).whereIn('status', ['queued', 'converting'])
-    .update({ status: 'converting', attempts: db.raw('attempts + 1'), updated_at: Date.now() });
+  await db('jobs').where({ id }).whereIn('status', ['queued', 'converting']).update({ status: 'converting', updated_at: Date.now() });
   return findJob(db, id);
+}
+
+/**
+ * Counts a run of the converter on this job, just before it starts; outages of the database or
+ * storage before that point do not count. Returns the new count.
+ */
+export async function countAttempt(db: Db, id: string): Promise<number> {
+  await db('jobs').where({ id }).update({ attempts: db.raw('attempts + 1'), updated_at: Date.now() });
+  return (await findJob(db, id))?.attempts ?? 0;
 }
 
 /**

@@ -24,6 +24,8 @@ export const queueArguments = { 'x-dead-letter-exchange': topology.deadLetterExc
 export interface Delivery {
   message: AmqpMessage;
   redelivered: boolean;
+  /** Stored on disk by the broker (delivery mode 2). */
+  persistent: boolean;
   ack(): void;
   /** nack without requeue: the message moves to the dead-letter queue. */
   deadLetter(): void;
@@ -107,6 +109,7 @@ export function createAmqpBroker(url: string): Broker {
   const wrap = (ch: Channel, m: ConsumeMessage | GetMessage, redelivered: boolean): Delivery => ({
     message: toMessage(m),
     redelivered,
+    persistent: m.properties.deliveryMode === 2,
     // If the channel died meanwhile, the broker redelivers the message: handlers are idempotent.
     ack: () => { try { ch.ack(m); } catch (err) { log.warn({ err }, 'ack failed; the broker will redeliver'); } },
     deadLetter: () => { try { ch.nack(m, false, false); } catch (err) { log.warn({ err }, 'nack failed; the broker will redeliver'); } },
@@ -212,7 +215,7 @@ export function createMemoryBroker(): Broker {
           if (dead) q(`${name}.dlq`).ready.push(message);
           setImmediate(() => dispatch(name));
         };
-        setImmediate(() => consumer.onDelivery({ message, redelivered: false, ack: () => settle(false), deadLetter: () => settle(true) }));
+        setImmediate(() => consumer.onDelivery({ message, redelivered: false, persistent: true, ack: () => settle(false), deadLetter: () => settle(true) }));
       }
     }
   };
@@ -233,7 +236,7 @@ export function createMemoryBroker(): Broker {
     },
     async get(queue) {
       const message = q(queue).ready.shift();
-      return message && { message, redelivered: false, ack: () => {}, deadLetter: () => q(`${queue}.dlq`).ready.push(message) };
+      return message && { message, redelivered: false, persistent: true, ack: () => {}, deadLetter: () => q(`${queue}.dlq`).ready.push(message) };
     },
     async depth(queue) {
       return q(queue).ready.length;

@@ -1,7 +1,7 @@
 // Starts or finds the real services the tests use, once per run, and hands their URLs to the test
 // files through environment variables. Under CI a missing service fails the run; elsewhere the
 // service-backed variants are left out and the embedded ones still run.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -35,23 +35,40 @@ async function check(name: string, probe: () => Promise<void>): Promise<boolean>
 }
 
 let ferret: ChildProcess | undefined;
+let vhost: string | undefined;
+let mysqlAdminUrl: string | undefined;
+// Names of this run's database and virtual host: runs on one machine do not disturb each other.
+const runName = `video2mp3_test_${process.pid}`;
+
+function rabbitmqctl(args: string[]): boolean {
+  return spawnSync('rabbitmqctl', args, { stdio: 'ignore', timeout: 30_000 }).status === 0;
+}
 
 export async function setup() {
   const mysqlAdmin = process.env.TEST_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test';
   const mysqlTest = new URL(mysqlAdmin);
-  mysqlTest.pathname = '/video2mp3_test';
+  mysqlTest.pathname = `/${runName}`;
   const mysqlOk = await check('MariaDB', async () => {
     const db = knex({ client: 'mysql2', connection: { uri: mysqlAdmin, connectTimeout: 3000 } as never });
     try {
-      await db.raw('DROP DATABASE IF EXISTS video2mp3_test');
-      await db.raw('CREATE DATABASE video2mp3_test CHARACTER SET utf8mb4');
+      await db.raw(`DROP DATABASE IF EXISTS ${runName}`);
+      await db.raw(`CREATE DATABASE ${runName} CHARACTER SET utf8mb4`);
     } finally {
       await db.destroy();
     }
   });
-  if (mysqlOk) process.env.TEST_DATABASE_URL = mysqlTest.toString();
+  if (mysqlOk) {
+    process.env.TEST_DATABASE_URL = mysqlTest.toString();
+    mysqlAdminUrl = mysqlAdmin;
+  }
 
-  const amqpUrl = process.env.TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+  let amqpUrl = process.env.TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+  if (!process.env.TEST_AMQP_URL && rabbitmqctl(['add_vhost', runName])) {
+    // A virtual host of its own, so the run's queues are not shared with anything else on the broker.
+    rabbitmqctl(['set_permissions', '-p', runName, 'guest', '.*', '.*', '.*']);
+    vhost = runName;
+    amqpUrl = `${amqpUrl}/${runName}`;
+  }
   if (await check('RabbitMQ', async () => { await (await amqp.connect(amqpUrl)).close(); })) {
     process.env.TEST_AMQP_URL = amqpUrl;
   }
@@ -87,4 +104,9 @@ export async function setup() {
 
 export async function teardown() {
   ferret?.kill('SIGTERM');
+  if (vhost) rabbitmqctl(['delete_vhost', vhost]);
+  if (mysqlAdminUrl) {
+    const db = knex({ client: 'mysql2', connection: { uri: mysqlAdminUrl } as never });
+    await db.raw(`DROP DATABASE IF EXISTS ${runName}`).finally(() => db.destroy());
+  }
 }

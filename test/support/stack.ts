@@ -5,9 +5,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { closeClients } from '../../lib/clients';
 import { functionNames, loadConfig, setConfig, type Config } from '../../lib/config';
-import { getBroker } from '../../lib/queue';
+import { getBroker, type Consumer } from '../../lib/queue';
 import { bodyLimit, createServer } from '../../lib/serve';
-import { startPipelineSources } from '../../lib/source';
+import { startPipelineSources, startSource } from '../../lib/source';
 
 export interface Backend {
   name: 'embedded' | 'services';
@@ -36,6 +36,8 @@ export interface Stack {
   url: string;
   config: Readonly<Config>;
   server: http.Server;
+  /** The running event sources; a test may stop, replace or add to them. */
+  sources: Consumer[];
   close(): Promise<void>;
 }
 
@@ -45,28 +47,66 @@ const registered = Promise.all(functions.map((name) => import(`../../functions/$
 
 /**
  * The local stack in this process, on a free port: every function under /<name>/ exactly as
- * `npm start` serves it (with `sources`, also the local event sources), with a fresh data directory
+ * `npm start` serves it (with `sources`, also the local event sources; 'video' for convert's alone), with a fresh data directory
  * and the given environment.
  */
-export async function startStack(env: Record<string, string> = {}, opts: { sources?: boolean } = {}): Promise<Stack> {
+export async function startStack(env: Record<string, string> = {}, opts: { sources?: boolean | 'video' } = {}): Promise<Stack> {
   await registered;
   await closeClients();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-test-'));
-  const config = loadConfig({ DATA_DIR: dataDir, ...env });
-  setConfig(config);
-  const server = createServer(functions.map((name) => ({ prefix: `/${name}`, name, bodyLimit: bodyLimit(name, config) })));
+  const limits = loadConfig({ DATA_DIR: dataDir, ...env });
+  const server = createServer(functions.map((name) => ({ prefix: `/${name}`, name, bodyLimit: bodyLimit(name, limits) })));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as { port: number };
-  const sources = opts.sources ? await startPipelineSources(await getBroker(), `http://127.0.0.1:${port}`, config) : [];
-  return {
+  // Links and Location headers point at this server, as PUBLIC_URL does for `npm start`.
+  const config = loadConfig({ DATA_DIR: dataDir, PUBLIC_URL: `http://127.0.0.1:${port}`, ...env });
+  setConfig(config);
+  const base = `http://127.0.0.1:${port}`;
+  const sources = opts.sources === 'video'
+    ? [await startSource(await getBroker(), { ...config.source, queue: 'video', sink: `${base}/convert/` })]
+    : opts.sources ? await startPipelineSources(await getBroker(), base, config) : [];
+  const stack: Stack = {
     url: `http://127.0.0.1:${port}`,
     config,
     server,
+    sources,
     async close() {
-      await Promise.all(sources.map((s) => s.stop()));
+      await Promise.all(stack.sources.map((s) => s.stop()));
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
       await closeClients();
     },
   };
+  return stack;
+}
+
+export interface TestUser {
+  id: string;
+  email: string;
+  token: string;
+  auth: { authorization: string };
+}
+
+/** Signs a new user up and logs them in through the auth function. */
+export async function newUser(stack: Stack): Promise<TestUser> {
+  const email = `${uniqueName('user')}@example.com`;
+  const password = 'correct horse battery';
+  const headers = { 'content-type': 'application/json' };
+  const signup = await fetch(`${stack.url}/auth/signup`, { method: 'POST', headers, body: JSON.stringify({ email, password }) });
+  if (signup.status !== 201) throw new Error(`signup failed: ${signup.status} ${await signup.text()}`);
+  const { id } = (await signup.json()) as { id: string };
+  const login = await fetch(`${stack.url}/auth/login`, { method: 'POST', headers, body: JSON.stringify({ email, password }) });
+  const { token } = (await login.json()) as { token: string };
+  return { id, email, token, auth: { authorization: `Bearer ${token}` } };
+}
+
+/** Polls `fn` until it returns a value, or fails after `ms`. */
+export async function eventually<T>(fn: () => Promise<T | undefined>, ms = 30_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await fn();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }

@@ -1,0 +1,93 @@
+import { fileTypeFromBuffer } from 'file-type';
+import path from 'node:path';
+import type { BlobStore } from './blobs';
+import type { Config } from './config';
+import type { Db } from './db';
+import { badRequest, tooLarge, unsupportedMedia, UnavailableError } from './errors';
+import { toAmqp, videoUploaded } from './events';
+import { createJob, deleteJob, newJobId, type Job } from './jobs';
+import { log } from './log';
+import type { Mp3Options } from './options';
+import type { Broker } from './queue';
+
+export interface Upload {
+  filename: string;
+  data: Buffer;
+  options: Mp3Options;
+}
+
+/** A filename safe to store and show: no path, no control characters, at most 255 characters. */
+export function cleanFilename(raw: string | undefined): string {
+  const base = path.basename((raw ?? '').replace(/\\/g, '/'));
+  const clean = base.replace(/[\u0000-\u001f\u007f]/g, '').trim().slice(0, 255);
+  return clean || 'video';
+}
+
+/** Decides from the bytes, not the client's word, that this is an audio/video container. */
+export async function sniffMedia(data: Buffer): Promise<string> {
+  if (data.length === 0) throw badRequest('the file is empty');
+  const type = await fileTypeFromBuffer(data.subarray(0, 64 * 1024));
+  if (!type || !/^(video|audio)\//.test(type.mime)) {
+    throw unsupportedMedia(`this is not a video file${type ? ` (it looks like ${type.mime})` : ''}; upload a video such as MP4, MKV, WebM, MOV, AVI, FLV or MPEG-TS`);
+  }
+  return type.mime;
+}
+
+export interface UploadDeps {
+  db: Db;
+  blobs: BlobStore;
+  broker: Broker;
+  config: Pick<Config, 'limits'>;
+}
+
+/**
+ * Stores the video, records the job and queues the conversion, in that order. If a later step fails
+ * the earlier ones are undone (no orphan blob, no job that would never move) and the caller gets 503.
+ */
+export async function acceptUpload(deps: UploadDeps, owner: { id: string; email: string }, upload: Upload): Promise<Job> {
+  const { db, blobs, broker, config } = deps;
+  if (upload.data.length > config.limits.uploadBytes) throw tooLarge(config.limits.uploadBytes);
+  const contentType = await sniffMedia(upload.data);
+  const filename = cleanFilename(upload.filename);
+  const jobId = newJobId();
+
+  const blob = await blobs.put('videos', upload.data, { owner: owner.id, filename, contentType }, { limit: config.limits.uploadBytes });
+  let job: Job;
+  try {
+    job = await createJob(db, {
+      id: jobId,
+      ownerId: owner.id,
+      ownerEmail: owner.email,
+      filename,
+      contentType,
+      options: upload.options,
+      videoBlobId: blob.id,
+      videoBytes: blob.size,
+      videoSha256: blob.sha256,
+    });
+  } catch (err) {
+    await undo(() => blobs.delete('videos', blob.id));
+    throw new UnavailableError('the job database', err);
+  }
+  try {
+    const event = videoUploaded(
+      { jobId, owner: owner.id, email: owner.email, filename, videoBlobId: blob.id, options: upload.options },
+      `${jobId}.uploaded`,
+    );
+    await broker.publish('video', toAmqp(event));
+  } catch (err) {
+    await undo(() => deleteJob(db, jobId));
+    await undo(() => blobs.delete('videos', blob.id));
+    throw err instanceof UnavailableError ? err : new UnavailableError('the message broker', err);
+  }
+  log.info({ jobId, owner: owner.id, bytes: blob.size, contentType }, 'video queued');
+  return job;
+}
+
+async function undo(step: () => Promise<unknown>) {
+  try {
+    await step();
+  } catch (err) {
+    log.error({ err }, 'could not undo a step of a failed upload');
+  }
+}

@@ -14,7 +14,7 @@ export const mp3OptionsSchema = z
     channels: num.int().refine((v) => v === 1 || v === 2, 'must be 1 or 2').transform((v) => v as 1 | 2).optional(),
     start: num.min(0).max(86_400).optional(),
     end: num.gt(0).max(86_400).optional(),
-    title: z.string().trim().min(1).max(200).refine((v) => !/[\u0000-\u001f\u007f]/.test(v), 'must not contain control characters').optional(),
+    title: z.string().trim().min(1).max(200).refine((v) => !/\p{Cc}/u.test(v), 'must not contain control characters').optional(),
   })
   .strict()
   .refine((o) => o.bitrate === undefined || o.quality === undefined, { message: 'give bitrate (CBR) or quality (VBR), not both', path: ['bitrate'] })

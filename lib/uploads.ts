@@ -19,7 +19,7 @@ export interface Upload {
 /** A filename safe to store and show: no path, no control characters, at most 255 characters. */
 export function cleanFilename(raw: string | undefined): string {
   const base = path.basename((raw ?? '').replace(/\\/g, '/'));
-  const clean = base.replace(/[\u0000-\u001f\u007f]/g, '').trim().slice(0, 255);
+  const clean = base.replace(/\p{Cc}/gu, '').trim().slice(0, 255);
   return clean || 'video';
 }
 

@@ -23,7 +23,7 @@ async function readUpload(req: Request) {
   if (req.is(['video/*', 'application/octet-stream'])) {
     const filename = req.get('x-filename') ?? (typeof query.filename === 'string' ? query.filename : undefined);
     if (!filename) throw badRequest('name the file with an X-Filename header or a filename query parameter');
-    const { filename: _f, ...options } = query;
+    const { filename: _filename, ...options } = query;
     return { filename, data: body, options: parseMp3Options(options) };
   }
   throw unsupportedMedia('send multipart/form-data with one file, or the video itself as video/* or application/octet-stream');

@@ -1,22 +1,36 @@
-// The whole product on one machine: every HTTP function under /<name>/ on one port.
+// The whole product on one machine: every function under /<name>/ on one port, plus the local
+// stand-in for the Knative RabbitMQ sources feeding convert and notify. Embedded backends unless
+// DATABASE_URL, MONGODB_URI, AMQP_URL or SMTP_URL say otherwise.
 import '../functions/auth';
-import { getConfig } from '../lib/config';
+import '../functions/upload';
+import '../functions/download';
+import '../functions/convert';
+import '../functions/notify';
+import path from 'node:path';
+import { describeBlobs } from '../lib/blobs';
+import { functionNames, getConfig } from '../lib/config';
 import { describeDb, getDb } from '../lib/db';
 import { log } from '../lib/log';
-import { bodyLimit, createServer, listen, type Mount } from '../lib/serve';
+import { describeBroker, getBroker } from '../lib/queue';
+import { bodyLimit, createServer, listen } from '../lib/serve';
+import { startPipelineSources } from '../lib/source';
 
 async function main() {
   const config = getConfig();
-  const names = ['auth'] as const;
-  const mounts: Mount[] = names.map((name) => ({ prefix: `/${name}`, name, bodyLimit: bodyLimit(name, config) }));
   await getDb(); // migrate before taking requests
-  const port = await listen(createServer(mounts), config.port);
+  const server = createServer(functionNames.map((name) => ({ prefix: `/${name}`, name, bodyLimit: bodyLimit(name, config) })));
+  let sources: { stop(): Promise<void> }[] = [];
+  const port = await listen(server, config.port, async () => {
+    await Promise.all(sources.map((s) => s.stop()));
+  });
+  sources = await startPipelineSources(await getBroker(), `http://127.0.0.1:${port}`, config);
   log.info({
-    url: config.publicUrl,
-    functions: names.map((n) => `${config.publicUrl}/${n}/`),
+    functions: Object.fromEntries(functionNames.map((n) => [n, `${config.publicUrl}/${n}/`])),
     database: describeDb(config),
-    dataDir: config.dataDir,
-  }, `video2mp3 listening on port ${port}`);
+    storage: describeBlobs(config),
+    queue: describeBroker(config),
+    mail: config.smtpUrl ? `smtp ${new URL(config.smtpUrl).host}` : `outbox ${path.join(config.dataDir, 'outbox')}`,
+  }, `video2mp3 is up at ${config.publicUrl}`);
 }
 
 main().catch((err: unknown) => {

@@ -1,0 +1,20 @@
+# One image per function, from its esbuild bundle: `npm run build` first, then (scripts/images.sh)
+#   minikube -p knative image build -t dev.local/<function>:<version> --build-opt=build-arg=FUNCTION=<function> .
+# dist/<function>/ is self-contained (index.js and its source map; convert also transcode-worker.js and
+# node_modules/@ffmpeg.wasm/core-mt, loaded from disk at run time), so it is all the image carries.
+# Distroless: no shell, no package manager; the :nonroot variant has the user 65532.
+FROM gcr.io/distroless/nodejs20-debian12:nonroot
+
+ARG FUNCTION
+WORKDIR /app
+# Copying index.js by name first makes a build without FUNCTION fail here instead of copying all of dist/.
+COPY dist/${FUNCTION}/index.js ./
+COPY dist/${FUNCTION}/ ./
+
+ENV NODE_ENV=production \
+    PORT=8080
+EXPOSE 8080
+# Numeric, so the kubelet can verify the manifests' runAsNonRoot (a user name cannot be checked).
+USER 65532:65532
+# The base image's entrypoint is node; the bundle listens on $PORT (Knative sets it) and serves GET /healthz.
+CMD ["--enable-source-maps", "index.js"]

@@ -1,0 +1,92 @@
+// The whole product as a user meets it: sign up, log in, upload, wait, get the email, download the
+// MP3 from the emailed link. Every function, both event sources, a real SMTP server (or, embedded,
+// the outbox), on the embedded backends and on MariaDB + FerretDB + RabbitMQ.
+import fs from 'node:fs';
+import path from 'node:path';
+import { simpleParser } from 'mailparser';
+import { parseBuffer } from 'music-metadata';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getBroker } from '../lib/queue';
+import { readFixture } from './fixtures';
+import { startSmtp, type SmtpServer } from './support-smtp';
+import { backends, eventually, startStack, uniqueName, type Stack } from './support/stack';
+
+describe.each(backends())('a user on $name backends', ({ name, env }) => {
+  let stack: Stack;
+  let smtp: SmtpServer | undefined;
+  let token: string;
+  const email = `${uniqueName('e2e')}@example.com`;
+  const password = 'a long enough password';
+
+  beforeAll(async () => {
+    // Embedded means no SMTP server: mail goes to the outbox under DATA_DIR.
+    if (name === 'services') smtp = await startSmtp();
+    stack = await startStack({ ...env, ...(smtp ? { SMTP_URL: smtp.url } : {}) }, { sources: true });
+    for (const q of ['video', 'mp3'] as const) await (await getBroker()).purge(q);
+  });
+  afterAll(async () => {
+    await stack.close();
+    await smtp?.close();
+  });
+
+  /** The mails the user received so far, parsed: from the SMTP server, or the outbox's .eml files. */
+  async function inbox() {
+    if (smtp) return smtp.received.filter((m) => m.envelope.to.includes(email)).map((m) => m.parsed);
+    const dir = path.join(stack.config.dataDir, 'outbox');
+    const files = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.eml')) : [];
+    return Promise.all(files.map(async (f) => simpleParser(fs.readFileSync(path.join(dir, f)))));
+  }
+
+  async function upload(fixture: Parameters<typeof readFixture>[0], filename: string) {
+    const body = new FormData();
+    body.append('file', new Blob([readFixture(fixture)]), filename);
+    const res = await fetch(`${stack.url}/upload/`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body });
+    expect(res.status).toBe(202);
+    const { jobId, statusUrl } = (await res.json()) as { jobId: string; statusUrl: string };
+    const final = await eventually(async () => {
+      const job = (await (await fetch(statusUrl, { headers: { authorization: `Bearer ${token}` } })).json()) as { status: string; error?: string };
+      return job.status === 'done' || job.status === 'failed' ? job : undefined;
+    }, 60_000, 'the job to end');
+    return { jobId, final };
+  }
+
+  it('when they sign up and log in, then they get a token', async () => {
+    const signup = await fetch(`${stack.url}/auth/signup`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email, password }) });
+    expect(signup.status).toBe(201);
+    const login = await fetch(`${stack.url}/auth/login`, { method: 'POST', headers: { authorization: `Basic ${Buffer.from(`${email}:${password}`).toString('base64')}` } });
+    expect(login.status).toBe(200);
+    token = ((await login.json()) as { token: string }).token;
+  });
+
+  it('when they upload a video, then the job is done, an email arrives, and its link downloads a valid MP3', async () => {
+    const { jobId, final } = await upload('mkv', 'Summer Trip.mkv');
+    expect(final.status).toBe('done');
+    const mail = await eventually(async () => (await inbox()).find((m) => m.text?.includes(jobId)), 20_000, 'the email');
+    expect(mail.subject).toContain('Summer Trip.mkv');
+    expect(mail.html).toContain('Summer Trip.mkv');
+    const link = /https?:\/\/\S+\/links\/[\w.-]+/.exec(mail.text!)?.[0];
+    expect(link).toBeDefined();
+    expect(mail.html).toContain(link);
+
+    const res = await fetch(link!); // no token: the link is the credential
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-disposition')).toContain('Summer Trip.mp3');
+    const meta = await parseBuffer(Buffer.from(await res.arrayBuffer()), { mimeType: 'audio/mpeg' }, { duration: true });
+    expect(meta.format.codec).toMatch(/MPEG 1 Layer 3|MP3/i);
+    expect(Math.abs(meta.format.duration! - 3)).toBeLessThanOrEqual(0.1);
+  });
+
+  it('when they upload a video without sound, then the job fails and an email says why', async () => {
+    const { jobId, final } = await upload('no-audio', 'silent film.mp4');
+    expect(final).toMatchObject({ status: 'failed', error: expect.stringMatching(/no audio/i) });
+    const mail = await eventually(async () => (await inbox()).find((m) => m.text?.includes(jobId)), 20_000, 'the failure email');
+    expect(mail.subject).toContain('silent film.mp4');
+    expect(mail.text).toMatch(/no audio/i);
+    expect(mail.text).not.toMatch(/\/links\//);
+  });
+
+  it('when everything has settled, then each outcome was mailed exactly once', async () => {
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await inbox()).toHaveLength(2);
+  });
+});

@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { createDirectoryStore, createGridFsStore, type BlobStore } from '../lib/blobs';
 import type { Mp3Options, Transcoder } from '../lib/transcode';
 
 const NATIVE_FFMPEG = process.env.FFMPEG ?? '/usr/bin/ffmpeg';
@@ -35,6 +36,8 @@ interface BenchCase {
   cold(ctx: CaseContext): Promise<{ ms: number; maxRssMB: number }>;
   /** One warm conversion; returns the MP3 bytes and, when it ran in a child, the child's peak RSS. */
   warm(ctx: CaseContext): Promise<{ bytes: number; maxRssMB?: number }>;
+  /** Releases what the case holds for one input. */
+  close?(): Promise<void>;
 }
 
 interface Row {
@@ -129,6 +132,48 @@ function wasmCase(): BenchCase & { transcoder?: Transcoder } {
   return self;
 }
 
+/**
+ * What the convert function does per event: read the video from the blob store, convert, store the
+ * MP3 (then drop it, so runs stay alike). The directory store by default; GridFS when
+ * BENCH_MONGODB_URI is set (e.g. FerretDB or a real MongoDB).
+ */
+function functionPathCase(wasm: ReturnType<typeof wasmCase>): BenchCase {
+  let store: BlobStore | undefined;
+  let videoId: string | undefined;
+  const uri = process.env.BENCH_MONGODB_URI;
+  const convertOnce = async ({ inputBuffer, workDir }: CaseContext) => {
+    if (!store) {
+      store = uri ? await createGridFsStore(uri) : createDirectoryStore(path.join(workDir, 'blobs'));
+    }
+    if (!videoId) videoId = (await store.put('videos', inputBuffer, { owner: 'bench', filename: 'in.mp4', contentType: 'video/mp4' })).id;
+    if (!wasm.transcoder) await wasm.warm({ inputBuffer, workDir } as CaseContext);
+    const input = await store.readAll('videos', videoId);
+    const { mp3 } = await wasm.transcoder!.transcode(input, OPTIONS);
+    const stored = await store.put('mp3s', mp3, { owner: 'bench', filename: 'out.mp3', contentType: 'audio/mpeg' });
+    await store.delete('mp3s', stored.id);
+    return { bytes: stored.size };
+  };
+  return {
+    name: `function path (${uri ? 'GridFS' : 'directory store'} read + wasm + write)`,
+    engine: 'wasm',
+    // Its cold start is the wasm case's (it shares that transcoder): not measured again, shown as —.
+    async cold(ctx) {
+      await convertOnce(ctx);
+      return { ms: Number.NaN, maxRssMB: Number.NaN };
+    },
+    async warm(ctx) {
+      const result = await convertOnce(ctx);
+      return result;
+    },
+    async close() {
+      if (videoId) await store?.delete('videos', videoId);
+      videoId = undefined;
+      await store?.close();
+      store = undefined;
+    },
+  };
+}
+
 function nativeCase(): BenchCase {
   const convert = async ({ input, workDir }: CaseContext): Promise<{ bytes: number; maxRssMB: number }> => {
     const out = path.join(workDir, `native-${input.name}.mp3`);
@@ -178,7 +223,8 @@ async function main(): Promise<void> {
       console.log(`${NATIVE_FFMPEG} is not installed: no native comparison; making inputs with ffmpeg.wasm (slow) …`);
       await makeInputsWithWasm(list);
     }
-    const cases = [wasmCase(), ...(haveNative ? [nativeCase()] : [])];
+    const wasm = wasmCase();
+    const cases = [wasm, functionPathCase(wasm), ...(haveNative ? [nativeCase()] : [])];
     const rows: Row[] = [];
     for (const input of list) {
       const inputBuffer = await readFile(input.file);
@@ -208,6 +254,7 @@ async function main(): Promise<void> {
           coldPeakRssMB: Math.round(cold.maxRssMB),
           mp3Bytes: bytes,
         });
+        await c.close?.();
       }
     }
     for (const row of rows) {
@@ -234,9 +281,9 @@ function round(value: number, digits: number): number {
 function printTable(rows: Row[]): void {
   const header = ['case', 'input', 'input MB', 'cold s', 'warm median s', 'runs', 'wasm/native', 'peak RSS MB', 'cold RSS MB', 'MP3 KB'];
   const body = rows.map((r) => [
-    r.case, r.input, String(r.inputMB), (r.coldMs / 1000).toFixed(2), (r.warmMedianMs / 1000).toFixed(2),
+    r.case, r.input, String(r.inputMB), Number.isFinite(r.coldMs) ? (r.coldMs / 1000).toFixed(2) : '—', (r.warmMedianMs / 1000).toFixed(2),
     String(r.warmRuns), r.ratioToNative === undefined ? '' : `${r.ratioToNative}×`, String(r.peakRssMB),
-    String(r.coldPeakRssMB), String(Math.round(r.mp3Bytes / 1024)),
+    Number.isFinite(r.coldPeakRssMB) ? String(r.coldPeakRssMB) : '—', String(Math.round(r.mp3Bytes / 1024)),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i])).join('  ');

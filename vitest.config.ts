@@ -10,5 +10,7 @@ export default defineConfig({
     // Files run one at a time: they share the real queues `video` and `mp3`, and two cores.
     fileParallelism: false,
     env: { LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' },
+    // CI's log shows every test by name (e.g. that auth ran against MariaDB).
+    reporters: process.env.CI ? ['verbose'] : ['default'],
   },
 });

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { configureLog } from './log';
 
 /** The five functions, by the name each registers with functions-framework. */
 export const functionNames = ['auth', 'upload', 'download', 'convert', 'notify'] as const;
@@ -152,11 +153,12 @@ let current: Readonly<Config> | undefined;
 
 /** The process's configuration, parsed on first use. */
 export function getConfig(): Readonly<Config> {
-  current ??= loadConfig();
-  return current;
+  if (!current) setConfig(loadConfig());
+  return current!;
 }
 
 /** Replaces the process's configuration (the local stack and tests set it before anything runs). */
 export function setConfig(config: Readonly<Config>): void {
   current = config;
+  configureLog(config);
 }

@@ -3,7 +3,7 @@ import { lazyClient } from './clients';
 import { UnavailableError } from './errors';
 import { getConfig, type Config } from './config';
 import type { Db } from './db';
-import { mp3Filename } from './downloads';
+import { mp3Filename, withoutExtension } from './downloads';
 import { conversionFailed, conversionSucceeded, toAmqp, type VideoUploaded } from './events';
 import { clearVideo, completeConversion, countAttempt, failConversion, findJob, markPublished, startConversion, type Job } from './jobs';
 import { log } from './log';
@@ -68,7 +68,7 @@ export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promi
   let result;
   progressOf = job.id;
   try {
-    result = await transcoder.transcode(input, job.options);
+    result = await transcoder.transcode(input, { ...job.options, title: job.options.title ?? defaultTitle(job.filename) });
   } catch (err) {
     if (err instanceof TranscodeError) return fail(deps, job, err.message);
     if (err instanceof RangeError) return fail(deps, job, `The conversion options are invalid: ${err.message}`);
@@ -110,6 +110,9 @@ async function storeMp3(blobs: BlobStore, job: Job, mp3: Buffer) {
     }
   }
 }
+
+/** The ID3 title when the user gave none: the file's name without its extension. */
+export const defaultTitle = (filename: string) => withoutExtension(filename) || filename;
 
 /** Publishes success once, then removes the source video (unless KEEP_SOURCE). */
 async function finishDone(deps: ConvertDeps, job: Job) {

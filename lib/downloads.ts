@@ -21,8 +21,11 @@ export function jobView(job: Job, config: Pick<Config, 'downloadUrl'>) {
   };
 }
 
+/** A file name without its extension (`holiday.mp4` → `holiday`). */
+export const withoutExtension = (filename: string) => filename.replace(/\.[^./]{1,10}$/, '');
+
 /** The original name with its extension turned into .mp3. */
-export const mp3Filename = (filename: string) => `${filename.replace(/\.[^./]{1,10}$/, '') || 'audio'}.mp3`;
+export const mp3Filename = (filename: string) => `${withoutExtension(filename) || 'audio'}.mp3`;
 
 /** Cursor of a page of jobs: opaque to clients. */
 export const encodeCursor = (job: Pick<Job, 'createdAt' | 'id'>) => Buffer.from(`${job.createdAt}.${job.id}`).toString('base64url');

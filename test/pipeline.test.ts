@@ -84,6 +84,7 @@ describe.each(backends())('conversion through the event path on $name backends',
     expect(Math.abs(meta.format.duration! - fixture.durationSeconds)).toBeLessThanOrEqual(0.1);
     expect(Math.abs(view.mp3!.durationSeconds - fixture.durationSeconds)).toBeLessThanOrEqual(0.1);
     expect(meta.format.numberOfChannels).toBe(fixture.audioChannels);
+    expect(meta.common.title).toBe(fixture.file.replace(/\.\w+$/, '')); // the default ID3 title
 
     // After `done`, convert publishes the outcome and then deletes the source video.
     const row = await eventually(async () => {

@@ -54,19 +54,20 @@ export async function startStack(env: Record<string, string> = {}, opts: { sourc
   await registered;
   await closeClients();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-test-'));
-  const limits = loadConfig({ DATA_DIR: dataDir, ...env });
+  const base = { DATA_DIR: dataDir, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' };
+  const limits = loadConfig({ ...base, ...env });
   const server = createServer(functions.map((name) => ({ prefix: `/${name}`, name, bodyLimit: bodyLimit(name, limits) })));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as { port: number };
   // Links and Location headers point at this server, as PUBLIC_URL does for `npm start`.
-  const config = loadConfig({ DATA_DIR: dataDir, PUBLIC_URL: `http://127.0.0.1:${port}`, ...env });
+  const config = loadConfig({ ...base, PUBLIC_URL: `http://127.0.0.1:${port}`, ...env });
   setConfig(config);
-  const base = `http://127.0.0.1:${port}`;
+  const url = `http://127.0.0.1:${port}`;
   const sources = opts.sources === 'video'
-    ? [await startSource(await getBroker(), { ...config.source, queue: 'video', sink: `${base}/convert/` })]
-    : opts.sources ? await startPipelineSources(await getBroker(), base, config) : [];
+    ? [await startSource(await getBroker(), { ...config.source, queue: 'video', sink: `${url}/convert/` })]
+    : opts.sources ? await startPipelineSources(await getBroker(), url, config) : [];
   const stack: Stack = {
-    url: `http://127.0.0.1:${port}`,
+    url,
     config,
     server,
     sources,

@@ -1,0 +1,95 @@
+// The bundles as they ship: `npm run build`, then each bundle copied away from node_modules (as into
+// its image) and started with plain `node`.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getDb } from '../lib/db';
+import { getBroker } from '../lib/queue';
+import { toCloudEventRequest } from '../lib/source';
+import { readFixture } from './fixtures';
+import { backends, eventually, newUser, startStack } from './support/stack';
+
+const root = path.resolve(__dirname, '..');
+const services = backends().find((b) => b.name === 'services');
+const children: ChildProcess[] = [];
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Copies dist/<name> to a directory with no node_modules above it: only what the image carries. */
+function shipped(name: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `bundle-${name}-`));
+  fs.cpSync(path.join(root, 'dist', name), dir, { recursive: true });
+  return dir;
+}
+
+async function start(dir: string, env: Record<string, string>) {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['index.js'], { cwd: dir, env: { PATH: process.env.PATH!, PORT: String(port), LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  children.push(child);
+  const url = `http://127.0.0.1:${port}`;
+  await eventually(async () => (await fetch(`${url}/healthz`).then((r) => r.ok, () => false)) || undefined, 20_000, `${dir} to listen`);
+  return url;
+}
+
+beforeAll(() => {
+  const build = spawnSync(process.execPath, ['build.mjs'], { cwd: root, encoding: 'utf8' });
+  expect(build.status, build.stderr).toBe(0);
+  for (const name of ['auth', 'upload', 'download', 'convert', 'notify']) expect(build.stdout).toMatch(new RegExp(`dist/${name}/index.js\\s+\\d+ KiB`));
+}, 120_000);
+afterAll(() => { for (const c of children) c.kill('SIGKILL'); });
+
+describe('the built bundles', () => {
+  it('when the auth bundle starts on plain node, then it serves signup and login', async () => {
+    // Deployed bundles use MySQL; on a machine without it, the embedded SQLite (from this checkout's node_modules).
+    const dir = services ? shipped('auth') : path.join(root, 'dist/auth');
+    const env: Record<string, string> = services ? { DATABASE_URL: services.env.DATABASE_URL! } : {};
+    const url = await start(dir, { DATA_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'auth-data-')), ...env });
+    const headers = { 'content-type': 'application/json' };
+    const credentials = JSON.stringify({ email: `bundle-${Date.now()}@example.com`, password: 'password-123' });
+    expect((await fetch(`${url}/signup`, { method: 'POST', headers, body: credentials })).status).toBe(201);
+    const login = await fetch(`${url}/login`, { method: 'POST', headers, body: credentials });
+    expect(login.status).toBe(200);
+    expect(await login.json()).toMatchObject({ tokenType: 'Bearer', token: expect.any(String) });
+    expect((await fetch(`${url}/login`, { method: 'POST', headers, body: JSON.stringify({ email: 'nobody@example.com', password: 'password-123' }) })).status).toBe(401);
+  });
+
+  it('when a bundle starts on Knative without its settings, then it exits naming them', () => {
+    const run = spawnSync(process.execPath, ['index.js'], { cwd: shipped('upload'), env: { PATH: process.env.PATH!, K_SERVICE: 'upload' }, encoding: 'utf8', timeout: 20_000 });
+    expect(run.status).toBe(1);
+    expect(run.stdout + run.stderr).toMatch(/DATABASE_URL, MONGODB_URI, AMQP_URL, JWT_PUBLIC_KEY, DOWNLOAD_URL must be set for upload/);
+  });
+
+  it.runIf(services)('when the convert bundle (worker and wasm core beside it) gets a real event, then the job is done', async () => {
+    const stack = await startStack(services!.env);
+    try {
+      await (await getBroker()).purge('video');
+      const user = await newUser(stack);
+      const body = new FormData();
+      body.append('file', new Blob([readFixture('flv')]), 'bundle.flv');
+      const res = await fetch(`${stack.url}/upload/`, { method: 'POST', headers: user.auth, body });
+      const { jobId } = (await res.json()) as { jobId: string };
+      const url = await start(shipped('convert'), { ...services!.env, DATA_DIR: stack.config.dataDir });
+      const d = (await (await getBroker()).get('video'))!;
+      const req = toCloudEventRequest(d.message, { queue: 'video' });
+      const converted = await fetch(`${url}/`, { method: 'POST', headers: req.headers, body: req.body });
+      expect(converted.status).toBe(200);
+      expect(await converted.json()).toEqual({ jobId, outcome: 'converted' });
+      d.ack();
+      const row = await (await getDb())('jobs').where({ id: jobId }).first();
+      expect(row).toMatchObject({ status: 'done', mp3_blob_id: jobId });
+      await (await getBroker()).purge('mp3');
+    } finally {
+      await stack.close();
+    }
+  });
+});

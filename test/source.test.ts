@@ -1,0 +1,129 @@
+// The local stand-in for the Knative RabbitMQ source, against a real HTTP sink, on the in-process
+// queue and on RabbitMQ: what it acks, retries and dead-letters, and how many it keeps in flight.
+import http from 'node:http';
+import type net from 'node:net';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { closeClients } from '../lib/clients';
+import { conversionSucceeded, toAmqp } from '../lib/events';
+import { createBroker, type Broker, type Consumer } from '../lib/queue';
+import { backoff, startSource, toCloudEventRequest } from '../lib/source';
+import { backends, eventually } from './support/stack';
+
+interface Received {
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+function event(n: number) {
+  return toAmqp(conversionSucceeded({ jobId: `job${n}`, owner: 'o', email: 'a@example.com', filename: 'f.mp4', mp3BlobId: 'b', durationSeconds: 1, bytes: 2 }));
+}
+
+describe.each(backends())('the local event source on $name backends', ({ env }) => {
+  let broker: Broker;
+  let sink: http.Server;
+  let sinkUrl: string;
+  let respond: (req: Received, n: number) => Promise<number>;
+  let received: Received[];
+  let consumer: Consumer | undefined;
+
+  beforeAll(async () => {
+    broker = createBroker({ amqpUrl: env.AMQP_URL });
+    sink = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => { body += c.toString(); });
+      req.on('end', () => {
+        const r = { headers: req.headers, body };
+        received.push(r);
+        void respond(r, received.length).then((status) => res.writeHead(status).end());
+      });
+    });
+    await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve));
+    sinkUrl = `http://127.0.0.1:${(sink.address() as net.AddressInfo).port}/`;
+  });
+  afterAll(async () => {
+    sink.close();
+    await broker.close();
+    await closeClients();
+  });
+  afterEach(async () => {
+    await consumer?.stop();
+    for (const q of ['mp3', 'mp3.dlq'] as const) await broker.purge(q);
+  });
+
+  async function run(opts: { retry?: number; parallelism?: number }, messages: number) {
+    received = [];
+    for (const q of ['mp3', 'mp3.dlq'] as const) await broker.purge(q);
+    for (let i = 0; i < messages; i++) await broker.publish('mp3', event(i));
+    consumer = await startSource(broker, { queue: 'mp3', sink: sinkUrl, parallelism: opts.parallelism ?? 1, retry: opts.retry ?? 2, backoffPolicy: 'exponential', backoffDelayMs: 20 });
+  }
+
+  it('when the sink answers 2xx, then the event is posted once in binary mode with our type, and acked', async () => {
+    respond = async () => 202;
+    await run({}, 1);
+    await eventually(async () => ((await broker.depth('mp3')) === 0 && received.length === 1 ? true : undefined), 10_000);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(received).toHaveLength(1);
+    expect(received[0]!.headers).toMatchObject({ 'ce-specversion': '1.0', 'ce-id': 'job0.succeeded', 'ce-type': 'io.github.video2mp3.conversion.succeeded', 'ce-source': '/video2mp3', 'content-type': 'application/json' });
+    expect(JSON.parse(received[0]!.body)).toMatchObject({ jobId: 'job0' });
+    expect(await broker.depth('mp3.dlq')).toBe(0);
+  });
+
+  it.each([503, 429, 504, 404])('when the sink answers %i, then it is retried `retry` times and then dead-lettered', async (status) => {
+    respond = async () => status;
+    await run({ retry: 2 }, 1);
+    await eventually(async () => ((await broker.depth('mp3.dlq')) === 1 ? true : undefined), 10_000, 'the dead letter');
+    expect(received).toHaveLength(3);
+  });
+
+  it.each([500, 400])('when the sink answers %i, then it is not retried: dead-lettered at once', async (status) => {
+    respond = async () => status;
+    await run({ retry: 5 }, 1);
+    await eventually(async () => ((await broker.depth('mp3.dlq')) === 1 ? true : undefined), 10_000, 'the dead letter');
+    expect(received).toHaveLength(1);
+  });
+
+  it('when a retry succeeds, then the event is acked and not dead-lettered', async () => {
+    respond = async (_r, n) => (n < 3 ? 503 : 200);
+    await run({ retry: 5 }, 1);
+    await eventually(async () => (received.length === 3 ? true : undefined), 10_000);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await broker.depth('mp3')).toBe(0);
+    expect(await broker.depth('mp3.dlq')).toBe(0);
+  });
+
+  it('when parallelism is 2, then at most two requests are in flight', async () => {
+    let inFlight = 0;
+    let most = 0;
+    respond = async () => {
+      most = Math.max(most, ++inFlight);
+      await new Promise((r) => setTimeout(r, 100));
+      inFlight--;
+      return 200;
+    };
+    await run({ parallelism: 2 }, 6);
+    await eventually(async () => (received.length === 6 ? true : undefined), 10_000);
+    expect(most).toBe(2);
+  });
+});
+
+describe('how the source maps messages and waits', () => {
+  it('when a message has no ce- headers, then it becomes a dev.knative.rabbitmq.event as the real source does', () => {
+    const req = toCloudEventRequest({ body: Buffer.from('{}'), contentType: 'application/json', messageId: 'm1', headers: { 'x-death': 'x', foo: 'bar' } }, { queue: 'video', name: 'video-source' });
+    expect(req.headers).toEqual({
+      'ce-specversion': '1.0', 'ce-id': 'm1', 'ce-type': 'dev.knative.rabbitmq.event',
+      'ce-source': '/apis/v1/namespaces/default/rabbitmqsources/video-source#video', 'content-type': 'application/json',
+    });
+  });
+
+  it('when our message has x- headers, then they are dropped and the rest keep their meaning', () => {
+    const msg = event(1);
+    const req = toCloudEventRequest({ ...msg, headers: { ...msg.headers, 'x-first-death-queue': 'mp3' } }, { queue: 'mp3' });
+    expect(req.headers).not.toHaveProperty('ce-x-first-death-queue');
+    expect(req.headers['ce-type']).toBe('io.github.video2mp3.conversion.succeeded');
+  });
+
+  it('when backing off, then exponential doubles and linear adds the delay', () => {
+    expect([0, 1, 2].map((n) => backoff({ backoffPolicy: 'exponential', backoffDelayMs: 200 }, n))).toEqual([200, 400, 800]);
+    expect([0, 1, 2].map((n) => backoff({ backoffPolicy: 'linear', backoffDelayMs: 200 }, n))).toEqual([200, 400, 600]);
+  });
+});

@@ -11,6 +11,6 @@ export default defineConfig({
     fileParallelism: false,
     env: { LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' },
     // CI's log shows every test by name (e.g. that auth ran against MariaDB).
-    reporters: process.env.CI ? ['verbose'] : ['default'],
+    reporters: process.env.CI ? ['verbose', ['json', { outputFile: '.vitest-results.json' }]] : ['default'],
   },
 });

@@ -35,9 +35,6 @@ export type PipelineEvent =
   | { type: typeof eventTypes.conversionSucceeded; id: string; data: ConversionSucceeded }
   | { type: typeof eventTypes.conversionFailed; id: string; data: ConversionFailed };
 
-/** Which queue carries each event. */
-export const queueOf = (type: PipelineEvent['type']): 'video' | 'mp3' => (type === eventTypes.videoUploaded ? 'video' : 'mp3');
-
 function build(type: PipelineEvent['type'], id: string, data: object): CloudEvent<object> {
   return new CloudEvent({ specversion: '1.0', type, source: eventSource, id, datacontenttype: 'application/json', data });
 }

@@ -63,34 +63,36 @@ const toMessage = (m: ConsumeMessage | GetMessage): AmqpMessage => ({
   headers: Object.fromEntries(Object.entries(m.properties.headers ?? {}).map(([k, v]) => [k, String(v)])),
 });
 
+interface Connection {
+  model: ChannelModel;
+  publisher: ConfirmChannel;
+}
+
 /**
  * RabbitMQ through amqplib: one long-lived connection per instance, replaced as soon as it closes
  * (a broker restart must not leave a stale connection behind — the original system's most reported
  * failure), and a publish that meets a dead connection tries once more on a fresh one.
  */
 export function createAmqpBroker(url: string): Broker {
-  let conn: Promise<{ model: ChannelModel; publisher: ConfirmChannel }> | undefined;
-  let closed = false;
-  const consumers = new Set<{ restart(): void }>();
+  let conn: Promise<Connection> | undefined;
 
   const connect = () => {
-    conn ??= (async () => {
+    if (conn) return conn;
+    const attempt: Promise<Connection> = (async () => {
       const model = await amqp.connect(url, { timeout: 5000 });
-      const forget = () => {
-        conn = undefined;
-        if (!closed) for (const c of consumers) c.restart();
-      };
       model.on('error', (err: Error) => log.warn({ err }, 'broker connection error'));
-      model.on('close', forget);
+      // Forget this connection when it closes, so the next call connects afresh (not a newer one).
+      model.on('close', () => { if (conn === attempt) conn = undefined; });
       const publisher = await model.createConfirmChannel();
       publisher.on('error', (err: Error) => log.warn({ err }, 'broker channel error'));
       await declare(publisher);
       return { model, publisher };
     })().catch((err: unknown) => {
-      conn = undefined;
+      if (conn === attempt) conn = undefined;
       throw new UnavailableError('message broker', err);
     });
-    return conn;
+    conn = attempt;
+    return attempt;
   };
 
   const withChannel = async <T>(fn: (ch: ConfirmChannel) => Promise<T>): Promise<T> => {
@@ -99,7 +101,6 @@ export function createAmqpBroker(url: string): Broker {
       try {
         return await fn(publisher);
       } catch (err) {
-        conn = undefined;
         await model.close().catch(() => {});
         if (attempt >= 2) throw new UnavailableError('message broker', err);
       }
@@ -133,12 +134,23 @@ export function createAmqpBroker(url: string): Broker {
       let stopped = false;
       let current: { ch: Channel; tag: string } | undefined;
       let timer: NodeJS.Timeout | undefined;
-      const start = async (delayMs: number): Promise<void> => {
+      const retry = (delayMs: number) => {
+        clearTimeout(timer);
+        timer = setTimeout(() => void start(Math.min(delayMs * 2, 10_000)), delayMs);
+      };
+      // A channel closes with its connection (a broker restart) or on a channel error: consume anew.
+      const start = async (nextDelayMs: number): Promise<void> => {
         if (stopped) return;
         try {
           const { model } = await connect();
           const ch = await model.createChannel();
           ch.on('error', (err: Error) => log.warn({ err, queue }, 'consumer channel error'));
+          ch.on('close', () => {
+            if (stopped || current?.ch !== ch) return;
+            current = undefined;
+            log.warn({ queue }, 'consumer channel closed; consuming again');
+            retry(500);
+          });
           await ch.prefetch(prefetch);
           const { consumerTag } = await ch.consume(queue, (m) => {
             if (m) onDelivery(wrap(ch, m, m.fields.redelivered));
@@ -146,20 +158,19 @@ export function createAmqpBroker(url: string): Broker {
           current = { ch, tag: consumerTag };
           log.info({ queue, prefetch }, 'consuming');
         } catch (err) {
-          log.warn({ err, queue, retryInMs: delayMs }, 'cannot consume yet; retrying');
-          timer = setTimeout(() => void start(Math.min(delayMs * 2, 10_000)), delayMs);
+          log.warn({ err, queue, retryInMs: nextDelayMs }, 'cannot consume yet; retrying');
+          retry(nextDelayMs);
         }
       };
-      const entry = { restart: () => { current = undefined; timer = setTimeout(() => void start(500), 500); } };
-      consumers.add(entry);
       await start(500);
       return {
         async stop() {
           stopped = true;
-          consumers.delete(entry);
           clearTimeout(timer);
-          await current?.ch.cancel(current.tag).catch(() => {});
-          await current?.ch.close().catch(() => {});
+          const c = current;
+          current = undefined;
+          await c?.ch.cancel(c.tag).catch(() => {});
+          await c?.ch.close().catch(() => {});
         },
       };
     },
@@ -180,7 +191,6 @@ export function createAmqpBroker(url: string): Broker {
     },
 
     async close() {
-      closed = true;
       const c = await conn?.catch(() => undefined);
       conn = undefined;
       await c?.model.close().catch(() => {});

@@ -2,27 +2,10 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { sampleRates, type Mp3Options } from './options';
 import type { FailureDetail, JobReply, JobRequest, WorkerMemory } from './transcode-worker';
 
-/** Entry the build bundles next to the function's index.js as `transcode-worker.js`. */
-export const transcodeWorkerEntry = 'lib/transcode-worker.ts';
-
-export interface Mp3Options {
-  /** kbps CBR, 32–320 (mutually exclusive with quality). */
-  bitrate?: number;
-  /** LAME VBR 0 (best) – 9, default 2 when bitrate is absent. */
-  quality?: number;
-  sampleRate?: number;
-  channels?: 1 | 2;
-  /** Seconds from the start of the source. */
-  start?: number;
-  /** Seconds from the start of the source; greater than start. */
-  end?: number;
-  /** ID3v2 title; no other source metadata is carried over. */
-  title?: string;
-}
-
-export const MP3_SAMPLE_RATES: readonly number[] = [8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000];
+export type { Mp3Options };
 
 export type TranscodeFailure = 'no-audio' | 'corrupt' | 'unsupported' | 'too-long' | 'output-too-large';
 
@@ -216,8 +199,8 @@ function validateOptions(o: Mp3Options): void {
     throw new RangeError(`The bitrate must be a whole number of kbps from 32 to 320, got ${o.bitrate}.`);
   }
   if (o.quality !== undefined && !inRange(o.quality, 0, 9)) throw new RangeError(`The quality must be from 0 to 9, got ${o.quality}.`);
-  if (o.sampleRate !== undefined && !MP3_SAMPLE_RATES.includes(o.sampleRate)) {
-    throw new RangeError(`The sample rate must be one of ${MP3_SAMPLE_RATES.join(', ')} Hz, got ${o.sampleRate}.`);
+  if (o.sampleRate !== undefined && !(sampleRates as readonly number[]).includes(o.sampleRate)) {
+    throw new RangeError(`The sample rate must be one of ${sampleRates.join(', ')} Hz, got ${o.sampleRate}.`);
   }
   if (o.channels !== undefined && o.channels !== 1 && o.channels !== 2) throw new RangeError(`Channels must be 1 or 2, got ${o.channels}.`);
   if (o.start !== undefined && !inRange(o.start, 0, Number.MAX_SAFE_INTEGER)) throw new RangeError(`The start must be 0 s or later, got ${o.start}.`);

@@ -127,3 +127,34 @@ describe('how the source maps messages and waits', () => {
     expect([0, 1, 2].map((n) => backoff({ backoffPolicy: 'linear', backoffDelayMs: 200 }, n))).toEqual([200, 400, 600]);
   });
 });
+
+const services = backends().find((b) => b.name === 'services');
+
+describe.runIf(services)('the local event source when RabbitMQ restarts (real broker behind a proxy)', () => {
+  it('when its connection is cut and the broker comes back, then it consumes again without a restart', async () => {
+    const { startProxy } = await import('./support/proxy');
+    const amqp = new URL(services!.env.AMQP_URL!);
+    const proxy = await startProxy({ host: amqp.hostname, port: Number(amqp.port || 5672) });
+    amqp.host = `127.0.0.1:${proxy.port}`;
+    const broker = createBroker({ amqpUrl: amqp.toString() });
+    const seen: string[] = [];
+    const sink = http.createServer((req, res) => { seen.push(String(req.headers['ce-id'])); req.resume(); res.writeHead(200).end(); });
+    await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve));
+    const consumer = await startSource(broker, { queue: 'mp3', sink: `http://127.0.0.1:${(sink.address() as net.AddressInfo).port}/`, parallelism: 1, retry: 1, backoffPolicy: 'exponential', backoffDelayMs: 20 });
+    try {
+      await broker.purge('mp3');
+      await broker.publish('mp3', event(1));
+      await eventually(async () => (seen.includes('job1.succeeded') ? true : undefined), 10_000, 'the first event');
+      await proxy.down();
+      await new Promise((r) => setTimeout(r, 300));
+      await proxy.up();
+      await broker.publish('mp3', event(2)); // the publisher reconnects too
+      await eventually(async () => (seen.includes('job2.succeeded') ? true : undefined), 15_000, 'the event after the restart');
+    } finally {
+      await consumer.stop();
+      await broker.close();
+      sink.close();
+      await proxy.close();
+    }
+  });
+});

@@ -2,7 +2,7 @@ import { getTestServer } from '@google-cloud/functions-framework/testing';
 import http from 'node:http';
 import { loadConfig, setConfig, type Config, type FunctionName } from './config';
 import { closeClients } from './clients';
-import { lengthRequired, notFound, toErrorResponse, tooLarge } from './errors';
+import { lengthRequired, notFound, toErrorResponse, tooLarge, unsupportedMedia } from './errors';
 import { errorMiddleware } from './http';
 import { log } from './log';
 
@@ -45,6 +45,12 @@ export function createServer(mounts: Mount[]): http.Server {
     if (!route) {
       reply(res, notFound('function'));
       return;
+    }
+    // body-parser would inflate a compressed body past any limit checked here: refuse it.
+    const encoding = req.headers['content-encoding'];
+    if (encoding && encoding.toLowerCase() !== 'identity') {
+      res.setHeader('Connection', 'close');
+      return reply(res, unsupportedMedia('compressed request bodies (Content-Encoding) are not accepted'));
     }
     const length = req.headers['content-length'];
     if (length === undefined && req.headers['transfer-encoding']) return reply(res, lengthRequired());

@@ -69,6 +69,17 @@ describe.each(backends())('auth on $name backends', ({ env }) => {
     expect(((await broken.json()) as { error: { code: string } }).error.code).toBe('bad_request');
   });
 
+  it('when a body is compressed or sent without a length, then 415 or 411 before it is inflated or read', async () => {
+    const { gzipSync } = await import('node:zlib');
+    const bomb = gzipSync(Buffer.from(JSON.stringify({ email: 'a@example.com', password: 'x'.repeat(5_000_000) })));
+    const gz = await call('/signup', { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' }, body: bomb });
+    expect(gz.status).toBe(415);
+    expect(((await gz.json()) as { error: { code: string } }).error.code).toBe('unsupported_media_type');
+    const stream = new ReadableStream({ start(c) { c.enqueue(new TextEncoder().encode('{}')); c.close(); } });
+    const chunked = await call('/signup', { method: 'POST', headers: { 'content-type': 'application/json' }, body: stream, duplex: 'half' } as RequestInit);
+    expect(chunked.status).toBe(411);
+  });
+
   it('when a body is larger than the limit, then 413 before it is read', async () => {
     const res = await call('/signup', json({ email: 'a@example.com', password: 'x'.repeat(100_000) }));
     expect(res.status).toBe(413);

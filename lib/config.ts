@@ -56,7 +56,7 @@ export type EnvName = keyof Env;
  * real backends, or it would quietly keep users, files and keys inside one pod.
  */
 export const deployedRequirements: Record<FunctionName, EnvName[]> = {
-  auth: ['DATABASE_URL', 'JWT_PRIVATE_KEY', 'PUBLIC_URL'],
+  auth: ['DATABASE_URL', 'JWT_PRIVATE_KEY'],
   upload: ['DATABASE_URL', 'MONGODB_URI', 'AMQP_URL', 'JWT_PUBLIC_KEY', 'DOWNLOAD_URL'],
   download: ['DATABASE_URL', 'MONGODB_URI', 'JWT_PUBLIC_KEY', 'LINK_SECRET', 'DOWNLOAD_URL'],
   convert: ['DATABASE_URL', 'MONGODB_URI', 'AMQP_URL'],

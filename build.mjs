@@ -30,7 +30,7 @@ const shared = {
   absWorkingDir: root,
 };
 
-const builds = names.map((name) => {
+const build = (name) => {
   const outdir = path.join(root, 'dist', name);
   const entries = [
     esbuild.build({
@@ -48,11 +48,12 @@ const builds = names.map((name) => {
     entries.push(esbuild.build({ ...shared, entryPoints: [path.join(root, 'lib/transcode-worker.ts')], outfile: path.join(outdir, 'transcode-worker.js') }));
   }
   return Promise.all(entries).then(() => name);
-});
+};
 
 try {
+  // Clear the old output before any build starts writing the new one.
   fs.rmSync(path.join(root, 'dist'), { recursive: true, force: true });
-  const built = await Promise.all(builds);
+  const built = await Promise.all(names.map(build));
   if (built.includes('convert')) {
     // The wasm core is loaded from disk at run time (and by its own pthread workers), so it ships beside the bundle.
     fs.cpSync(path.join(root, 'node_modules/@ffmpeg.wasm/core-mt'), path.join(root, 'dist/convert/node_modules/@ffmpeg.wasm/core-mt'), { recursive: true });

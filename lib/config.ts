@@ -41,6 +41,7 @@ export const envSchema = z.object({
   MAX_UPLOAD_BYTES: int(1024, 1024 * mib).default(200 * mib),
   MAX_DURATION_SECONDS: int(1, 6 * 3600).default(3 * 3600),
   MAX_OUTPUT_BYTES: int(1024, 1024 * mib).default(300 * mib),
+  CONVERT_TIMEOUT_SECONDS: int(10, 3600).default(540),
   KEEP_SOURCE: bool.default(false),
   SOURCE_PARALLELISM: int(1, 1000).default(1),
   SOURCE_RETRY: int(0, 100).default(5),
@@ -78,7 +79,7 @@ export interface Config {
   jwt: { privateKey?: string; publicKey?: string; issuer: string; audience: string; ttlSeconds: number };
   links: { secret?: string; ttlSeconds: number };
   login: { maxFailures: number; windowSeconds: number };
-  limits: { uploadBytes: number; durationSeconds: number; outputBytes: number };
+  limits: { uploadBytes: number; durationSeconds: number; outputBytes: number; convertSeconds: number };
   keepSource: boolean;
   source: { parallelism: number; retry: number; backoffPolicy: 'exponential' | 'linear'; backoffDelayMs: number };
   /** The Knative service name when deployed; undefined on one machine. */
@@ -137,6 +138,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
       uploadBytes: e.MAX_UPLOAD_BYTES,
       durationSeconds: e.MAX_DURATION_SECONDS,
       outputBytes: e.MAX_OUTPUT_BYTES,
+      convertSeconds: e.CONVERT_TIMEOUT_SECONDS,
     }),
     keepSource: e.KEEP_SOURCE,
     source: Object.freeze({

@@ -23,6 +23,7 @@ export const getTranscoder = lazyClient(
     return createTranscoder({
       maxDurationSeconds: config.limits.durationSeconds,
       maxOutputBytes: config.limits.outputBytes,
+      timeoutMs: config.limits.convertSeconds * 1000,
       onProgress: ({ percent, timeSeconds }) => log.info({ jobId: progressOf, percent: Math.round(percent), timeSeconds }, 'converting'),
     });
   },

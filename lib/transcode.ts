@@ -31,6 +31,11 @@ export interface TranscoderOptions {
   /** Longer sources are refused with 'too-long' (the source's duration, before any trim). */
   maxDurationSeconds: number;
   maxOutputBytes: number;
+  /**
+   * A conversion still running after this long is stopped (its thread is replaced) and rejected
+   * with a plain Error, so a hung converter cannot hold the instance forever.
+   */
+  timeoutMs?: number;
   /** Called at most every 500 ms while encoding, and once with 100 when done. */
   onProgress?: (p: { percent: number; timeSeconds: number }) => void;
 }
@@ -41,7 +46,7 @@ export interface Transcoder {
    * Rejects with TranscodeError for inputs that cannot be converted, RangeError for invalid options,
    * and a plain Error when the converter itself failed (its thread is then replaced; a retry may work).
    */
-  transcode(input: Buffer, options: Mp3Options): Promise<TranscodeResult>;
+  transcode(input: Buffer, options: Mp3Options, call?: { timeoutMs?: number }): Promise<TranscodeResult>;
   /** Waits for queued calls to finish, then stops the worker thread. */
   close(): Promise<void>;
 }
@@ -65,7 +70,7 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
     void w.terminate();
   }
 
-  function runJob(input: Buffer, options: Mp3Options): Promise<TranscodeResult> {
+  function runJob(input: Buffer, options: Mp3Options, timeoutMs = opts.timeoutMs): Promise<TranscodeResult> {
     const w = (worker ??= spawnWorker());
     const id = nextId++;
     const startedAt = performance.now();
@@ -81,7 +86,13 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
     };
 
     return new Promise<TranscodeResult>((resolve, reject) => {
+      const timer = timeoutMs === undefined ? undefined : setTimeout(() => {
+        settle();
+        discard(w);
+        reject(new Error(`The conversion did not finish within ${Math.round(timeoutMs / 1000)} s and was stopped.`));
+      }, timeoutMs);
       const settle = (): void => {
+        clearTimeout(timer);
         w.off('message', onMessage);
         w.off('error', onError);
         w.off('exit', onExit);
@@ -152,14 +163,14 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
   }
 
   return {
-    transcode(input, options) {
+    transcode(input, options, call) {
       if (closed) return Promise.reject(new Error('The transcoder is closed.'));
       try {
         validateOptions(options);
       } catch (error) {
         return Promise.reject(error);
       }
-      const job = tail.then(() => runJob(input, options));
+      const job = tail.then(() => runJob(input, options, call?.timeoutMs ?? opts.timeoutMs));
       tail = job.catch(() => undefined);
       return job;
     },

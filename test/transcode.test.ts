@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { parseBuffer, type IAudioMetadata } from 'music-metadata';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createTranscoder, TranscodeError, type TranscodeResult } from '../lib/transcode';
@@ -178,6 +180,18 @@ describe('transcode', () => {
       const error = await failureOf(limited.transcode(readFixture('mov'), { bitrate: 320 }));
       expect(error.reason).toBe('output-too-large');
       expect(error.message).toMatch(/^The MP3 would be larger than the 4 KB limit/);
+    });
+  });
+
+  describe('with a time limit', () => {
+    it('when a conversion outlasts the limit, then it is stopped with a plain Error, and the same transcoder converts the next file on a fresh thread', async () => {
+      const long = fs.readFileSync(path.join(__dirname, 'fixtures/long-5min.mp4'));
+      const error = await transcoder.transcode(long, {}, { timeoutMs: 200 }).then(() => undefined, (e: unknown) => e);
+      expect(error).toBeInstanceOf(Error);
+      expect(error).not.toBeInstanceOf(TranscodeError);
+      expect((error as Error).message).toMatch(/did not finish within 0 s and was stopped/);
+      const after = await transcoder.transcode(readFixture('mp4'), {});
+      expect(after.bytes).toBeGreaterThan(0);
     });
   });
 });

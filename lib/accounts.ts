@@ -6,7 +6,7 @@ import { badRequest, invalidCredentials } from './errors';
 import { log } from './log';
 import { dummyHash, hashPassword, verifyPassword } from './passwords';
 import { createLoginThrottle, type LoginThrottle } from './throttle';
-import { createUser, findUserByEmail } from './users';
+import { createUser, findUserByEmail, normalizeEmail } from './users';
 
 export const credentialsSchema = z.object({
   email: z.email('must be a valid email address').max(254),
@@ -33,7 +33,7 @@ export async function signUp(db: Db, { email, password }: Credentials) {
  * and both count towards the throttle.
  */
 export async function logIn(db: Db, throttle: LoginThrottle, email: string, password: string, ip: string) {
-  const key = email.trim().toLowerCase();
+  const key = normalizeEmail(email);
   await throttle.check(key, ip);
   const user = await findUserByEmail(db, key);
   const ok = await verifyPassword(password, user?.passwordHash ?? (await dummyHash));

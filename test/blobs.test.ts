@@ -1,6 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -19,6 +18,7 @@ import {
 } from '../lib/blobs';
 import { HttpError, isTransient } from '../lib/errors';
 import { uniqueName } from './support/stack';
+import { freePort } from './support/net';
 
 interface Variant {
   name: string;
@@ -245,12 +245,7 @@ describe.each(variants)('blob store: $name', (variant) => {
 
 describe('GridFS connection', () => {
   it('when the database port is closed, then creating the store fails within seconds with a transient error', async () => {
-    const port = await new Promise<number>((resolve) => {
-      const s = net.createServer().listen(0, '127.0.0.1', () => {
-        const { port: p } = s.address() as net.AddressInfo;
-        s.close(() => resolve(p));
-      });
-    });
+    const port = await freePort();
     const started = Date.now();
 
     const err: unknown = await createGridFsStore(`mongodb://127.0.0.1:${port}/x?directConnection=true`).then(

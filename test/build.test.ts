@@ -2,7 +2,6 @@
 // its image) and started with plain `node`.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,20 +9,12 @@ import { getDb } from '../lib/db';
 import { getBroker } from '../lib/queue';
 import { toCloudEventRequest } from '../lib/source';
 import { readFixture } from './fixtures';
-import { backends, eventually, newUser, startStack } from './support/stack';
+import { freePort } from './support/net';
+import { backends, eventually, newUser, startStack, videoForm } from './support/stack';
 
 const root = path.resolve(__dirname, '..');
 const services = backends().find((b) => b.name === 'services');
 const children: ChildProcess[] = [];
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Copies dist/<name> to a directory with no node_modules above it: only what the image carries. */
 function shipped(name: string): string {
@@ -74,9 +65,7 @@ describe('the built bundles', () => {
     try {
       await (await getBroker()).purge('video');
       const user = await newUser(stack);
-      const body = new FormData();
-      body.append('file', new Blob([readFixture('flv')]), 'bundle.flv');
-      const res = await fetch(`${stack.url}/upload/`, { method: 'POST', headers: user.auth, body });
+      const res = await fetch(`${stack.url}/upload/`, { method: 'POST', headers: user.auth, body: videoForm(readFixture('flv'), 'bundle.flv') });
       const { jobId } = (await res.json()) as { jobId: string };
       const url = await start(shipped('convert'), { ...services!.env, DATA_DIR: stack.config.dataDir });
       const d = (await (await getBroker()).get('video'))!;

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getBroker } from '../lib/queue';
 import { readFixture } from './fixtures';
 import { startSmtp, type SmtpServer } from './support-smtp';
-import { backends, eventually, startStack, uniqueName, type Stack } from './support/stack';
+import { backends, eventually, startStack, uniqueName, videoForm, type Stack } from './support/stack';
 
 describe.each(backends())('a user on $name backends', ({ name, env }) => {
   let stack: Stack;
@@ -38,9 +38,7 @@ describe.each(backends())('a user on $name backends', ({ name, env }) => {
   }
 
   async function upload(fixture: Parameters<typeof readFixture>[0], filename: string) {
-    const body = new FormData();
-    body.append('file', new Blob([readFixture(fixture)]), filename);
-    const res = await fetch(`${stack.url}/upload/`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body });
+    const res = await fetch(`${stack.url}/upload/`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: videoForm(readFixture(fixture), filename) });
     expect(res.status).toBe(202);
     const { jobId, statusUrl } = (await res.json()) as { jobId: string; statusUrl: string };
     const final = await eventually(async () => {

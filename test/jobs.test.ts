@@ -13,17 +13,12 @@ import { getBroker } from '../lib/queue';
 import { toCloudEventRequest } from '../lib/source';
 import { readFixture } from './fixtures';
 import { startProxy } from './support/proxy';
-import { backends, newUser, startStack, type Stack, type TestUser } from './support/stack';
+import { backends, newUser, startStack, videoForm, type Stack, type TestUser } from './support/stack';
 
 const clip = readFixture('mp4');
 type Body = FormData | Buffer | string;
 
-function form(file: Buffer, filename: string, fields: Record<string, string> = {}, type = 'video/mp4') {
-  const body = new FormData();
-  for (const [k, v] of Object.entries(fields)) body.append(k, v);
-  body.append('file', new Blob([file], { type }), filename);
-  return body;
-}
+const form = videoForm;
 
 describe.each(backends())('uploads and downloads on $name backends', ({ name, env }) => {
   let stack: Stack;

@@ -7,7 +7,8 @@ import { conversionFailed, conversionSucceeded, toHttp, videoUploaded, type Conv
 import { verifyDownloadLink } from '../lib/links';
 import { defaultLeaseMs } from '../lib/notify';
 import { backends, startStack, uniqueName, type Stack } from './support/stack';
-import { freePort, smtpUrl, smtpUser, startSmtp, type SmtpServer } from './support-smtp';
+import { smtpUrl, smtpUser, startSmtp, type SmtpServer } from './support-smtp';
+import { freePort } from './support/net';
 
 const succeededData = (over: Partial<ConversionSucceeded> = {}): ConversionSucceeded => ({
   jobId: uniqueName('job'),

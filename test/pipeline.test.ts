@@ -2,7 +2,6 @@
 // MP3 + `mp3` event, on the embedded backends and on MariaDB + FerretDB + RabbitMQ.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { parseBuffer } from 'music-metadata';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -13,7 +12,8 @@ import { getBroker, type Delivery } from '../lib/queue';
 import { startSource } from '../lib/source';
 import { fixtures, readFixture } from './fixtures';
 import { startProxy } from './support/proxy';
-import { backends, eventually, newUser, startStack, type Stack, type TestUser } from './support/stack';
+import { freePort } from './support/net';
+import { backends, eventually, newUser, startStack, videoForm, type Stack, type TestUser } from './support/stack';
 
 interface JobView {
   jobId: string;
@@ -22,15 +22,8 @@ interface JobView {
   mp3?: { size: number; durationSeconds: number; url: string };
 }
 
-function form(file: Buffer, filename: string, fields: Record<string, string> = {}) {
-  const body = new FormData();
-  for (const [k, v] of Object.entries(fields)) body.append(k, v);
-  body.append('file', new Blob([file]), filename);
-  return body;
-}
-
 async function uploadFile(stack: Stack, user: TestUser, file: Buffer, filename: string, fields: Record<string, string> = {}) {
-  const res = await fetch(`${stack.url}/upload/`, { method: 'POST', headers: user.auth, body: form(file, filename, fields) });
+  const res = await fetch(`${stack.url}/upload/`, { method: 'POST', headers: user.auth, body: videoForm(file, filename, fields) });
   expect(res.status).toBe(202);
   return ((await res.json()) as { jobId: string }).jobId;
 }
@@ -192,9 +185,7 @@ describe.runIf(services)('conversion when things break (real services)', () => {
     stack = await startStack(services!.env);
     await (await getBroker()).purge('video');
     const user = await newUser(stack);
-    const port = await new Promise<number>((resolve) => {
-      const s = net.createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => resolve(p)); });
-    });
+    const port = await freePort();
     const root = path.resolve(__dirname, '..');
     const startConverter = () => spawn(process.execPath, ['--import', 'tsx', path.join(root, 'test/support/serve-function.ts'), 'convert'], {
       cwd: root,

@@ -25,16 +25,6 @@ export const smtpPass = 's3cret pass';
 /** SMTP_URL for a server on `port`, with the credentials startSmtp accepts. */
 export const smtpUrl = (port: number) => `smtp://${encodeURIComponent(smtpUser)}:${encodeURIComponent(smtpPass)}@127.0.0.1:${port}`;
 
-/** A free local port, to start a server on later (or to leave closed). */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 /**
  * Starts an SMTP server that requires AUTH with smtpUser/smtpPass (so the credentials in SMTP_URL
  * are tested), offers no STARTTLS, and answers RCPT TO with the reply code `refuse` returns for an

@@ -3,24 +3,15 @@
 // service-backed variants are left out and the embedded ones still run.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import amqp from 'amqplib';
 import knex from 'knex';
 import { MongoClient } from 'mongodb';
+import { freePort } from './net';
 
 const ci = process.env.CI === 'true';
 const root = path.resolve(__dirname, '../..');
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function check(name: string, probe: () => Promise<void>): Promise<boolean> {
   try {

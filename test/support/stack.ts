@@ -101,6 +101,14 @@ export async function newUser(stack: Stack): Promise<TestUser> {
   return { id, email, token, auth: { authorization: `Bearer ${token}` } };
 }
 
+/** A multipart upload form: option fields, then the one file part. */
+export function videoForm(file: Buffer, filename: string, fields: Record<string, string> = {}, type = 'video/mp4') {
+  const body = new FormData();
+  for (const [k, v] of Object.entries(fields)) body.append(k, v);
+  body.append('file', new Blob([file], { type }), filename);
+  return body;
+}
+
 /** Polls `fn` until it returns a value, or fails after `ms`. */
 export async function eventually<T>(fn: () => Promise<T | undefined>, ms = 30_000, what = 'condition'): Promise<T> {
   const deadline = Date.now() + ms;

@@ -1,7 +1,9 @@
 // The whole product as a user meets it: sign up, log in, upload, wait, get the email, download the
 // MP3 from the emailed link. Every function, both event sources, a real SMTP server (or, embedded,
 // the outbox), on the embedded backends and on MariaDB + FerretDB + RabbitMQ.
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { simpleParser } from 'mailparser';
 import { parseBuffer } from 'music-metadata';
@@ -9,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getBroker } from '../lib/queue';
 import { readFixture } from './fixtures';
 import { startSmtp, type SmtpServer } from './support-smtp';
+import { freePort } from './support/net';
 import { backends, eventually, startStack, uniqueName, videoForm, type Stack } from './support/stack';
 
 describe.each(backends())('a user on $name backends', ({ name, env }) => {
@@ -86,5 +89,49 @@ describe.each(backends())('a user on $name backends', ({ name, env }) => {
   it('when everything has settled, then each outcome was mailed exactly once', async () => {
     await new Promise((r) => setTimeout(r, 500));
     expect(await inbox()).toHaveLength(2);
+  });
+});
+
+describe('npm start, as a person runs it (no services configured)', () => {
+  let child: ChildProcess | undefined;
+  afterAll(() => { child?.kill('SIGTERM'); });
+
+  it('when it starts, then it names its embedded backends, and an uploaded clip ends as an .eml in the outbox with a working link', async () => {
+    const root = path.resolve(__dirname, '..');
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'npm-start-'));
+    const port = await freePort();
+    let output = '';
+    child = spawn(process.execPath, ['--import', 'tsx', 'scripts/start.ts'], {
+      cwd: root,
+      env: { PATH: process.env.PATH!, PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout!.on('data', (c: Buffer) => { output += c.toString(); });
+    const base = `http://localhost:${port}`;
+    await eventually(async () => (output.includes('video2mp3 is up') ? true : undefined), 30_000, 'npm start');
+    const up = JSON.parse(output.split('\n').find((l) => l.includes('video2mp3 is up'))!) as Record<string, unknown>;
+    expect(up).toMatchObject({
+      database: `sqlite ${path.join(dataDir, 'video2mp3.sqlite')}`,
+      storage: `directory ${path.join(dataDir, 'blobs')}`,
+      queue: 'in-process queue',
+      mail: `outbox ${path.join(dataDir, 'outbox')}`,
+    });
+
+    const credentials = { email: 'someone@example.com', password: 'a long enough password' };
+    const json = { 'content-type': 'application/json' };
+    expect((await fetch(`${base}/auth/signup`, { method: 'POST', headers: json, body: JSON.stringify(credentials) })).status).toBe(201);
+    const { token } = (await (await fetch(`${base}/auth/login`, { method: 'POST', headers: json, body: JSON.stringify(credentials) })).json()) as { token: string };
+    const res = await fetch(`${base}/upload/`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: videoForm(readFixture('mp4'), 'clip.mp4') });
+    expect(res.status).toBe(202);
+
+    const outbox = path.join(dataDir, 'outbox');
+    const file = await eventually(async () => (fs.existsSync(outbox) ? fs.readdirSync(outbox).find((f) => f.endsWith('.eml')) : undefined), 30_000, 'the .eml');
+    const mail = await simpleParser(fs.readFileSync(path.join(outbox, file)));
+    const link = /https?:\/\/\S+\/links\/[\w.-]+/.exec(mail.text!)![0];
+    expect(output).toContain(link); // npm start prints the link and the .eml's path
+    expect(output).toContain(path.join(outbox, file));
+    const mp3 = await fetch(link);
+    expect(mp3.status).toBe(200);
+    expect(mp3.headers.get('content-type')).toBe('audio/mpeg');
   });
 });

@@ -4,6 +4,14 @@ import { HttpError, notFound } from './errors';
 import { loadLinkSecret } from './keys';
 
 const audience = 'video2mp3-download-link';
+const secrets = new WeakMap<object, string>();
+
+/** The link secret of this configuration, read (or generated) once. */
+function secretOf(config: Readonly<Config>): string {
+  let secret = secrets.get(config);
+  if (!secret) secrets.set(config, (secret = loadLinkSecret(config)));
+  return secret;
+}
 
 /**
  * A signed, expiring link to one job's MP3 that works without a login (it travels by email). HMAC
@@ -11,7 +19,7 @@ const audience = 'video2mp3-download-link';
  */
 export function mintDownloadLink(jobId: string, config: Readonly<Config> = getConfig()) {
   const expiresAt = new Date(Date.now() + config.links.ttlSeconds * 1000);
-  const token = jwt.sign({}, loadLinkSecret(config), {
+  const token = jwt.sign({}, secretOf(config), {
     algorithm: 'HS256',
     subject: jobId,
     audience,
@@ -24,7 +32,7 @@ export function mintDownloadLink(jobId: string, config: Readonly<Config> = getCo
 /** The job id a link token grants; 410 once expired, 404 for a tampered or foreign token. */
 export function verifyDownloadLink(token: string, config: Readonly<Config> = getConfig()): string {
   try {
-    const claims = jwt.verify(token, loadLinkSecret(config), { algorithms: ['HS256'], audience, issuer: config.jwt.issuer });
+    const claims = jwt.verify(token, secretOf(config), { algorithms: ['HS256'], audience, issuer: config.jwt.issuer });
     if (typeof claims === 'object' && typeof claims.sub === 'string') return claims.sub;
   } catch (err) {
     if (err instanceof jwt.TokenExpiredError) throw new HttpError(410, 'link_expired', 'this download link has expired; sign in to download the file');

@@ -51,7 +51,7 @@ export async function acceptUpload(deps: UploadDeps, owner: { id: string; email:
   const filename = cleanFilename(upload.filename);
   const jobId = newJobId();
 
-  const blob = await blobs.put('videos', upload.data, { owner: owner.id, filename, contentType }, { limit: config.limits.uploadBytes });
+  const blob = await blobs.put('videos', upload.data, { owner: owner.id, filename, contentType });
   let job: Job;
   try {
     job = await createJob(db, {

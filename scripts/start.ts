@@ -10,16 +10,27 @@ import { log } from '../lib/core/log';
 import { describeBroker, getBroker } from '../lib/messaging/queue';
 import { bodyLimit, createServer, listen } from '../lib/http/serve';
 import { startPipelineSources } from '../lib/messaging/source';
+import { startPing } from '../lib/messaging/ping';
+import { reconcile } from '../lib/pipeline/reconcile';
 
 async function main() {
   const config = getConfig();
-  await getDb(); // migrate before taking requests
+  const db = await getDb(); // migrate before taking requests
+  if (!config.amqpUrl) {
+    // The in-process queue died with the previous run: rebuild it from the jobs before serving.
+    await reconcile({ db, broker: await getBroker(), config }, { restarted: true });
+  }
   const server = createServer(functionNames.map((name) => ({ prefix: `/${name}`, name, handler: handlers[name], bodyLimit: bodyLimit(name, config) })));
   let sources: { stop(): Promise<void> }[] = [];
   const port = await listen(server, config, async () => {
     await Promise.all(sources.map((s) => s.stop()));
   });
-  sources = await startPipelineSources(await getBroker(), `http://127.0.0.1:${port}`, config);
+  const base = `http://127.0.0.1:${port}`;
+  sources = [
+    ...await startPipelineSources(await getBroker(), base, config),
+    startPing({ sink: `${base}/convert/maintenance`, intervalMs: config.maintenance.intervalMs }),
+  ];
+  if (process.env.npm_lifecycle_event === 'start') stopWithParent();
   log.info({
     functions: Object.fromEntries(functionNames.map((n) => [n, `${config.publicUrl}/${n}/`])),
     database: describeDb(config),
@@ -27,6 +38,21 @@ async function main() {
     queue: describeBroker(config),
     mail: config.smtpUrl ? `smtp ${new URL(config.smtpUrl).host}` : `outbox ${path.join(config.dataDir, 'outbox')}`,
   }, `video2mp3 is up at ${config.publicUrl}`);
+}
+
+/**
+ * `npm start` runs this file as npm's only child (node with tsx as a loader, no shell or tsx process
+ * in between), and npm forwards SIGTERM/SIGINT to it. A `kill -9` of npm forwards nothing: the stack
+ * notices that its parent is gone and shuts down as on SIGTERM, so the port is free for the next start.
+ */
+function stopWithParent() {
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parent) {
+      log.warn({ parent }, 'the process that started the stack is gone; shutting down');
+      process.kill(process.pid, 'SIGTERM');
+    }
+  }, 500).unref();
 }
 
 main().catch((err: unknown) => {

@@ -48,9 +48,11 @@ export const envSchema = z.object({
   CONVERT_TIMEOUT_SECONDS: int(10, 3600).default(540),
   KEEP_SOURCE: bool.default(false),
   SOURCE_PARALLELISM: int(1, 1000).default(1),
-  SOURCE_RETRY: int(0, 100).default(5),
+  SOURCE_RETRY: int(0, 100).default(7),
   SOURCE_BACKOFF_POLICY: z.enum(['exponential', 'linear']).default('exponential'),
-  SOURCE_BACKOFF_DELAY: isoDuration.default('PT0.2S'),
+  SOURCE_BACKOFF_DELAY: isoDuration.default('PT1S'),
+  MAINTENANCE_INTERVAL_SECONDS: int(1, 86_400).default(60),
+  RECONCILE_AFTER_SECONDS: int(1, 7 * 86_400).default(900),
   K_SERVICE: z.string().optional(),
 });
 export type Env = z.infer<typeof envSchema>;
@@ -101,6 +103,12 @@ export interface Config {
   };
   keepSource: boolean;
   source: { parallelism: number; retry: number; backoffPolicy: 'exponential' | 'linear'; backoffDelayMs: number };
+  /**
+   * The scheduled maintenance: how often the local stack ticks (on Knative the PingSource's schedule
+   * decides), and how long a job may wait without progress, or an outcome without its email, before the
+   * reconciler publishes its event again (longer than a conversion may run, so a live one is left alone).
+   */
+  maintenance: { intervalMs: number; reconcileAfterMs: number };
   /** The Knative service name when deployed; undefined on one machine. */
   service?: string;
 }
@@ -174,6 +182,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
       retry: e.SOURCE_RETRY,
       backoffPolicy: e.SOURCE_BACKOFF_POLICY,
       backoffDelayMs: parseIsoSeconds(e.SOURCE_BACKOFF_DELAY),
+    }),
+    maintenance: Object.freeze({
+      intervalMs: e.MAINTENANCE_INTERVAL_SECONDS * 1000,
+      reconcileAfterMs: e.RECONCILE_AFTER_SECONDS * 1000,
     }),
     service: e.K_SERVICE,
   });

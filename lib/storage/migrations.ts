@@ -59,6 +59,12 @@ const migrations: Migration[] = [
     }),
     down: (db) => db.schema.dropTable('notifications'),
   },
+  {
+    // The reconciler looks for jobs by state and age on every maintenance tick.
+    name: '004_jobs_status_updated',
+    up: (db) => db.schema.alterTable('jobs', (t) => { t.index(['status', 'updated_at'], 'jobs_status_updated'); }),
+    down: (db) => db.schema.alterTable('jobs', (t) => { t.dropIndex(['status', 'updated_at'], 'jobs_status_updated'); }),
+  },
 ];
 
 /** Migrations compiled into the bundle (knex cannot read a migrations folder from an esbuild bundle). */

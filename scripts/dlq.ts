@@ -51,7 +51,9 @@ async function main() {
         // Left unacknowledged: the broker puts it back when the connection closes.
         console.log(JSON.stringify(describe(n, d)));
       } else {
-        await broker.publish(queue.name as QueueName, d.message);
+        // As it was first published: without the x-death and x-first-death-* headers the broker added.
+        const headers = Object.fromEntries(Object.entries(d.message.headers).filter(([k]) => !k.toLowerCase().startsWith('x-')));
+        await broker.publish(queue.name as QueueName, { ...d.message, headers });
         d.ack();
         console.log(JSON.stringify({ replayed: describe(n, d).messageId, to: queue.name }));
       }

@@ -505,7 +505,7 @@ describe('scripts/deploy.sh', () => {
       ['minikube', '-p', 'knative', 'image', 'build', '-t', `dev.local/${fn}:${VERSION}`, `--build-opt=build-arg=FUNCTION=${fn}`, '.']));
 
     const infra = files.filter((f) => /^knative\/[0-3]\d-/.test(f) && !f.endsWith('.template.yaml'));
-    expect([...new Set(applied(calls))]).toEqual([...infra, 'knative/50-sources.yaml']);
+    expect([...new Set(applied(calls))]).toEqual([...infra, 'knative/50-sources.yaml', 'knative/55-maintenance.yaml']);
     expect(applied(calls)).not.toContain('knative/31-secrets.template.yaml');
 
     const knApplies = calls.filter((c) => c[0] === 'kn' && c[1] === 'service' && c[2] === 'apply');

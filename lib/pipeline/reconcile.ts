@@ -38,7 +38,10 @@ export interface ReconcileResult {
   notifications: number;
 }
 
-/** At most this many jobs of each kind per run: a large backlog drains over several ticks. */
+/**
+ * At most this many jobs of each kind per tick: a large backlog drains over several ticks. After a
+ * restart there is no limit: the in-process queue must hold every pending job again before serving.
+ */
 const batch = 100;
 
 /**
@@ -53,6 +56,7 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions = {}
   const now = opts.now ?? Date.now();
   const cutoff = opts.restarted ? now + 1 : now - deps.config.maintenance.reconcileAfterMs;
   const result: ReconcileResult = { conversions: 0, outcomes: 0, notifications: 0 };
+  const limit = opts.restarted ? Number.MAX_SAFE_INTEGER : batch;
 
   if (opts.restarted) {
     // The claim's holder died with the process: let the next delivery take it over at once.
@@ -60,7 +64,7 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions = {}
   }
 
   const stalled: { id: string; updated_at: number }[] = await db('jobs').select('id', 'updated_at')
-    .whereIn('status', ['queued', 'converting']).andWhere('updated_at', '<', cutoff).orderBy('updated_at').limit(batch);
+    .whereIn('status', ['queued', 'converting']).andWhere('updated_at', '<', cutoff).orderBy('updated_at').limit(limit);
   for (const row of stalled) {
     const job = await findJob(db, row.id);
     if (!job || (job.status !== 'queued' && job.status !== 'converting')) continue;
@@ -76,7 +80,7 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions = {}
   }
 
   const unpublished: { id: string }[] = await db('jobs').select('id')
-    .whereIn('status', ['done', 'failed']).whereNull('published_at').andWhere('updated_at', '<', cutoff).orderBy('updated_at').limit(batch);
+    .whereIn('status', ['done', 'failed']).whereNull('published_at').andWhere('updated_at', '<', cutoff).orderBy('updated_at').limit(limit);
   for (const row of unpublished) {
     const job = await findJob(db, row.id);
     if (!job || job.publishedAt || (job.status !== 'done' && job.status !== 'failed')) continue;
@@ -90,7 +94,7 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions = {}
     .whereIn('j.status', ['done', 'failed'])
     .andWhere('j.published_at', '<', cutoff)
     .andWhere((w) => w.whereNull('n.job_id').orWhere((s) => s.where('n.status', 'sending').andWhere('n.updated_at', '<', cutoff)))
-    .orderBy('j.published_at').limit(batch);
+    .orderBy('j.published_at').limit(limit);
   for (const row of unmailed) {
     const job = await findJob(db, row.id);
     if (!job) continue;

@@ -10,6 +10,7 @@
 // after 3 s): the same path a longer outage takes with the production budget, in a fraction of the time.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { MongoClient } from 'mongodb';
@@ -165,11 +166,17 @@ describe('the fault matrix on private MariaDB + FerretDB + SMTP and RabbitMQ', (
     await expectExactlyOnce(jobs);
   });
 
-  it('when convert is unreachable for 10 s mid-burst, then every job ends done with one MP3 and one email', async () => {
+  it('when convert is unreachable for 6 s and then answers 503 for 6 s mid-burst, then every job ends done with one MP3 and one email', async () => {
     const jobs = await burst(8);
     await midway(jobs);
     await convertProxy.down();
-    await sleep(10_000);
+    await sleep(6000);
+    // Its address answers again, but only 503s: a revision that is up and cannot work (Knative's activator also says 503).
+    const unavailable = http.createServer((_req, res) => { res.writeHead(503, { 'content-type': 'application/json' }).end('{"error":{"code":"unavailable","message":"down"}}'); });
+    await new Promise<void>((resolve) => unavailable.listen(convertProxy.port, '127.0.0.1', resolve));
+    await sleep(6000);
+    unavailable.closeAllConnections();
+    await new Promise((resolve) => unavailable.close(resolve));
     await convertProxy.up();
     await expectExactlyOnce(jobs);
   });

@@ -122,6 +122,12 @@ describe('the fault matrix on private MariaDB + FerretDB + SMTP and RabbitMQ', (
     await eventually(async () => ((await views(jobIds))?.some((v) => v.status === 'done') ? true : undefined), 60_000, 'a first job to be done');
   }
 
+  /** Dead letters of both queues: an outage that outlasts the (short) retry budget leaves some. */
+  const deadLetters = async () => {
+    const broker = await getBroker();
+    return (await broker.depth('video.dlq')) + (await broker.depth('mp3.dlq'));
+  };
+
   /** Every job ended, each with one email; then, after the ticks had time to repeat anything, still exactly one of each. */
   async function expectExactlyOnce(jobIds: string[], expected: 'done' | 'failed' = 'done') {
     await eventually(async () => {
@@ -140,33 +146,40 @@ describe('the fault matrix on private MariaDB + FerretDB + SMTP and RabbitMQ', (
   }
 
   it('when MariaDB is killed for 20 s mid-burst, then every job ends done with one MP3 and one email', async () => {
+    const before = await deadLetters();
     const jobs = await burst(8);
     await midway(jobs);
     await mariadb.kill();
     await sleep(20_000);
     await mariadb.start();
+    expect(await deadLetters(), 'the outage outlasted the retries: recovery was the reconciler\'s').toBeGreaterThan(before);
     await expectExactlyOnce(jobs);
   });
 
   it('when FerretDB is killed for 15 s mid-burst, then every job ends done with one MP3 and one email', async () => {
+    const before = await deadLetters();
     const jobs = await burst(8);
     await midway(jobs);
     await ferretdb.kill();
     await sleep(15_000);
     await ferretdb.start();
+    expect(await deadLetters(), 'the outage outlasted the retries: recovery was the reconciler\'s').toBeGreaterThan(before);
     await expectExactlyOnce(jobs);
   });
 
   it('when the SMTP server is down for 15 s mid-burst, then every job is mailed exactly once', async () => {
+    const before = await deadLetters();
     const jobs = await burst(8);
     await midway(jobs);
     await smtp.close();
     await sleep(15_000);
     await startMail();
+    expect(await deadLetters(), 'the outage outlasted the retries: recovery was the reconciler\'s').toBeGreaterThan(before);
     await expectExactlyOnce(jobs);
   });
 
   it('when convert is unreachable for 6 s and then answers 503 for 6 s mid-burst, then every job ends done with one MP3 and one email', async () => {
+    const before = await deadLetters();
     const jobs = await burst(8);
     await midway(jobs);
     await convertProxy.down();
@@ -178,6 +191,7 @@ describe('the fault matrix on private MariaDB + FerretDB + SMTP and RabbitMQ', (
     unavailable.closeAllConnections();
     await new Promise((resolve) => unavailable.close(resolve));
     await convertProxy.up();
+    expect(await deadLetters(), 'the outage outlasted the retries: recovery was the reconciler\'s').toBeGreaterThan(before);
     await expectExactlyOnce(jobs);
   });
 

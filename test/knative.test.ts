@@ -269,8 +269,8 @@ describe('manifests and the code agree', () => {
     const keys = Object.keys(data);
     for (const key of keys) expect(Object.keys(envSchema.shape), key).toContain(key);
     expect(keys.filter((k) => SECRET_SETTINGS.includes(k as EnvName))).toEqual([]);
-    // Knative sets PORT and K_SERVICE; the SOURCE_* settings are the RabbitmqSources' own fields.
-    expect(keys.filter((k) => k === 'PORT' || k === 'K_SERVICE' || k.startsWith('SOURCE_'))).toEqual([]);
+    // Knative sets PORT and K_SERVICE; the *_SOURCE_* settings are the RabbitmqSources' own fields.
+    expect(keys.filter((k) => k === 'PORT' || k === 'K_SERVICE' || k.includes('_SOURCE_'))).toEqual([]);
     expect(() => loadConfig(data)).not.toThrow();
   });
 
@@ -339,21 +339,24 @@ describe('manifests and the code agree', () => {
     }
   });
 
-  it('when the sources are read, then each feeds its function from a predeclared queue with the code\'s delivery settings', () => {
+  it('when the sources are read, then each feeds its function from a predeclared queue with the local stand-in\'s defaults', () => {
     expect(all<Source>('RabbitmqSource').map((s) => s.spec.rabbitmqResourcesConfig.queueName).sort()).toEqual(topology.queues.map((q) => q.name).sort());
+    const { sources } = loadConfig({});
     for (const [queue, fn] of Object.entries(SINKS)) {
       const s = source(queue);
+      expect(s.metadata.name, 'the stand-in names each source after its queue').toBe(queue);
       expect(s.spec.rabbitmqClusterReference.name).toBe(one('RabbitmqCluster', 'rabbitmq').metadata.name);
       expect(s.spec.rabbitmqResourcesConfig.predeclared).toBe(true);
       expect(s.spec.sink.ref).toEqual({ apiVersion: 'serving.knative.dev/v1', kind: 'Service', name: fn });
-      expect(s.spec.delivery).toEqual({
-        retry: codeDefaults.SOURCE_RETRY,
-        backoffPolicy: codeDefaults.SOURCE_BACKOFF_POLICY,
-        backoffDelay: codeDefaults.SOURCE_BACKOFF_DELAY,
+      const prefix = queue.toUpperCase();
+      const defaults = codeDefaults as Record<string, unknown>;
+      expect(s.spec.delivery, queue).toEqual({
+        retry: defaults[`${prefix}_SOURCE_RETRY`],
+        backoffPolicy: defaults[`${prefix}_SOURCE_BACKOFF_POLICY`],
+        backoffDelay: defaults[`${prefix}_SOURCE_BACKOFF_DELAY`],
       });
-      expect(s.spec.rabbitmqResourcesConfig.parallelism).toBeGreaterThanOrEqual(codeDefaults.SOURCE_PARALLELISM);
+      expect(s.spec.rabbitmqResourcesConfig.parallelism, queue).toBe(sources[queue as keyof typeof sources].parallelism);
     }
-    expect(source('mp3').spec.rabbitmqResourcesConfig.parallelism).toBe(codeDefaults.SOURCE_PARALLELISM);
   });
 
   it('when the video queue fills, then convert scales from zero with one conversion per pod, up to the source\'s parallelism', () => {

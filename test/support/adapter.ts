@@ -29,6 +29,14 @@ export interface RunningAdapter {
   logs(): string;
 }
 
+/** An AMQP URL split as the adapter takes it: RABBIT_URL (no vhost) and RABBITMQ_VHOST. */
+export function adapterBroker(amqpUrl: string): { rabbitUrl: string; vhost: string } {
+  const u = new URL(amqpUrl);
+  const vhost = decodeURIComponent(u.pathname.replace(/^\//, ''));
+  u.pathname = '';
+  return { rabbitUrl: u.toString().replace(/\/$/, ''), vhost };
+}
+
 /** The AMQP URL the adapter connects to: RABBIT_URL joined with RABBITMQ_VHOST as it joins them. */
 export const adapterAmqpUrl = (env: Record<string, string>) => (env.RABBITMQ_VHOST ? `${env.RABBIT_URL}/${env.RABBITMQ_VHOST}` : env.RABBIT_URL!);
 

@@ -1,14 +1,14 @@
-// The local stand-in for the RabbitMQ source (lib/source.ts) and the real receive adapter (eventing-rabbitmq
+// The local stand-in for the RabbitMQ source (lib/messaging/source.ts) and the real receive adapter (eventing-rabbitmq
 // v0.48.0) in the same scenarios, on the same RabbitMQ queue and the same HTTP sink: what each sends, when it
 // retries, how many requests it keeps in flight and how many messages it takes off the queue. The stand-in is
 // only worth its name while these agree.
 import http from 'node:http';
 import type net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { SourceSettings } from '../lib/config';
-import type { AmqpMessage } from '../lib/events';
-import { createBroker, type Broker, type Consumer } from '../lib/queue';
-import { startSource } from '../lib/source';
+import { loadConfig, type SourceSettings } from '../lib/core/config';
+import type { AmqpMessage } from '../lib/messaging/events';
+import { createBroker, type Broker, type Consumer } from '../lib/messaging/queue';
+import { startSource } from '../lib/messaging/source';
 import { adapterAvailable, adapterBroker, startAdapter } from './support/adapter';
 import { adapterEnv } from './support/manifests';
 import { backends, eventually } from './support/stack';
@@ -33,7 +33,7 @@ describe.runIf(enabled)('the stand-in and the real receive adapter in the same s
   let running: Consumer | undefined;
 
   beforeAll(async () => {
-    broker = createBroker({ amqpUrl: services!.env.AMQP_URL });
+    broker = createBroker(loadConfig({ AMQP_URL: services!.env.AMQP_URL }));
     sink = http.createServer((req, res) => {
       let body = '';
       req.on('data', (c: Buffer) => { body += c.toString(); });

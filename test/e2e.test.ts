@@ -8,7 +8,7 @@ import path from 'node:path';
 import { simpleParser } from 'mailparser';
 import { parseBuffer } from 'music-metadata';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getBroker } from '../lib/queue';
+import { getBroker } from '../lib/messaging/queue';
 import { readFixture } from './fixtures';
 import { startSmtp, type SmtpServer } from './support-smtp';
 import { freePort } from './support/net';

@@ -10,10 +10,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { MongoClient } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { functionNames, type FunctionName } from '../lib/config';
-import { eventTypes } from '../lib/events';
-import { createBroker, type Broker } from '../lib/queue';
-import { backoff } from '../lib/source';
+import { functionNames, loadConfig, type FunctionName } from '../lib/core/config';
+import { eventTypes } from '../lib/messaging/events';
+import { createBroker, type Broker } from '../lib/messaging/queue';
+import { backoff } from '../lib/messaging/source';
 import { readFixture, type FixtureName } from './fixtures';
 import { startSmtp, type SmtpServer } from './support-smtp';
 import { adapterAvailable, adapterBroker, startAdapter, type RunningAdapter } from './support/adapter';
@@ -106,7 +106,7 @@ describe.runIf(enabled)('the bundled functions behind the real Knative RabbitMQ 
       DOWNLOAD_URL: url('download'),
       LOG_LEVEL: 'warn',
     };
-    broker = createBroker({ amqpUrl: services!.env.AMQP_URL });
+    broker = createBroker(loadConfig({ AMQP_URL: services!.env.AMQP_URL }));
     for (const q of ['video', 'mp3', 'video.dlq', 'mp3.dlq'] as const) await broker.purge(q);
     mongo = await MongoClient.connect(local.MONGODB_URI!);
     // One at a time: each runs the migrations on start, and they share two cores.

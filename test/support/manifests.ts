@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import type { FunctionName } from '../../lib/config';
+import type { FunctionName } from '../../lib/core/config';
 
 const knative = path.resolve(__dirname, '../../knative');
 

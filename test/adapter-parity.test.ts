@@ -135,6 +135,22 @@ describe.runIf(enabled)('the stand-in and the real receive adapter in the same s
     expect(inFlight['stand-in']).toEqual(inFlight.adapter);
   });
 
+  it.each(runners)('when %s is stopped with 2 requests in flight and 10 messages prefetched, then every message is back in the queue or in the dead-letter queue', async (runner) => {
+    const parallelism = 2;
+    await start(runner, { parallelism, retry: 3, backoffPolicy: 'exponential', backoffDelayMs: 100 });
+    held = [];
+    for (let i = 0; i < 10; i++) await broker.publish('mp3', ours(`stop-${i}`));
+    await eventually(async () => (open === parallelism && (await broker.depth('mp3')) === 0 ? true : undefined), 10_000, '2 requests in flight and none ready');
+    await running!.stop(); // SIGTERM for the adapter
+    running = undefined;
+    await eventually(async () => ((await broker.depth('mp3')) + (await broker.depth('mp3.dlq')) === 10 ? true : undefined), 10_000, 'every message returned or dead-lettered');
+    // The adapter nacks the requests it cancels (and up to parallelism + 1 more its workers hold) without
+    // requeue while its connection closes: usually the close wins and all ten come back, sometimes those
+    // are dead-lettered. The stand-in always gives them back.
+    if (runner === 'stand-in') expect(await broker.depth('mp3')).toBe(10);
+    else expect(await broker.depth('mp3.dlq')).toBeLessThanOrEqual(10);
+  });
+
   const wrapped: Partial<Record<Runner, http.IncomingHttpHeaders>> = {};
 
   it.each(runners)('when a plain message and an invalid CloudEvent arrive, then %s wraps the first and dead-letters the second without a request', async (runner) => {

@@ -17,9 +17,13 @@ import type { Broker, Consumer, Delivery, QueueName } from './queue';
  * - 2xx → ack; 404/413/425/429/502/503/504 or a network error → retry n (n = 1…retry) after
  *   backoffDelay × 2^n (exponential) or × n (linear); anything else, or retries exhausted → nack
  *   without requeue, so RabbitMQ dead-letters it;
- * - when stopped, in-flight requests are cancelled and nothing is settled: the broker redelivers.
- * One difference, harmless: a binary event's ce-time is passed on as published, where the adapter
- * re-formats it (same instant).
+ * - when stopped, in-flight requests are cancelled and nothing is settled: the broker redelivers. The
+ *   adapter, on SIGTERM, nacks the cancelled ones (and up to parallelism + 1 it had handed to its
+ *   workers) without requeue, racing its own connection close: usually the close wins and the broker
+ *   redelivers them, as here; sometimes they are dead-lettered (test/adapter-parity.test.ts).
+ * Differences, harmless: a binary event's ce-time is passed on as published, where the adapter re-formats
+ * it (same instant); it does not wait for its queue to exist (the adapter retries every second) because
+ * the broker client declares the queues itself.
  */
 export interface SourceOptions extends SourceSettings {
   queue: QueueName;

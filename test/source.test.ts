@@ -105,6 +105,20 @@ describe.each(backends())('the local event source on $name backends', ({ env }) 
     await eventually(async () => (received.length === 6 ? true : undefined), 10_000);
     expect(most).toBe(2);
   });
+
+  it('when parallelism is 1 and the sink is slow, then the rest are prefetched, and stopping gives every message back', async () => {
+    let release!: () => void;
+    const hold = new Promise<void>((r) => { release = r; });
+    respond = async () => { await hold; return 200; };
+    await run({ parallelism: 1 }, 4);
+    await eventually(async () => (received.length === 1 && (await broker.depth('mp3')) === 0 ? true : undefined), 10_000, 'one request, none ready');
+    await consumer!.stop();
+    consumer = undefined;
+    release();
+    await eventually(async () => ((await broker.depth('mp3')) === 4 ? true : undefined), 10_000, 'all four back in the queue');
+    expect(received).toHaveLength(1);
+    expect(await broker.depth('mp3.dlq')).toBe(0);
+  });
 });
 
 describe('how the source maps messages and waits', () => {

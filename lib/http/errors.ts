@@ -1,7 +1,7 @@
 import type http from 'node:http';
 import {
   BadInputError, ConflictError, DomainError, GoneError, InvalidCredentialsError, isTransient, LengthRequiredError, NotFoundError,
-  RangeNotSatisfiableError, TooLargeError, TooManyRequestsError, UnauthorizedError, UnavailableError, UnsupportedMediaError,
+  RangeNotSatisfiableError, RequestTimeoutError, TooLargeError, TooManyRequestsError, UnauthorizedError, UnavailableError, UnsupportedMediaError,
 } from '../core/errors';
 import { log } from '../core/log';
 
@@ -17,6 +17,7 @@ function statusOf(err: DomainError): { status: number; headers?: Record<string, 
   if (err instanceof UnauthorizedError) return { status: 401, headers: { 'WWW-Authenticate': 'Bearer' } };
   if (err instanceof InvalidCredentialsError) return { status: 401, headers: { 'WWW-Authenticate': 'Basic realm="video2mp3"' } };
   if (err instanceof NotFoundError) return { status: 404 };
+  if (err instanceof RequestTimeoutError) return { status: 408, headers: { Connection: 'close' } };
   if (err instanceof ConflictError) return { status: 409 };
   if (err instanceof GoneError) return { status: 410 };
   if (err instanceof LengthRequiredError) return { status: 411 };

@@ -41,7 +41,7 @@ export interface ConvertDeps {
   config: Pick<Config, 'keepSource'>;
 }
 
-export type ConvertOutcome = 'converted' | 'failed' | 'already-done' | 'already-failed' | 'unknown-job';
+export type ConvertOutcome = 'converted' | 'failed' | 'already-done' | 'already-failed' | 'unknown-job' | 'not-convertible';
 
 /**
  * Handles one `video.uploaded` delivery. Safe to repeat: a job that is done or failed converts
@@ -61,6 +61,9 @@ export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promi
     if (!job.publishedAt) await publishFailure(deps, job, job.error ?? 'the conversion failed');
     return 'already-failed';
   }
+  // The event is a hint (anyone reaching the receiver can post one): only the row's state and the
+  // row's video and options count, and only a job waiting for its conversion gets one.
+  if (job.status !== 'converting') return 'not-convertible';
   const video = job.videoBlobId ? await blobs.stat('videos', job.videoBlobId) : undefined;
   if (!job.videoBlobId || !video) return fail(deps, job, 'The uploaded video is no longer stored.');
   const input = await blobs.readAll('videos', job.videoBlobId);

@@ -167,7 +167,7 @@ describe.runIf(services)('conversion when things break (real services)', () => {
     const jobId = await uploadFile(stack, user, readFixture('mp4'), 'retry.mp4');
     await proxy.down();
     const statuses: number[] = [];
-    const server = stack.server;
+    const server = stack.internalServer;
     server.on('request', (req, res) => { if (req.headers['ce-type']) res.on('finish', () => statuses.push(res.statusCode)); });
     stack.sources.push(await startSource(await getBroker(), { ...stack.config.source, retry: 10, backoffDelayMs: 500, queue: 'video', sink: `${stack.internalUrl}/convert/` }));
     await eventually(async () => (statuses.includes(503) ? true : undefined), 30_000, 'a 503');

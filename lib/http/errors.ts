@@ -56,5 +56,6 @@ export function writeError(req: http.IncomingMessage, res: http.ServerResponse, 
     res.destroy();
     return;
   }
-  res.writeHead(status, { ...headers, 'Content-Type': 'application/json; charset=utf-8' }).end(JSON.stringify(body));
+  const text = JSON.stringify(body);
+  res.writeHead(status, { ...headers, 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) }).end(text);
 }

@@ -40,7 +40,7 @@ function limitRequestTime(req: http.IncomingMessage, res: http.ServerResponse, i
     res.once('finish', () => req.socket.destroy());
   };
   if (idle) {
-    req.socket.setTimeout(ms, expire);
+    req.setTimeout(ms, expire); // on the request, so node's server does not just drop the socket
     res.once('close', () => req.socket.setTimeout(0));
     return;
   }

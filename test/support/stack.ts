@@ -40,6 +40,8 @@ export interface Stack {
   internalUrl: string;
   config: Readonly<Config>;
   server: http.Server;
+  /** The loopback listener of convert and notify. */
+  internalServer: http.Server;
   /** The running event sources; a test may stop, replace or add to them. */
   sources: Consumer[];
   close(): Promise<void>;
@@ -54,8 +56,9 @@ export interface Stack {
 export async function startStack(env: Record<string, string> = {}, opts: { sources?: boolean | 'video' } = {}): Promise<Stack> {
   await closeClients();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-test-'));
-  // Every test signs users up from 127.0.0.1: the per-address signup limit is lifted unless a test sets it.
-  const base = { DATA_DIR: dataDir, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn', SIGNUP_MAX_PER_HOUR: '100000' };
+  // Every test signs users up from 127.0.0.1 and many queue several jobs at once: the per-address
+  // signup limit and the jobs-in-flight quota are lifted unless a test sets them.
+  const base = { DATA_DIR: dataDir, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn', SIGNUP_MAX_PER_HOUR: '100000', MAX_JOBS_IN_FLIGHT: '1000' };
   const limits = loadConfig({ ...base, ...env });
   const mount = (name: (typeof functionNames)[number]) => ({ prefix: `/${name}`, name, handler: handlers[name], bodyLimit: bodyLimit(name, limits) });
   const server = createServer(functionNames.filter((n) => !eventFunctions.includes(n)).map(mount), limits);
@@ -75,6 +78,7 @@ export async function startStack(env: Record<string, string> = {}, opts: { sourc
     internalUrl,
     config,
     server,
+    internalServer: internal,
     sources,
     async close() {
       await Promise.all(stack.sources.map((s) => s.stop()));

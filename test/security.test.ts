@@ -180,6 +180,12 @@ describe.each(backends())('security on $name backends', ({ env }) => {
       expect(ms).toBeLessThan(8000);
     });
 
+    it('when the request is not HTTP at all, then 400 with a JSON error body', async () => {
+      const { text } = await rawExchange(port, [{ data: 'HELLO THERE\r\n\r\n', afterMs: 0 }]);
+      expect(text).toMatch(/^HTTP\/1\.1 400 /);
+      expect(JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4))).toMatchObject({ error: { code: 'bad_request' } });
+    });
+
     it('when an upload keeps sending, then it is not cut at the request timeout; when it stalls, then 408', async () => {
       const user = await newUser(stack);
       const head = `POST /upload/?filename=a.mp4 HTTP/1.1\r\nHost: x\r\nAuthorization: ${user.auth.authorization}\r\nContent-Type: video/mp4\r\nContent-Length: 100\r\n\r\n`;

@@ -32,11 +32,11 @@ describe.each(backends())('the reconciler on $name backends', ({ name, env }) =>
   const tick = async (type?: string) => {
     const message = HTTP.binary(maintenanceTick());
     const headers = { ...(message.headers as Record<string, string>), ...(type ? { 'ce-type': type } : {}) };
-    const res = await fetch(`${stack.url}/convert/maintenance`, { method: 'POST', headers, body: message.body as string });
+    const res = await fetch(`${stack.internalUrl}/convert/maintenance`, { method: 'POST', headers, body: message.body as string });
     return { status: res.status, body: (await res.json()) as { reconciled: { conversions: number; outcomes: number; notifications: number } } };
   };
-  const startVideoSource = async () => stack.sources.push(await startSource(await getBroker(), { ...stack.config.source, queue: 'video', sink: `${stack.url}/convert/` }));
-  const startMp3Source = async () => stack.sources.push(await startSource(await getBroker(), { ...stack.config.source, queue: 'mp3', sink: `${stack.url}/notify/` }));
+  const startVideoSource = async () => stack.sources.push(await startSource(await getBroker(), { ...stack.config.sources.video, queue: 'video', sink: `${stack.internalUrl}/convert/` }));
+  const startMp3Source = async () => stack.sources.push(await startSource(await getBroker(), { ...stack.config.sources.mp3, queue: 'mp3', sink: `${stack.internalUrl}/notify/` }));
   const stopSources = async () => { await Promise.all(stack.sources.splice(0).map((s) => s.stop())); };
   const upload = async () => {
     const res = await fetch(`${stack.url}/upload/`, { method: 'POST', headers: user.auth, body: videoForm(readFixture('mp4'), 'clip.mp4') });
@@ -112,7 +112,7 @@ describe.each(backends())('the reconciler on $name backends', ({ name, env }) =>
   });
 
   it('when the tick is not a CloudEvent, then it is a 400 and nothing runs', async () => {
-    const res = await fetch(`${stack.url}/convert/maintenance`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    const res = await fetch(`${stack.internalUrl}/convert/maintenance`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
     expect(res.status).toBe(400);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe('bad_request');
   });

@@ -49,7 +49,7 @@ export interface Transcoder {
    * Rejects with TranscodeError for inputs that cannot be converted, RangeError for invalid options,
    * and a plain Error when the converter itself failed (its thread is then replaced; a retry may work).
    */
-  transcode(input: Buffer, options: Mp3Options, call?: { timeoutMs?: number }): Promise<TranscodeResult>;
+  transcode(input: Buffer, options: Mp3Options, call?: { timeoutMs?: number; maxDurationSeconds?: number }): Promise<TranscodeResult>;
   /** Waits for queued calls to finish, then stops the worker thread. */
   close(): Promise<void>;
 }
@@ -73,7 +73,7 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
     void w.terminate();
   }
 
-  function runJob(input: Buffer, options: Mp3Options, timeoutMs = opts.timeoutMs): Promise<TranscodeResult> {
+  function runJob(input: Buffer, options: Mp3Options, timeoutMs = opts.timeoutMs, maxDurationSeconds = opts.maxDurationSeconds): Promise<TranscodeResult> {
     const w = (worker ??= spawnWorker());
     const id = nextId++;
     const startedAt = performance.now();
@@ -158,7 +158,7 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
         id,
         input: copy,
         options,
-        maxDurationSeconds: opts.maxDurationSeconds,
+        maxDurationSeconds,
         maxOutputBytes: opts.maxOutputBytes,
       };
       w.postMessage(request, [copy.buffer]);
@@ -173,7 +173,9 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
       } catch (error) {
         return Promise.reject(error);
       }
-      const job = tail.then(() => runJob(input, options, call?.timeoutMs ?? opts.timeoutMs));
+      // A caller may lower the duration limit for one call (a user's remaining daily quota), never raise it.
+      const maxDuration = Math.min(opts.maxDurationSeconds, call?.maxDurationSeconds ?? Infinity);
+      const job = tail.then(() => runJob(input, options, call?.timeoutMs ?? opts.timeoutMs, maxDuration));
       tail = job.catch(() => undefined);
       return job;
     },

@@ -55,7 +55,7 @@ describe('the fault matrix on private MariaDB + FerretDB + SMTP and RabbitMQ', (
     own.push = (...items: ReceivedMail[]) => { mails.push(...items); return Array.prototype.push.apply(own, items); };
   };
   const startVideoSource = async () => {
-    videoSource = await startSource(await getBroker(), { ...stack.config.source, queue: 'video', sink: `http://127.0.0.1:${convertProxy.port}/convert/` });
+    videoSource = await startSource(await getBroker(), { ...stack.config.sources.video, parallelism: 1, queue: 'video', sink: `http://127.0.0.1:${convertProxy.port}/convert/` });
   };
 
   beforeAll(async () => {
@@ -69,19 +69,21 @@ describe('the fault matrix on private MariaDB + FerretDB + SMTP and RabbitMQ', (
       MONGODB_URI: ferretdb.url,
       AMQP_URL: amqpUrl,
       SMTP_URL: smtp.url,
-      SOURCE_RETRY: '2',
-      SOURCE_BACKOFF_DELAY: 'PT0.2S',
+      VIDEO_SOURCE_RETRY: '2',
+      VIDEO_SOURCE_BACKOFF_DELAY: 'PT0.2S',
+      MP3_SOURCE_RETRY: '2',
+      MP3_SOURCE_BACKOFF_DELAY: 'PT0.2S',
       RECONCILE_AFTER_SECONDS: '3',
     });
     const broker = await getBroker();
     for (const q of ['video', 'mp3', 'video.dlq', 'mp3.dlq'] as const) await broker.purge(q);
     // convert is reached through a proxy, so the 'convert down' row can cut it off; notify directly.
-    convertProxy = await startProxy({ host: '127.0.0.1', port: Number(new URL(stack.url).port) });
+    convertProxy = await startProxy({ host: '127.0.0.1', port: Number(new URL(stack.internalUrl).port) });
     await startVideoSource();
     stack.sources.push(
       { stop: () => videoSource.stop() },
-      await startSource(broker, { ...stack.config.source, queue: 'mp3', sink: `${stack.url}/notify/` }),
-      startPing({ sink: `${stack.url}/convert/maintenance`, intervalMs: 1000 }),
+      await startSource(broker, { ...stack.config.sources.mp3, queue: 'mp3', sink: `${stack.internalUrl}/notify/` }),
+      startPing({ sink: `${stack.internalUrl}/convert/maintenance`, intervalMs: 1000 }),
     );
     user = await newUser(stack);
     mongo = new MongoClient(ferretdb.url, { serverSelectionTimeoutMS: 5000 });
@@ -253,7 +255,7 @@ describe('npm start killed with kill -9 mid-burst (embedded backends)', () => {
   it('when the whole process group is killed and npm start runs again, then every accepted job ends done with one MP3 and one email', async () => {
     const port = await freePort();
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'faults-npm-start-'));
-    const env = { DATA_DIR: dataDir, MAINTENANCE_INTERVAL_SECONDS: '1', RECONCILE_AFTER_SECONDS: '5' };
+    const env = { DATA_DIR: dataDir, MAINTENANCE_INTERVAL_SECONDS: '1', RECONCILE_AFTER_SECONDS: '5', MAX_JOBS_IN_FLIGHT: '1000' };
     run = await npmStart(env, port);
     const base = run.url;
     const json = { 'content-type': 'application/json' };

@@ -23,8 +23,6 @@ function tusError(req: Request, err: unknown): { status_code: number; body: stri
     ({ status, body } = toErrorResponse(err));
     log.error({ err, method: req.method, url: req.url }, 'resumable upload request failed');
   }
-  const res = (req as Request & { node?: { res?: http.ServerResponse } }).node?.res;
-  res?.setHeader('Content-Type', 'application/json; charset=utf-8');
   return { status_code: status, body: JSON.stringify(body) };
 }
 
@@ -58,5 +56,15 @@ export async function serveTus(req: http.IncomingMessage, res: http.ServerRespon
     },
     onResponseError: (request, err) => tusError(request, err),
   });
+  // @tus/server answers errors as text/plain; the bodies tusError made are JSON, and say so.
+  const writeHead = res.writeHead.bind(res) as (status: number, ...rest: unknown[]) => http.ServerResponse;
+  res.writeHead = ((status: number, ...rest: unknown[]) => {
+    const headers = rest.at(-1);
+    if (status >= 400 && Array.isArray(headers)) {
+      const at = headers.findIndex((h, i) => i % 2 === 0 && String(h).toLowerCase() === 'content-type');
+      if (at >= 0) headers[at + 1] = 'application/json; charset=utf-8';
+    }
+    return writeHead(status, ...rest);
+  }) as typeof res.writeHead;
   await server.handle(req, res);
 }

@@ -497,7 +497,11 @@ class DirectoryStore implements BlobStore {
     try {
       await handle.truncate(offset);
       // Whatever arrived stays in the file even if the request fails part-way: that is the resume point.
-      await pipeline(meter.pass(source), handle.createWriteStream({ start: offset, autoClose: false }));
+      let position = offset;
+      for await (const buf of meter.pass(source)) {
+        await handle.write(buf, 0, buf.length, position);
+        position += buf.length;
+      }
     } finally {
       await handle.close();
     }

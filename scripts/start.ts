@@ -9,7 +9,10 @@ import { describeDb, getDb } from '../lib/storage/db';
 import { log } from '../lib/core/log';
 import { describeBroker, getBroker } from '../lib/messaging/queue';
 import { bodyLimit, createServer, listen } from '../lib/http/serve';
-import { startPipelineSources } from '../lib/messaging/source';
+import { startMaintenanceTicks, startPipelineSources } from '../lib/messaging/source';
+
+/** How often the local stack runs maintenance (retention sweep), as the PingSource does on Knative. */
+const maintenanceEveryMs = 5 * 60 * 1000;
 
 async function main() {
   const config = getConfig();
@@ -20,6 +23,7 @@ async function main() {
     await Promise.all(sources.map((s) => s.stop()));
   });
   sources = await startPipelineSources(await getBroker(), `http://127.0.0.1:${port}`, config);
+  sources.push(startMaintenanceTicks(`http://127.0.0.1:${port}/convert/maintenance`, maintenanceEveryMs));
   log.info({
     functions: Object.fromEntries(functionNames.map((n) => [n, `${config.publicUrl}/${n}/`])),
     database: describeDb(config),

@@ -8,7 +8,13 @@ export const eventTypes = {
   videoUploaded: 'io.github.video2mp3.video.uploaded',
   conversionSucceeded: 'io.github.video2mp3.conversion.succeeded',
   conversionFailed: 'io.github.video2mp3.conversion.failed',
+  maintenanceTick: 'io.github.video2mp3.maintenance.tick',
 } as const;
+/**
+ * The type a Knative PingSource gives its events (it cannot be set): on Knative the maintenance tick
+ * arrives as this, on the local stack as eventTypes.maintenanceTick.
+ */
+export const pingSourceType = 'dev.knative.sources.ping';
 export const eventSource = '/video2mp3';
 
 const base = {
@@ -25,12 +31,15 @@ export const conversionSucceededData = z.object({
   bytes: z.number().int().nonnegative(),
 });
 export const conversionFailedData = z.object({ ...base, reason: z.string(), message: z.string() });
+/** A tick carries nothing the handler needs (a PingSource sends its configured data, or none). */
+export const maintenanceTickData = z.unknown();
 
 export type VideoUploaded = z.infer<typeof videoUploadedData>;
 export type ConversionSucceeded = z.infer<typeof conversionSucceededData>;
 export type ConversionFailed = z.infer<typeof conversionFailedData>;
 
 export type PipelineEvent =
+  | { type: typeof eventTypes.maintenanceTick | typeof pingSourceType; id: string; data: unknown }
   | { type: typeof eventTypes.videoUploaded; id: string; data: VideoUploaded }
   | { type: typeof eventTypes.conversionSucceeded; id: string; data: ConversionSucceeded }
   | { type: typeof eventTypes.conversionFailed; id: string; data: ConversionFailed };
@@ -44,6 +53,7 @@ function build(type: PipelineEvent['type'], id: string, data: object): CloudEven
 export const videoUploaded = (data: VideoUploaded, id: string) => build(eventTypes.videoUploaded, id, data);
 export const conversionSucceeded = (data: ConversionSucceeded) => build(eventTypes.conversionSucceeded, `${data.jobId}.succeeded`, data);
 export const conversionFailed = (data: ConversionFailed) => build(eventTypes.conversionFailed, `${data.jobId}.failed`, data);
+export const maintenanceTick = (at = new Date()) => build(eventTypes.maintenanceTick, `tick.${at.toISOString()}`, {});
 
 export interface AmqpMessage {
   body: Buffer;
@@ -74,6 +84,8 @@ const schemas = {
   [eventTypes.videoUploaded]: videoUploadedData,
   [eventTypes.conversionSucceeded]: conversionSucceededData,
   [eventTypes.conversionFailed]: conversionFailedData,
+  [eventTypes.maintenanceTick]: maintenanceTickData,
+  [pingSourceType]: maintenanceTickData,
 } as const;
 
 /**

@@ -1,7 +1,8 @@
 import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../core/config';
-import type { AmqpMessage } from './events';
+import { HTTP } from 'cloudevents';
+import { maintenanceTick, type AmqpMessage } from './events';
 import { log } from '../core/log';
 import type { Broker, Consumer, Delivery, QueueName } from './queue';
 
@@ -113,4 +114,29 @@ export function startPipelineSources(broker: Broker, baseUrl: string, config: Pi
     startSource(broker, { ...common, queue: 'video', sink: `${baseUrl}/convert/`, name: 'video-source' }),
     startSource(broker, { ...common, queue: 'mp3', sink: `${baseUrl}/notify/`, name: 'mp3-source' }),
   ]);
+}
+
+/**
+ * The local stand-in for the PingSource (knative/55-maintenance.yaml): POSTs a maintenance tick to
+ * `sink` at start and then every `everyMs`. A failed tick is logged and the next one tries again.
+ */
+export function startMaintenanceTicks(sink: string, everyMs: number): Consumer {
+  const tick = async () => {
+    const { headers, body } = HTTP.binary(maintenanceTick());
+    try {
+      const res = await fetch(sink, { method: 'POST', headers: headers as Record<string, string>, body: body as string });
+      if (!res.ok) log.warn({ status: res.status, body: await res.text() }, 'maintenance tick was not handled');
+    } catch (err) {
+      log.warn({ err }, 'maintenance tick could not be delivered');
+    }
+  };
+  let running = tick();
+  const timer = setInterval(() => { running = running.then(tick); }, everyMs);
+  timer.unref();
+  return {
+    async stop() {
+      clearInterval(timer);
+      await running;
+    },
+  };
 }

@@ -3,7 +3,7 @@ import { getConfig } from '../../lib/core/config';
 import { getDb } from '../../lib/storage/db';
 import { BadInputError, UnsupportedMediaError } from '../../lib/core/errors';
 import { createRouter, handle, type Request } from '../../lib/http/router';
-import { readMultipart } from '../../lib/http/multipart';
+import { readMultipart, requestBody } from '../../lib/http/multipart';
 import { serveTus } from '../../lib/http/tus';
 import { parseMp3Options } from '../../lib/media/options';
 import { getBroker } from '../../lib/messaging/queue';
@@ -40,7 +40,7 @@ async function storeUpload(req: Request, owner: { id: string }, deps: UploadDeps
     if (!filename) throw new BadInputError('name the file with an X-Filename header or a filename query parameter');
     const { filename: _filename, ...rest } = query;
     const options = parseMp3Options(rest);
-    return { video: await storeVideo(deps, owner, { filename, source: req }), options };
+    return { video: await storeVideo(deps, owner, { filename, source: requestBody(req) }), options };
   }
   throw new UnsupportedMediaError('send multipart/form-data with one file, or the video itself as video/* or application/octet-stream');
 }

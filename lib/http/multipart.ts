@@ -81,3 +81,15 @@ export function readMultipart<T>(
     req.pipe(bb);
   });
 }
+
+/**
+ * A raw request body as it arrives. A client that goes away mid-body is a 400 "interrupted" (logged
+ * as a client's doing), not a dependency failure.
+ */
+export async function* requestBody(req: IncomingMessage): AsyncGenerator<Buffer> {
+  try {
+    for await (const chunk of req) yield chunk as Buffer;
+  } catch (err) {
+    throw new BadInputError(`the upload was interrupted: ${(err as Error).message}`);
+  }
+}

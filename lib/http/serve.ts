@@ -64,22 +64,41 @@ function restoreBody(req: FramedRequest): void {
 }
 
 /**
- * Once a streaming route has answered (a 413 or 400 part-way, say), the rest of the body is read and
- * dropped, up to a bound, rather than the socket being closed under a client that is still sending:
- * a reset would discard the answer before Node fetch, curl or a browser reads it.
+ * A streaming route may answer before the body has all arrived (a 413 or 400 part-way). Closing the
+ * socket then, under a client that is still sending, resets the connection and discards the answer
+ * before Node fetch, curl or a browser reads it; and keeping the connection for another request would
+ * mean reading the rest anyway. So the answer's end waits while the rest of the body is read and
+ * dropped, up to drainLimitBytes, and the connection is closed after it. A client that sends more than
+ * that is cut off.
  */
-function drainAfterAnswer(req: http.IncomingMessage, res: http.ServerResponse): void {
-  res.once('finish', () => {
-    if (req.complete || req.destroyed) return;
+function endAfterBody(req: http.IncomingMessage, res: http.ServerResponse): void {
+  const end = res.end.bind(res) as (...args: unknown[]) => http.ServerResponse;
+  res.end = ((...args: unknown[]) => {
+    if (req.complete || req.destroyed) return end(...args);
+    if (!res.headersSent) res.setHeader('Connection', 'close');
     let drained = 0;
+    let ended = false;
+    const finish = () => {
+      if (ended) return;
+      ended = true;
+      end(...args);
+    };
+    // Whoever was reading (busboy, an async iterator's 'readable' listener) lets go; this reads on.
     req.unpipe();
     req.removeAllListeners('data');
+    req.removeAllListeners('readable');
     req.on('data', (chunk: Buffer) => {
       drained += chunk.length;
-      if (drained > drainLimitBytes) req.socket.destroy();
+      if (drained > drainLimitBytes) {
+        finish();
+        res.once('finish', () => req.socket.destroy());
+      }
     });
+    req.once('end', finish);
+    req.once('close', finish);
     req.resume();
-  });
+    return res;
+  }) as typeof res.end;
 }
 
 /**
@@ -122,7 +141,7 @@ export function createServer(mounts: Mount[]): http.Server {
     const length = req.headers['content-length'];
     if (length === undefined && req.headers['transfer-encoding'] && !streaming) return writeError(req, res, new LengthRequiredError());
     if (Number(length) > route.bodyLimit + (streaming ? multipartFramingBytes : 0)) {
-      if (streaming) drainAfterAnswer(req, res);
+      if (streaming) endAfterBody(req, res);
       else res.setHeader('Connection', 'close'); // don't read a small route's body we refuse
       return writeError(req, res, new TooLargeError(route.bodyLimit));
     }
@@ -131,7 +150,7 @@ export function createServer(mounts: Mount[]): http.Server {
     if (req.url.startsWith('?')) req.url = `/${req.url}`;
     if (streaming) {
       hideBody(req);
-      drainAfterAnswer(req, res);
+      endAfterBody(req, res);
     }
     route.app(req, res);
   });

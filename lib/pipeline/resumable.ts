@@ -114,33 +114,41 @@ export class ResumableStore extends DataStore {
       stream.resume(); // a retried final PATCH: the upload is already a job
       return size;
     }
-    // One request carrying the whole file hashes it on the way; otherwise seal reads it back once.
+    // A request carrying the file from its start hashes it and keeps its head (to sniff) on the way;
+    // otherwise the finish reads them back from the store once.
     const hash = offset === 0 ? createHash('sha256') : undefined;
+    const head: Buffer[] = [];
+    let headBytes = 0;
     async function* tap(): AsyncGenerator<Buffer> {
       for await (const part of stream) {
-        hash?.update(part as Buffer);
-        yield part as Buffer;
+        const buf = part as Buffer;
+        if (hash && headBytes < sniffBytes) {
+          head.push(buf.subarray(0, sniffBytes - headBytes));
+          headBytes += Math.min(buf.length, sniffBytes - headBytes);
+        }
+        hash?.update(buf);
+        yield buf;
       }
     }
     const stored = await this.deps.blobs.writeAt('videos', id, offset, tap(), { limit: size - offset });
-    if (stored === size) await this.finish(row, hash?.digest('hex'));
+    if (stored === size) await this.finish(row, hash && { sha256: hash.digest('hex'), head: Buffer.concat(head) });
     return stored;
   }
 
   /** Runs under the upload's lock; each step can be repeated, so a finish that died part-way is run again. */
-  private async finish(row: UploadRow, sha256: string | undefined): Promise<void> {
+  private async finish(row: UploadRow, seen: { sha256: string; head: Buffer } | undefined): Promise<void> {
     const { db, blobs } = this.deps;
     const size = Number(row.size);
     let contentType: string;
     try {
-      contentType = await sniffMedia(await blobs.readHead('videos', row.id, sniffBytes));
+      contentType = await sniffMedia(seen?.head ?? await blobs.readHead('videos', row.id, sniffBytes));
     } catch (err) {
       await blobs.delete('videos', row.id);
       await db('uploads').where({ id: row.id }).delete();
       throw err;
     }
     const owner = { id: row.owner_id, email: row.owner_email };
-    const blob = await blobs.seal('videos', row.id, size, { owner: owner.id, filename: row.filename, contentType }, sha256);
+    const blob = await blobs.seal('videos', row.id, size, { owner: owner.id, filename: row.filename, contentType }, seen?.sha256);
     const options = mp3OptionsSchema.parse(JSON.parse(row.options));
     await queueUploadJob(this.deps, row.id, owner, { blob, filename: row.filename, contentType }, options);
     await db('uploads').where({ id: row.id }).update({ job_id: row.id });

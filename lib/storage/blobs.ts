@@ -55,7 +55,10 @@ export interface BlobStore {
   writeAt(bucket: Bucket, id: string, offset: number, source: BlobSource, opts?: { limit?: number }): Promise<number>;
   /** The first `bytes` of an unsealed blob (to sniff it). */
   readHead(bucket: Bucket, id: string, bytes: number): Promise<Buffer>;
-  /** Makes the stored bytes a blob of exactly `size` bytes; repeating it returns the same blob. */
+  /**
+   * Makes the stored bytes a blob of `size` bytes (the caller has seen writeAt reach it); repeating it
+   * returns the same blob. Without `sha256` the bytes are read back once to hash them.
+   */
   seal(bucket: Bucket, id: string, size: number, meta: BlobMeta, sha256?: string): Promise<BlobInfo>;
   /** The blob's info, or undefined for an unknown or malformed id. */
   stat(bucket: Bucket, id: string): Promise<BlobInfo | undefined>;
@@ -342,8 +345,6 @@ class GridFsStore implements BlobStore {
   async seal(bucket: Bucket, id: string, size: number, meta: BlobMeta, sha256?: string): Promise<BlobInfo> {
     const existing = await this.stat(bucket, id);
     if (existing) return existing;
-    const stored = await this.storedBytes(bucket, id);
-    if (stored !== size) throw new ConflictError(`${bucket} blob ${id} has ${stored} of ${size} bytes`);
     const digest = sha256 ?? await sha256Of(Readable.from(this.chunkRange(bucket, id, { start: 0, end: size - 1 }, size)));
     const doc = this.filesDoc(id, size, meta, digest);
     try {

@@ -83,7 +83,7 @@ function post(file: string, size: number, url: string, token: string): Promise<s
 async function startUpload(env: Record<string, string>, dataDir: string): Promise<{ child: ChildProcess; url: string }> {
   const port = 20_000 + Math.floor(Math.random() * 20_000);
   // The built bundle, as deployed (plain node, no TypeScript loader in the measured process).
-  const child = spawn(process.execPath, [path.join(root, 'dist/upload/index.js')], {
+  const child = spawn(process.execPath, [...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean), path.join(root, 'dist/upload/index.js')], {
     cwd: root,
     env: { PATH: process.env.PATH, ...env, PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'inherit', 'inherit'],

@@ -7,6 +7,38 @@ import { createDbLocker, finishedJobId, newUploadId, parseUploadMetadata, Resuma
 import { toErrorResponse } from './errors';
 import { mountPrefix } from './serve';
 
+/**
+ * The request as a web Request for @tus/server, its body pulled from the socket only as fast as the
+ * store takes it (highWaterMark 0). Node's own Readable.toWeb, which @tus/server's `handle` uses,
+ * queues up to highWaterMark *chunks* ahead of the reader: a fast client then fills memory with a
+ * PATCH's bytes that storage has not taken yet.
+ */
+function toWebRequest(req: http.IncomingMessage): Request {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value !== undefined) headers.set(name, Array.isArray(value) ? value.join(', ') : value);
+  }
+  const method = req.method ?? 'GET';
+  const hasBody = method !== 'GET' && method !== 'HEAD' && method !== 'OPTIONS';
+  const chunks = req[Symbol.asyncIterator]();
+  const body = hasBody
+    ? new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        try {
+          const next = await chunks.next();
+          if (next.done) controller.close();
+          else controller.enqueue(next.value as Buffer);
+        } catch (err) {
+          controller.error(err);
+        }
+      },
+      // On cancel (a refused or cut PATCH) the request is left as it is: not destroyed, so the answer
+      // can still be written; lib/http/serve.ts reads and drops what is left of the body.
+    }, { highWaterMark: 0 })
+    : undefined;
+  return new Request(`http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`, { method, headers, body, duplex: 'half' } as RequestInit);
+}
+
 /** The answer to every tus error: the project's JSON error body, whatever raised it. */
 function tusError(req: Request, err: unknown): { status_code: number; body: string } {
   let status: number;
@@ -56,15 +88,10 @@ export async function serveTus(req: http.IncomingMessage, res: http.ServerRespon
     },
     onResponseError: (request, err) => tusError(request, err),
   });
+  const response = await server.handleWeb(toWebRequest(req));
+  const headers = Object.fromEntries(response.headers);
   // @tus/server answers errors as text/plain; the bodies tusError made are JSON, and say so.
-  const writeHead = res.writeHead.bind(res) as (status: number, ...rest: unknown[]) => http.ServerResponse;
-  res.writeHead = ((status: number, ...rest: unknown[]) => {
-    const headers = rest.at(-1);
-    if (status >= 400 && Array.isArray(headers)) {
-      const at = headers.findIndex((h, i) => i % 2 === 0 && String(h).toLowerCase() === 'content-type');
-      if (at >= 0) headers[at + 1] = 'application/json; charset=utf-8';
-    }
-    return writeHead(status, ...rest);
-  }) as typeof res.writeHead;
-  await server.handle(req, res);
+  if (response.status >= 400) headers['content-type'] = 'application/json; charset=utf-8';
+  const body = response.body ? Buffer.from(await response.arrayBuffer()) : undefined;
+  res.writeHead(response.status, headers).end(body);
 }

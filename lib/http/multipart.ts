@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import busboy from 'busboy';
 import { BadInputError, TooLargeError } from '../core/errors';
+import { log } from '../core/log';
 
 export interface FilePart {
   filename: string;
@@ -72,7 +73,7 @@ export function readMultipart<T>(
         async (stored) => {
           const problem = files > 1 ? 'send exactly one file' : duplicate.size > 0 ? `${[...duplicate][0]}: must be given once` : undefined;
           if (!problem) return resolve({ stored, fields });
-          await undo(stored);
+          await undo(stored).catch((err: unknown) => log.error({ err }, 'could not remove the file of a refused form'));
           fail(new BadInputError(problem));
         },
         () => {}, // already failed through storing.catch

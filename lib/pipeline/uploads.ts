@@ -112,9 +112,10 @@ export async function queueJob(deps: UploadDeps, owner: { id: string; email: str
 }
 
 /**
- * The job of a finished resumable upload, whose id is the upload's: a retried finish finds the job
- * instead of making a second one, and publishes the (same) event again only while the job has not
- * been marked as queued by the caller. The blob is the upload itself: nothing is copied.
+ * The job of a finished resumable upload, under the upload's id: a finish run again after a crash
+ * finds the job instead of making a second one and publishes the same event (same id) again, which
+ * convert treats as a repeat. The caller records the finish once this returns, so a retried final
+ * PATCH after that publishes nothing. The blob is the upload itself: nothing is copied.
  */
 export async function queueUploadJob(deps: UploadDeps, jobId: string, owner: { id: string; email: string }, video: StoredVideo, options: Mp3Options): Promise<Job> {
   const { db } = deps;

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createDirectoryStore, createGridFsStore, type BlobStore } from '../lib/storage/blobs';
 import type { Mp3Options, Transcoder } from '../lib/media/transcode';
+import { runLargeUploadBench } from './large-upload';
 
 const NATIVE_FFMPEG = process.env.FFMPEG ?? '/usr/bin/ffmpeg';
 const OPTIONS: Mp3Options = { quality: 2 };
@@ -293,7 +294,9 @@ function printTable(rows: Row[]): void {
 }
 
 const coldIndex = process.argv.indexOf('--cold');
-(coldIndex >= 0 ? coldChild(process.argv[coldIndex + 1]) : main()).catch((error: unknown) => {
+// `--large`: the large-upload benchmark (bench/large-upload.ts) instead.
+const entry = process.argv.includes('--large') ? runLargeUploadBench() : coldIndex >= 0 ? coldChild(process.argv[coldIndex + 1]) : main();
+entry.catch((error: unknown) => {
   console.error(error);
   process.exitCode = 1;
 });

@@ -445,10 +445,31 @@ describe('manifests and the code agree', () => {
     expect(c.livenessProbe?.httpGet?.path).toBe('/healthz');
     // Knative probes the serving port itself and rejects any other.
     expect(c.readinessProbe?.httpGet?.port).toBeUndefined();
-    expect(Object.keys(c.resources?.requests ?? {}).sort()).toEqual(['cpu', 'memory']);
-    expect(Object.keys(c.resources?.limits ?? {}).sort()).toEqual(['cpu', 'memory']);
+    expect(Object.keys(c.resources?.requests ?? {})).toEqual(expect.arrayContaining(['cpu', 'memory']));
+    expect(Object.keys(c.resources?.limits ?? {})).toEqual(expect.arrayContaining(['cpu', 'memory']));
     expect(c.securityContext).toMatchObject({ runAsNonRoot: true, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
     expect(service(fn).spec.template.spec.timeoutSeconds, fn).toBeGreaterThan(0);
+  });
+
+  it('when convert takes the largest video the limits allow, then its /tmp emptyDir and ephemeral-storage limit hold the video and the MP3', () => {
+    const { limits } = loadConfig(configMap().data);
+    const spec = service('convert').spec.template.spec as { volumes?: { name: string; emptyDir?: { sizeLimit?: string } }[] };
+    const c = container('convert') as { volumeMounts?: { name: string; mountPath: string }[]; resources?: { limits?: Record<string, string>; requests?: Record<string, string> } };
+    const tmp = spec.volumes?.find((v) => v.name === c.volumeMounts?.find((m) => m.mountPath === '/tmp')?.name);
+    const bytes = (q: string) => Number(/^(\d+)Gi$/.exec(q)?.[1] ?? NaN) * 1024 ** 3 || Number(/^(\d+)Mi$/.exec(q)?.[1] ?? NaN) * 1024 ** 2;
+    const needed = limits.uploadBytes + limits.outputBytes;
+    expect(bytes(tmp?.emptyDir?.sizeLimit ?? '')).toBeGreaterThanOrEqual(needed);
+    expect(bytes(c.resources?.limits?.['ephemeral-storage'] ?? '')).toBeGreaterThanOrEqual(needed);
+    expect(c.resources?.requests?.['ephemeral-storage']).toBeDefined();
+  });
+
+  it('when upload streams the largest video, then its memory limit does not depend on MAX_UPLOAD_BYTES and /tmp is a bounded emptyDir', () => {
+    const c = container('upload') as { volumeMounts?: { name: string; mountPath: string }[]; resources?: { limits?: Record<string, string> } };
+    const spec = service('upload').spec.template.spec as { volumes?: { name: string; emptyDir?: { sizeLimit?: string } }[] };
+    expect(c.volumeMounts?.find((m) => m.mountPath === '/tmp')).toBeDefined();
+    expect(spec.volumes?.find((v) => v.name === 'tmp')?.emptyDir?.sizeLimit).toBeDefined();
+    expect(c.resources?.limits?.['ephemeral-storage']).toBeDefined();
+    expect(loadConfig(configMap().data).limits.uploadBytes).toBeGreaterThan(4 * 1024 ** 3);
   });
 
   it.each([['mysql', /^mysql:\d/], ['mongodb', /^mongo:\d/]] as const)(

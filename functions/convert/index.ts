@@ -5,6 +5,7 @@ import { eventTypes } from '../../lib/messaging/events';
 import { getBroker } from '../../lib/messaging/queue';
 import { convertJob, getTranscoder } from '../../lib/pipeline/conversion';
 import { reconcile } from '../../lib/pipeline/reconcile';
+import { sweepExpired } from '../../lib/pipeline/retention';
 import { getBlobs } from '../../lib/storage/blobs';
 import { getDb } from '../../lib/storage/db';
 
@@ -16,10 +17,11 @@ router.post('/', handleEvent([eventTypes.videoUploaded], async (event) => {
   return { jobId: event.data.jobId, outcome: await convertJob(deps, event.data) };
 }));
 
-// The scheduled maintenance tick (a PingSource on Knative, a timer on the local stack).
+// The scheduled maintenance tick (a PingSource on Knative, a timer on the local stack): first the
+// retention sweep, then the reconciler, so a swept job is not re-published.
 router.post('/maintenance', handleEvent([eventTypes.maintenanceTick, eventTypes.pingSourceTick], async () => {
-  const deps = { db: await getDb(), broker: await getBroker(), config: getConfig() };
-  return { reconciled: await reconcile(deps) };
+  const deps = { db: await getDb(), blobs: await getBlobs(), broker: await getBroker(), config: getConfig() };
+  return { swept: await sweepExpired(deps), reconciled: await reconcile(deps) };
 }));
 
 export const handler = handle(router);

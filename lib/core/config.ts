@@ -11,6 +11,7 @@ export const functionNames = ['auth', 'upload', 'download', 'convert', 'notify']
 export type FunctionName = (typeof functionNames)[number];
 
 const mib = 1024 * 1024;
+const gib = 1024 * mib;
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 const urlWith = (...schemes: string[]) =>
@@ -56,9 +57,11 @@ export const envSchema = z.object({
   SIGNUP_MAX_PER_HOUR: int(1, 100_000).default(10),
   MAX_JOBS_IN_FLIGHT: int(1, 1000).default(3),
   MAX_CONVERSION_SECONDS_PER_DAY: int(60, 30 * 86_400).default(6 * 3600),
-  MAX_UPLOAD_BYTES: int(1024, 1024 * mib).default(200 * mib),
+  MAX_UPLOAD_BYTES: int(1024, 64 * gib).default(8 * gib),
   MAX_DURATION_SECONDS: int(1, 6 * 3600).default(3 * 3600),
-  MAX_OUTPUT_BYTES: int(1024, 1024 * mib).default(300 * mib),
+  MAX_OUTPUT_BYTES: int(1024, 4 * gib).default(gib),
+  UPLOAD_EXPIRY_SECONDS: int(1, 30 * 86_400).default(86_400),
+  MP3_RETENTION_SECONDS: int(60, 365 * 86_400).optional(),
   CONVERT_TIMEOUT_SECONDS: int(10, 3600).default(540),
   KEEP_SOURCE: bool.default(false),
   // The local stand-in for each RabbitmqSource (`video`, `mp3`), with its manifest's values as defaults
@@ -122,6 +125,11 @@ export interface Config {
   signup: { maxPerHour: number };
   quotas: { jobsInFlight: number; conversionSecondsPerDay: number };
   limits: { uploadBytes: number; durationSeconds: number; outputBytes: number };
+  /**
+   * How long things are kept: an unfinished resumable upload (then its bytes are deleted), a done
+   * job's MP3 (then the job is `expired`), and the source video of a failed job.
+   */
+  retention: { uploadSeconds: number; mp3Seconds: number; failedSourceSeconds: number };
   /**
    * How long each kind of outside work may take, in one place: connecting to a backend fails within
    * its connect timeout (so a request answers 503 rather than hanging), a conversion is stopped
@@ -209,6 +217,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
       uploadBytes: e.MAX_UPLOAD_BYTES,
       durationSeconds: e.MAX_DURATION_SECONDS,
       outputBytes: e.MAX_OUTPUT_BYTES,
+    }),
+    retention: Object.freeze({
+      uploadSeconds: e.UPLOAD_EXPIRY_SECONDS,
+      mp3Seconds: e.MP3_RETENTION_SECONDS ?? e.LINK_TTL_SECONDS,
+      failedSourceSeconds: 86_400,
     }),
     timeouts: Object.freeze({
       dbConnectMs: 5000,

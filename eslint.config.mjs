@@ -21,6 +21,10 @@ export default tseslint.config(
     languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
   },
   {
+    files: ['web/**/*.js'],
+    languageOptions: { globals: { window: 'readonly' } },
+  },
+  {
     // Function files are handlers: every driver is reached through lib/.
     files: ['functions/**'],
     rules: {

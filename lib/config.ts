@@ -47,6 +47,7 @@ export const envSchema = z.object({
   SOURCE_RETRY: int(0, 100).default(5),
   SOURCE_BACKOFF_POLICY: z.enum(['exponential', 'linear']).default('exponential'),
   SOURCE_BACKOFF_DELAY: isoDuration.default('PT0.2S'),
+  WEB_ORIGIN: z.string().refine((v) => v.split(',').every((o) => /^https?:\/\/[^/\s]+$/.test(o.trim())), 'must be origins such as https://app.example.com, comma-separated, without a path').optional(),
   K_SERVICE: z.string().optional(),
 });
 export type Env = z.infer<typeof envSchema>;
@@ -82,6 +83,8 @@ export interface Config {
   limits: { uploadBytes: number; durationSeconds: number; outputBytes: number; convertSeconds: number };
   keepSource: boolean;
   source: { parallelism: number; retry: number; backoffPolicy: 'exponential' | 'linear'; backoffDelayMs: number };
+  /** Origins of the web page allowed to call the API from another origin (CORS); empty: none. */
+  webOrigins: readonly string[];
   /** The Knative service name when deployed; undefined on one machine. */
   service?: string;
 }
@@ -147,6 +150,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
       backoffPolicy: e.SOURCE_BACKOFF_POLICY,
       backoffDelayMs: parseIsoSeconds(e.SOURCE_BACKOFF_DELAY),
     }),
+    webOrigins: Object.freeze((e.WEB_ORIGIN ?? '').split(',').map((o) => o.trim()).filter(Boolean)),
     service: e.K_SERVICE,
   });
 }

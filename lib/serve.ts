@@ -1,9 +1,11 @@
 import { getTestServer } from '@google-cloud/functions-framework/testing';
 import http from 'node:http';
-import { loadConfig, setConfig, type Config, type FunctionName } from './config';
+import { getConfig, loadConfig, setConfig, type Config, type FunctionName } from './config';
 import { closeClients } from './clients';
 import { lengthRequired, notFound, toErrorResponse, tooLarge, unsupportedMedia } from './errors';
 import { errorMiddleware } from './http';
+import { applyCors } from './http/cors';
+import { serveStatic, type StaticFiles } from './http/static';
 import { log } from './log';
 
 export interface Mount {
@@ -26,7 +28,7 @@ function reply(res: http.ServerResponse, err: unknown) {
  * server (the same code path as the framework's CLI). The framework buffers whole bodies (up to
  * 1 GiB) before a handler runs, so the size limit is enforced here, from Content-Length, first.
  */
-export function createServer(mounts: Mount[]): http.Server {
+export function createServer(mounts: Mount[], opts: { files?: StaticFiles } = {}): http.Server {
   const routes = mounts
     .map((m) => {
       const app = getTestServer(m.name).listeners('request')[0] as Listener;
@@ -41,7 +43,9 @@ export function createServer(mounts: Mount[]): http.Server {
       res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"status":"ok"}');
       return;
     }
+    if (applyCors(req, res, getConfig().webOrigins)) return;
     const route = routes.find((r) => url === r.prefix || url.startsWith(`${r.prefix}/`) || url.startsWith(`${r.prefix}?`));
+    if (!route && opts.files && serveStatic(req, res, opts.files)) return;
     if (!route) {
       reply(res, notFound('function'));
       return;

@@ -7,18 +7,31 @@ import '../functions/download';
 import '../functions/convert';
 import '../functions/notify';
 import path from 'node:path';
+import { bundleWeb } from '../web/bundle.mjs';
 import { describeBlobs } from '../lib/blobs';
 import { functionNames, getConfig } from '../lib/config';
 import { describeDb, getDb } from '../lib/db';
-import { log } from '../lib/log';
+import { listStaticFiles } from '../lib/http/static';
+import { log, useLogDestination } from '../lib/log';
 import { describeBroker, getBroker } from '../lib/queue';
 import { bodyLimit, createServer, listen } from '../lib/serve';
 import { startPipelineSources } from '../lib/source';
 
+const root = path.resolve(__dirname, '..');
+
 async function main() {
+  // A person at a terminal reads coloured lines; anything else (a pipe, a log collector) gets JSON.
+  if (process.stdout.isTTY) {
+    const { default: pretty } = await import('pino-pretty');
+    useLogDestination(pretty({ colorize: true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname,service' }));
+  }
   const config = getConfig();
   await getDb(); // migrate before taking requests
-  const server = createServer(functionNames.map((name) => ({ prefix: `/${name}`, name, bodyLimit: bodyLimit(name, config) })));
+  // The web page at / and the API description at /openapi.json, beside the functions.
+  const web = path.join(config.dataDir, 'web');
+  await bundleWeb(web);
+  const files = listStaticFiles(web, { '/openapi.json': path.join(root, 'docs/openapi.json') });
+  const server = createServer(functionNames.map((name) => ({ prefix: `/${name}`, name, bodyLimit: bodyLimit(name, config) })), { files });
   let sources: { stop(): Promise<void> }[] = [];
   const port = await listen(server, config.port, async () => {
     await Promise.all(sources.map((s) => s.stop()));
@@ -30,6 +43,8 @@ async function main() {
     storage: describeBlobs(config),
     queue: describeBroker(config),
     mail: config.smtpUrl ? `smtp ${new URL(config.smtpUrl).host}` : `outbox ${path.join(config.dataDir, 'outbox')}`,
+    web: `${config.publicUrl}/`,
+    openapi: `${config.publicUrl}/openapi.json`,
   }, `video2mp3 is up at ${config.publicUrl}`);
 }
 

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { closeClients } from '../../lib/clients';
 import { functionNames, loadConfig, setConfig, type Config } from '../../lib/config';
 import { getBroker, type Consumer } from '../../lib/queue';
+import { listStaticFiles } from '../../lib/http/static';
 import { bodyLimit, createServer } from '../../lib/serve';
 import { startPipelineSources, startSource } from '../../lib/source';
 
@@ -50,13 +51,15 @@ const registered = Promise.all(functions.map((name) => import(`../../functions/$
  * `npm start` serves it (with `sources`, also the local event sources; 'video' for convert's alone), with a fresh data directory
  * and the given environment.
  */
-export async function startStack(env: Record<string, string> = {}, opts: { sources?: boolean | 'video' } = {}): Promise<Stack> {
+export async function startStack(env: Record<string, string> = {}, opts: { sources?: boolean | 'video'; web?: string } = {}): Promise<Stack> {
   await registered;
   await closeClients();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-test-'));
   const base = { DATA_DIR: dataDir, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' };
   const limits = loadConfig({ ...base, ...env });
-  const server = createServer(functions.map((name) => ({ prefix: `/${name}`, name, bodyLimit: bodyLimit(name, limits) })));
+  // As `npm start`: the API description at /openapi.json, and the built page at / when `web` names its directory.
+  const files = listStaticFiles(opts.web ?? path.join(dataDir, 'web'), { '/openapi.json': path.join(__dirname, '../../docs/openapi.json') });
+  const server = createServer(functions.map((name) => ({ prefix: `/${name}`, name, bodyLimit: bodyLimit(name, limits) })), { files });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as { port: number };
   // Links and Location headers point at this server, as PUBLIC_URL does for `npm start`.

@@ -1,6 +1,8 @@
 // Bundles every functions/<name>/index.ts into dist/<name>/index.js: one CommonJS file that registers
-// the function and serves it with the framework copy it carries (platform.md §1), runnable with plain
-// `node dist/<name>/index.js`; and the web page (web/) into dist/web/. Prints each bundle's size; exits non-zero on any error.
+// the function and serves it with the framework copy it carries (one copy, so the function is registered
+// in the same registry the server reads), runnable with plain
+// `node dist/<name>/index.js`; and the web page (web/) into dist/web/. Prints each bundle's size; exits
+// non-zero on any error.
 import * as esbuild from 'esbuild';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -24,7 +26,10 @@ const shared = {
   target: 'node20',
   format: 'cjs',
   sourcemap: 'linked',
-  minify: false,
+  // Minified: less source for V8 to compile at each cold start. keepNames, because error classes and
+  // drivers' errors are told apart by name.
+  minify: true,
+  keepNames: true,
   legalComments: 'none',
   external,
   logLevel: 'warning',
@@ -37,7 +42,7 @@ const build = (name) => {
     esbuild.build({
       ...shared,
       stdin: {
-        contents: `import './functions/${name}/index.ts';\nimport { serveFunction } from './lib/serve';\nvoid serveFunction(${JSON.stringify(name)});\n`,
+        contents: `import { handler } from './functions/${name}/index.ts';\nimport { serveFunction } from './lib/http/serve';\nvoid serveFunction(${JSON.stringify(name)}, handler);\n`,
         resolveDir: root,
         sourcefile: `functions/${name}/entry.ts`,
         loader: 'ts',
@@ -46,7 +51,7 @@ const build = (name) => {
     }),
   ];
   if (name === 'convert') {
-    entries.push(esbuild.build({ ...shared, entryPoints: [path.join(root, 'lib/transcode-worker.ts')], outfile: path.join(outdir, 'transcode-worker.js') }));
+    entries.push(esbuild.build({ ...shared, entryPoints: [path.join(root, 'lib/media/worker.ts')], outfile: path.join(outdir, 'transcode-worker.js') }));
   }
   return Promise.all(entries).then(() => name);
 };
@@ -59,9 +64,10 @@ try {
     // The wasm core is loaded from disk at run time (and by its own pthread workers), so it ships beside the bundle.
     fs.cpSync(path.join(root, 'node_modules/@ffmpeg.wasm/core-mt'), path.join(root, 'dist/convert/node_modules/@ffmpeg.wasm/core-mt'), { recursive: true });
   }
+  console.log('bundle                    size');
   for (const name of built) {
     const file = path.join(root, 'dist', name, 'index.js');
-    console.log(`dist/${name}/index.js  ${(fs.statSync(file).size / 1024).toFixed(0)} KiB`);
+    console.log(`${`dist/${name}/index.js`.padEnd(25)} ${(fs.statSync(file).size / 1024).toFixed(0).padStart(5)} KiB`);
   }
   console.log(`dist/web/app.js  ${(fs.statSync(path.join(root, 'dist/web/app.js')).size / 1024).toFixed(0)} KiB`);
 } catch (err) {

@@ -8,9 +8,10 @@ import path from 'node:path';
 import Ajv2020 from 'ajv/dist/2020';
 import addFormats from 'ajv-formats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { conversionFailed, toHttp, videoUploaded } from '../lib/events';
-import { mintDownloadLink } from '../lib/links';
+import { conversionFailed, videoUploaded } from '../lib/messaging/events';
+import { mintDownloadLink } from '../lib/auth/links';
 import { readFixture } from './fixtures';
+import { toHttp } from './support/events';
 import { eventually, newUser, startStack, videoForm, type Stack, type TestUser } from './support/stack';
 
 interface Operation {

@@ -3,12 +3,13 @@ import fs from 'node:fs';
 import type http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { closeClients } from '../../lib/clients';
-import { functionNames, loadConfig, setConfig, type Config } from '../../lib/config';
-import { getBroker, type Consumer } from '../../lib/queue';
+import { handlers } from '../../functions/all';
+import { closeClients } from '../../lib/core/clients';
+import { functionNames, loadConfig, setConfig, type Config } from '../../lib/core/config';
+import { getBroker, type Consumer } from '../../lib/messaging/queue';
+import { bodyLimit, createServer } from '../../lib/http/serve';
 import { listStaticFiles } from '../../lib/http/static';
-import { bodyLimit, createServer } from '../../lib/serve';
-import { startPipelineSources, startSource } from '../../lib/source';
+import { startPipelineSources, startSource } from '../../lib/messaging/source';
 
 export interface Backend {
   name: 'embedded' | 'services';
@@ -42,9 +43,6 @@ export interface Stack {
   close(): Promise<void>;
 }
 
-// Every function that exists so far registers itself with functions-framework on import.
-const functions = functionNames.filter((name) => fs.existsSync(path.join(__dirname, '../../functions', name, 'index.ts')));
-const registered = Promise.all(functions.map((name) => import(`../../functions/${name}/index.ts`)));
 
 /**
  * The local stack in this process, on a free port: every function under /<name>/ exactly as
@@ -52,14 +50,13 @@ const registered = Promise.all(functions.map((name) => import(`../../functions/$
  * and the given environment.
  */
 export async function startStack(env: Record<string, string> = {}, opts: { sources?: boolean | 'video'; web?: string } = {}): Promise<Stack> {
-  await registered;
   await closeClients();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-test-'));
   const base = { DATA_DIR: dataDir, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' };
   const limits = loadConfig({ ...base, ...env });
   // As `npm start`: the API description at /openapi.json, and the built page at / when `web` names its directory.
   const files = listStaticFiles(opts.web ?? path.join(dataDir, 'web'), { '/openapi.json': path.join(__dirname, '../../docs/openapi.json') });
-  const server = createServer(functions.map((name) => ({ prefix: `/${name}`, name, bodyLimit: bodyLimit(name, limits) })), { files });
+  const server = createServer(functionNames.map((name) => ({ prefix: `/${name}`, name, handler: handlers[name], bodyLimit: bodyLimit(name, limits) })), { files });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as { port: number };
   // Links and Location headers point at this server, as PUBLIC_URL does for `npm start`.

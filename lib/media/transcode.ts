@@ -43,13 +43,20 @@ export interface TranscoderOptions {
   onProgress?: (p: { percent: number; timeSeconds: number }) => void;
 }
 
+/** Per call: its own timeout, and a progress listener for this conversion alone. */
+export interface TranscodeCall {
+  timeoutMs?: number;
+  /** Called like TranscoderOptions.onProgress, for this call only. */
+  onProgress?: (p: { percent: number; timeSeconds: number }) => void;
+}
+
 export interface Transcoder {
   /**
    * Converts one input. Calls run one at a time; a call made while busy waits its turn.
    * Rejects with TranscodeError for inputs that cannot be converted, RangeError for invalid options,
    * and a plain Error when the converter itself failed (its thread is then replaced; a retry may work).
    */
-  transcode(input: Buffer, options: Mp3Options, call?: { timeoutMs?: number }): Promise<TranscodeResult>;
+  transcode(input: Buffer, options: Mp3Options, call?: TranscodeCall): Promise<TranscodeResult>;
   /** Waits for queued calls to finish, then stops the worker thread. */
   close(): Promise<void>;
 }
@@ -73,7 +80,7 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
     void w.terminate();
   }
 
-  function runJob(input: Buffer, options: Mp3Options, timeoutMs = opts.timeoutMs): Promise<TranscodeResult> {
+  function runJob(input: Buffer, options: Mp3Options, timeoutMs = opts.timeoutMs, onCallProgress?: TranscodeCall['onProgress']): Promise<TranscodeResult> {
     const w = (worker ??= spawnWorker());
     const id = nextId++;
     const startedAt = performance.now();
@@ -83,6 +90,7 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
       try {
         lastPercent = percent;
         opts.onProgress?.({ percent, timeSeconds });
+        onCallProgress?.({ percent, timeSeconds });
       } catch {
         // Progress is advisory: a failing listener must not fail the conversion.
       }
@@ -173,7 +181,7 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
       } catch (error) {
         return Promise.reject(error);
       }
-      const job = tail.then(() => runJob(input, options, call?.timeoutMs ?? opts.timeoutMs));
+      const job = tail.then(() => runJob(input, options, call?.timeoutMs ?? opts.timeoutMs, call?.onProgress));
       tail = job.catch(() => undefined);
       return job;
     },

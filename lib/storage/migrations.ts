@@ -59,6 +59,18 @@ const migrations: Migration[] = [
     }),
     down: (db) => db.schema.dropTable('notifications'),
   },
+  {
+    // How far a running conversion is, for clients polling the job; written at most about once a second.
+    name: '004_job_progress',
+    up: (db) => db.schema.alterTable('jobs', (t) => {
+      t.integer('progress').nullable();
+      t.double('position_seconds').nullable();
+    }),
+    down: (db) => db.schema.alterTable('jobs', (t) => {
+      t.dropColumn('progress');
+      t.dropColumn('position_seconds');
+    }),
+  },
 ];
 
 /** Migrations compiled into the bundle (knex cannot read a migrations folder from an esbuild bundle). */

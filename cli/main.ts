@@ -85,6 +85,7 @@ interface UploadOptions {
   sampleRate?: string;
   mono?: boolean;
   title?: string;
+  callbackUrl?: string;
   wait?: boolean;
   out: string;
 }
@@ -107,6 +108,7 @@ program.command('upload')
   .option('--sample-rate <hz>', 'output sample rate (e.g. 44100)', positiveInt('sample-rate'))
   .option('--mono', 'one channel')
   .option('--title <title>', 'ID3 title')
+  .option('--callback-url <url>', 'where the service POSTs each job\'s outcome (a signed webhook)')
   .option('--wait', 'follow each job to its end and download the MP3')
   .option('--out <dir>', 'where --wait puts the MP3s', '.')
   .action(async (files: string[], opts: UploadOptions) => {
@@ -118,6 +120,7 @@ program.command('upload')
     if (opts.sampleRate) options.sampleRate = opts.sampleRate;
     if (opts.mono) options.channels = '1';
     if (opts.title) options.title = opts.title;
+    if (opts.callbackUrl) options.callbackUrl = opts.callbackUrl;
     const send = (await offersTus(client)) ? uploadWithTus : uploadWithPost;
     const reporter = createReporter();
     const outcomes: Outcome[] = [];

@@ -109,6 +109,9 @@ describe('the OpenAPI document', () => {
     await conforms('POST /auth/validate', await call('/auth/validate', { method: 'POST', headers: user.auth }));
     await conforms('POST /auth/validate', await call('/auth/validate', { method: 'POST' })); // 401
     await conforms('GET /auth/.well-known/jwks.json', await call('/auth/.well-known/jwks.json'));
+    await conforms('GET /auth/webhook-secret', await call('/auth/webhook-secret', { headers: user.auth }));
+    await conforms('GET /auth/webhook-secret', await call('/auth/webhook-secret')); // 401
+    await conforms('POST /auth/webhook-secret', await call('/auth/webhook-secret', { method: 'POST', headers: user.auth }));
   });
 
   it('when upload is called, then every answer is as described', async () => {

@@ -3,6 +3,7 @@ import { getConfig } from '../../lib/core/config';
 import { getDb } from '../../lib/storage/db';
 import { BadInputError, UnsupportedMediaError } from '../../lib/core/errors';
 import { createRouter, handle, type Request } from '../../lib/http/router';
+import { parseCallbackUrl } from '../../lib/core/callback-url';
 import { parseMultipart } from '../../lib/http/multipart';
 import { parseMp3Options } from '../../lib/media/options';
 import { getBroker } from '../../lib/messaging/queue';
@@ -17,13 +18,14 @@ async function readUpload(req: Request) {
   const query = req.query as Record<string, unknown>;
   if (req.is('multipart/form-data')) {
     const { file, fields } = await parseMultipart(req.headers, body, getConfig().limits.uploadBytes);
-    return { filename: file.filename, data: file.data, options: parseMp3Options({ ...query, ...fields }) };
+    const all = { ...query, ...fields };
+    return { filename: file.filename, data: file.data, options: parseMp3Options(all), callbackUrl: parseCallbackUrl(all.callbackUrl, getConfig().webhooks) };
   }
   if (req.is(['video/*', 'application/octet-stream'])) {
     const filename = req.get('x-filename') ?? (typeof query.filename === 'string' ? query.filename : undefined);
     if (!filename) throw new BadInputError('name the file with an X-Filename header or a filename query parameter');
     const { filename: _filename, ...options } = query;
-    return { filename, data: body, options: parseMp3Options(options) };
+    return { filename, data: body, options: parseMp3Options(options), callbackUrl: parseCallbackUrl(query.callbackUrl, getConfig().webhooks) };
   }
   throw new UnsupportedMediaError('send multipart/form-data with one file, or the video itself as video/* or application/octet-stream');
 }

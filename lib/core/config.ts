@@ -47,6 +47,7 @@ export const envSchema = z.object({
   MAX_OUTPUT_BYTES: int(1024, 1024 * mib).default(300 * mib),
   CONVERT_TIMEOUT_SECONDS: int(10, 3600).default(540),
   KEEP_SOURCE: bool.default(false),
+  WEBHOOK_ALLOW_PRIVATE: bool.default(false),
   SOURCE_PARALLELISM: int(1, 1000).default(1),
   SOURCE_RETRY: int(0, 100).default(5),
   SOURCE_BACKOFF_POLICY: z.enum(['exponential', 'linear']).default('exponential'),
@@ -101,6 +102,8 @@ export interface Config {
     shutdownMs: number;
   };
   keepSource: boolean;
+  /** Callback URLs on loopback, link-local and private addresses are refused unless allowPrivate. */
+  webhooks: { allowPrivate: boolean };
   source: { parallelism: number; retry: number; backoffPolicy: 'exponential' | 'linear'; backoffDelayMs: number };
   /** Origins of the web page allowed to call the API from another origin (CORS); empty: none. */
   webOrigins: readonly string[];
@@ -172,6 +175,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
       shutdownMs: 30_000,
     }),
     keepSource: e.KEEP_SOURCE,
+    webhooks: Object.freeze({ allowPrivate: e.WEBHOOK_ALLOW_PRIVATE }),
     source: Object.freeze({
       parallelism: e.SOURCE_PARALLELISM,
       retry: e.SOURCE_RETRY,

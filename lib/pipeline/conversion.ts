@@ -146,6 +146,7 @@ async function finishDone(deps: ConvertDeps, job: Job) {
       owner: job.ownerId,
       email: job.ownerEmail,
       filename: job.filename,
+      ...(job.callbackUrl ? { callbackUrl: job.callbackUrl } : {}),
       mp3BlobId: job.mp3BlobId!,
       durationSeconds: job.durationSeconds ?? 0,
       bytes: job.mp3Bytes ?? 0,
@@ -167,6 +168,7 @@ async function fail(deps: ConvertDeps, job: Job, message: string): Promise<Conve
 async function publishFailure(deps: ConvertDeps, job: Job, message: string) {
   await deps.broker.publish('mp3', toAmqp(conversionFailed({
     jobId: job.id, owner: job.ownerId, email: job.ownerEmail, filename: job.filename, reason: 'conversion', message,
+    ...(job.callbackUrl ? { callbackUrl: job.callbackUrl } : {}),
   })));
   await markPublished(deps.db, job.id);
 }

@@ -29,6 +29,8 @@ export interface Job {
   progress: number | null;
   /** How far into the source the converter is, in seconds. */
   positionSeconds: number | null;
+  /** Where the outcome is POSTed (a webhook), if the upload asked for it. */
+  callbackUrl: string | null;
   attempts: number;
   publishedAt: number | null;
   createdAt: number;
@@ -61,6 +63,7 @@ function fromRow(r: Row): Job {
     error: (r.error as string | null) ?? null,
     progress: n(r.progress),
     positionSeconds: n(r.position_seconds),
+    callbackUrl: (r.callback_url as string | null) ?? null,
     attempts: Number(r.attempts),
     publishedAt: n(r.published_at),
     createdAt: Number(r.created_at),
@@ -78,6 +81,7 @@ export interface NewJob {
   videoBlobId: string;
   videoBytes: number;
   videoSha256: string;
+  callbackUrl?: string;
 }
 
 export async function createJob(db: Db, job: NewJob): Promise<Job> {
@@ -93,6 +97,7 @@ export async function createJob(db: Db, job: NewJob): Promise<Job> {
     video_blob_id: job.videoBlobId,
     video_bytes: job.videoBytes,
     video_sha256: job.videoSha256,
+    callback_url: job.callbackUrl ?? null,
     attempts: 0,
     created_at: now,
     updated_at: now,

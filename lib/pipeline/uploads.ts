@@ -14,6 +14,8 @@ export interface Upload {
   filename: string;
   data: Buffer;
   options: Mp3Options;
+  /** Checked already (lib/core/callback-url): where the job's outcome is POSTed. */
+  callbackUrl?: string;
 }
 
 /** Decides from the bytes, not the client's word, that this is an audio/video container. */
@@ -58,6 +60,7 @@ export async function acceptUpload(deps: UploadDeps, owner: { id: string; email:
       videoBlobId: blob.id,
       videoBytes: blob.size,
       videoSha256: blob.sha256,
+      callbackUrl: upload.callbackUrl,
     });
   } catch (err) {
     await undo(() => blobs.delete('videos', blob.id));

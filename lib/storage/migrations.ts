@@ -71,6 +71,28 @@ const migrations: Migration[] = [
       t.dropColumn('position_seconds');
     }),
   },
+  {
+    // Webhooks: where a job's outcome is POSTed, each user's signing secret, one delivery per job.
+    name: '005_webhooks',
+    up: async (db) => {
+      await db.schema.alterTable('jobs', (t) => t.string('callback_url', 2048).nullable());
+      await db.schema.alterTable('users', (t) => t.string('webhook_secret', 64).nullable());
+      await db.schema.createTable('webhook_deliveries', (t) => {
+        t.string('job_id', 32).primary();
+        t.string('status', 16).notNullable();
+        t.integer('attempts').notNullable().defaultTo(0);
+        t.integer('response_status').nullable();
+        t.text('error').nullable();
+        t.bigInteger('created_at').notNullable();
+        t.bigInteger('updated_at').notNullable();
+      });
+    },
+    down: async (db) => {
+      await db.schema.dropTable('webhook_deliveries');
+      await db.schema.alterTable('users', (t) => t.dropColumn('webhook_secret'));
+      await db.schema.alterTable('jobs', (t) => t.dropColumn('callback_url'));
+    },
+  },
 ];
 
 /** Migrations compiled into the bundle (knex cannot read a migrations folder from an esbuild bundle). */

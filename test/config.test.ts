@@ -16,7 +16,10 @@ describe('configuration', () => {
       smtpUrl: undefined,
       jwt: { ttlSeconds: 3600, issuer: 'video2mp3', audience: 'video2mp3' },
       limits: { uploadBytes: 200 * 1024 * 1024 },
-      source: { parallelism: 1, retry: 5, backoffPolicy: 'exponential', backoffDelayMs: 200 },
+      sources: {
+        video: { parallelism: 4, retry: 5, backoffPolicy: 'exponential', backoffDelayMs: 200 },
+        mp3: { parallelism: 1, retry: 5, backoffPolicy: 'exponential', backoffDelayMs: 200 },
+      },
     });
     expect(config.dataDir).toBe(path.resolve('.data'));
     expect(Object.isFrozen(config) && Object.isFrozen(config.jwt)).toBe(true);
@@ -33,8 +36,9 @@ describe('configuration', () => {
     ['JWT_PRIVATE_KEY', 'not a pem'],
     ['LINK_SECRET', 'short'],
     ['KEEP_SOURCE', 'maybe'],
-    ['SOURCE_BACKOFF_POLICY', 'random'],
-    ['SOURCE_BACKOFF_DELAY', '200ms'],
+    ['VIDEO_SOURCE_BACKOFF_POLICY', 'random'],
+    ['MP3_SOURCE_BACKOFF_DELAY', '200ms'],
+    ['VIDEO_SOURCE_PARALLELISM', '0'],
     ['MAX_UPLOAD_BYTES', '-1'],
   ])('when %s is %j, then start fails naming the variable', (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
@@ -49,7 +53,7 @@ describe('configuration', () => {
   it('when the README configuration table is read, then it lists every variable the code reads, and no other', () => {
     const readme = fs.readFileSync(path.join(__dirname, '../README.md'), 'utf8');
     const section = readme.slice(readme.indexOf('## Configuration'), readme.indexOf('## Build'));
-    const documented = [...section.matchAll(/^\| `([A-Z_]+)` \|/gm)].map((m) => m[1]);
+    const documented = [...section.matchAll(/^\| `([A-Z0-9_]+)` \|/gm)].map((m) => m[1]);
     expect(documented.sort()).toEqual(Object.keys(envSchema.shape).sort());
   });
 

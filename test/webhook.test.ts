@@ -58,7 +58,7 @@ describe('webhooks', () => {
     });
     await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
     receiverUrl = `http://127.0.0.1:${(receiver.address() as { port: number }).port}`;
-    stack = await startStack({ WEBHOOK_ALLOW_PRIVATE: 'true', SOURCE_BACKOFF_DELAY: 'PT0.1S' }, { sources: true });
+    stack = await startStack({ WEBHOOK_ALLOW_PRIVATE: 'true', MP3_SOURCE_BACKOFF_DELAY: 'PT0.1S' }, { sources: true });
     user = await newUser(stack);
   });
   afterAll(async () => {

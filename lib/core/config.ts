@@ -16,6 +16,7 @@ const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' |
 const urlWith = (...schemes: string[]) =>
   z.string().refine((v) => schemes.some((s) => v.startsWith(`${s}://`)), `must be a ${schemes.join(' or ')} URL`);
 const pem = z.string().refine((v) => v.includes('-----BEGIN'), 'must be a PEM block').transform((v) => v.replace(/\\n/g, '\n'));
+const backoffPolicy = z.enum(['exponential', 'linear']);
 const isoDuration = z.string().regex(/^PT(\d+(\.\d+)?S|\d+M(\d+(\.\d+)?S)?)$/, 'must be an ISO-8601 duration such as PT0.2S or PT1M');
 
 /**
@@ -47,11 +48,17 @@ export const envSchema = z.object({
   MAX_OUTPUT_BYTES: int(1024, 1024 * mib).default(300 * mib),
   CONVERT_TIMEOUT_SECONDS: int(10, 3600).default(540),
   KEEP_SOURCE: bool.default(false),
+  // The local stand-in for each RabbitmqSource (`video`, `mp3`), with its manifest's values as defaults
+  // (knative/50-sources.yaml; test/knative.test.ts compares them).
+  VIDEO_SOURCE_PARALLELISM: int(1, 1000).default(4),
+  VIDEO_SOURCE_RETRY: int(0, 100).default(5),
+  VIDEO_SOURCE_BACKOFF_POLICY: backoffPolicy.default('exponential'),
+  VIDEO_SOURCE_BACKOFF_DELAY: isoDuration.default('PT0.2S'),
+  MP3_SOURCE_PARALLELISM: int(1, 1000).default(1),
+  MP3_SOURCE_RETRY: int(0, 100).default(5),
+  MP3_SOURCE_BACKOFF_POLICY: backoffPolicy.default('exponential'),
+  MP3_SOURCE_BACKOFF_DELAY: isoDuration.default('PT0.2S'),
   WEBHOOK_ALLOW_PRIVATE: bool.default(false),
-  SOURCE_PARALLELISM: int(1, 1000).default(1),
-  SOURCE_RETRY: int(0, 100).default(5),
-  SOURCE_BACKOFF_POLICY: z.enum(['exponential', 'linear']).default('exponential'),
-  SOURCE_BACKOFF_DELAY: isoDuration.default('PT0.2S'),
   WEB_ORIGIN: z.string().refine((v) => v.split(',').every((o) => /^https?:\/\/[^/\s]+$/.test(o.trim())), 'must be origins such as https://app.example.com, comma-separated, without a path').optional(),
   K_SERVICE: z.string().optional(),
 });
@@ -69,6 +76,16 @@ export const deployedRequirements: Record<FunctionName, EnvName[]> = {
   convert: ['DATABASE_URL', 'MONGODB_URI', 'AMQP_URL'],
   notify: ['DATABASE_URL', 'SMTP_URL', 'LINK_SECRET', 'DOWNLOAD_URL'],
 };
+
+/** A RabbitmqSource's `parallelism` and `delivery` settings. */
+export interface SourceSettings {
+  /** HTTP requests in flight (prefetch is fixed at 100, as in the real adapter). */
+  parallelism: number;
+  retry: number;
+  backoffPolicy: 'exponential' | 'linear';
+  /** Retry n waits backoffDelayMs × 2^n (exponential) or × n (linear), n = 1…retry. */
+  backoffDelayMs: number;
+}
 
 export interface Config {
   port: number;
@@ -104,7 +121,8 @@ export interface Config {
   keepSource: boolean;
   /** Callback URLs on loopback, link-local and private addresses are refused unless allowPrivate. */
   webhooks: { allowPrivate: boolean };
-  source: { parallelism: number; retry: number; backoffPolicy: 'exponential' | 'linear'; backoffDelayMs: number };
+  /** The local stand-ins for the RabbitmqSources, by source (= queue) name. */
+  sources: Readonly<{ video: SourceSettings; mp3: SourceSettings }>;
   /** Origins of the web page allowed to call the API from another origin (CORS); empty: none. */
   webOrigins: readonly string[];
   /** The Knative service name when deployed; undefined on one machine. */
@@ -176,11 +194,19 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
     }),
     keepSource: e.KEEP_SOURCE,
     webhooks: Object.freeze({ allowPrivate: e.WEBHOOK_ALLOW_PRIVATE }),
-    source: Object.freeze({
-      parallelism: e.SOURCE_PARALLELISM,
-      retry: e.SOURCE_RETRY,
-      backoffPolicy: e.SOURCE_BACKOFF_POLICY,
-      backoffDelayMs: parseIsoSeconds(e.SOURCE_BACKOFF_DELAY),
+    sources: Object.freeze({
+      video: Object.freeze({
+        parallelism: e.VIDEO_SOURCE_PARALLELISM,
+        retry: e.VIDEO_SOURCE_RETRY,
+        backoffPolicy: e.VIDEO_SOURCE_BACKOFF_POLICY,
+        backoffDelayMs: parseIsoSeconds(e.VIDEO_SOURCE_BACKOFF_DELAY),
+      }),
+      mp3: Object.freeze({
+        parallelism: e.MP3_SOURCE_PARALLELISM,
+        retry: e.MP3_SOURCE_RETRY,
+        backoffPolicy: e.MP3_SOURCE_BACKOFF_POLICY,
+        backoffDelayMs: parseIsoSeconds(e.MP3_SOURCE_BACKOFF_DELAY),
+      }),
     }),
     webOrigins: Object.freeze((e.WEB_ORIGIN ?? '').split(',').map((o) => o.trim()).filter(Boolean)),
     service: e.K_SERVICE,

@@ -64,7 +64,7 @@ export async function startStack(env: Record<string, string> = {}, opts: { sourc
   setConfig(config);
   const url = `http://127.0.0.1:${port}`;
   const sources = opts.sources === 'video'
-    ? [await startSource(await getBroker(), { ...config.source, queue: 'video', sink: `${url}/convert/` })]
+    ? [await startSource(await getBroker(), { ...config.sources.video, queue: 'video', sink: `${url}/convert/` })]
     : opts.sources ? await startPipelineSources(await getBroker(), url, config) : [];
   const stack: Stack = {
     url,

@@ -60,6 +60,8 @@ try {
   // Clear the old output before any build starts writing the new one.
   fs.rmSync(path.join(root, 'dist'), { recursive: true, force: true });
   const [built] = await Promise.all([Promise.all(names.map(build)), bundleWeb(path.join(root, 'dist/web'))]);
+  // Deployed, the download function serves the page too (lib/http/serve.ts).
+  if (built.includes('download')) fs.cpSync(path.join(root, 'dist/web'), path.join(root, 'dist/download/web'), { recursive: true });
   if (built.includes('convert')) {
     // The wasm core is loaded from disk at run time (and by its own pthread workers), so it ships beside the bundle.
     fs.cpSync(path.join(root, 'node_modules/@ffmpeg.wasm/core-mt'), path.join(root, 'dist/convert/node_modules/@ffmpeg.wasm/core-mt'), { recursive: true });

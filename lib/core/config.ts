@@ -29,6 +29,8 @@ export const envSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   PUBLIC_URL: urlWith('http', 'https').optional(),
   DOWNLOAD_URL: urlWith('http', 'https').optional(),
+  AUTH_URL: urlWith('http', 'https').optional(),
+  UPLOAD_URL: urlWith('http', 'https').optional(),
   DATABASE_URL: urlWith('mysql').optional(),
   MONGODB_URI: urlWith('mongodb', 'mongodb+srv').optional(),
   AMQP_URL: urlWith('amqp', 'amqps').optional(),
@@ -94,6 +96,9 @@ export interface Config {
   /** Where clients reach the stack; links and Location headers are built from it. */
   publicUrl: string;
   downloadUrl: string;
+  /** Where the web page finds auth and upload (download serves the page when deployed). */
+  authUrl: string;
+  uploadUrl: string;
   databaseUrl?: string;
   mongodbUri?: string;
   amqpUrl?: string;
@@ -163,6 +168,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
     logLevel: e.LOG_LEVEL,
     publicUrl,
     downloadUrl: (e.DOWNLOAD_URL ?? `${publicUrl}/download`).replace(/\/+$/, ''),
+    authUrl: (e.AUTH_URL ?? `${publicUrl}/auth`).replace(/\/+$/, ''),
+    uploadUrl: (e.UPLOAD_URL ?? `${publicUrl}/upload`).replace(/\/+$/, ''),
     databaseUrl: e.DATABASE_URL,
     mongodbUri: e.MONGODB_URI,
     amqpUrl: e.AMQP_URL,

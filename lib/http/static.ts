@@ -11,12 +11,12 @@ const types: Record<string, string> = {
   '.svg': 'image/svg+xml',
 };
 
-/** URL path → file on disk: a fixed list, so no request path ever reaches the file system. */
-export type StaticFiles = ReadonlyMap<string, string>;
+/** URL path → file on disk (or generated text): a fixed list, so no request path reaches the file system. */
+export type StaticFiles = ReadonlyMap<string, string | { text: string; type: string }>;
 
 /** The files directly inside `dir` (the built web page), `index.html` also at `/`; none if it is missing. */
-export function listStaticFiles(dir: string, extra: Record<string, string> = {}): StaticFiles {
-  const files = new Map<string, string>();
+export function listStaticFiles(dir: string, extra: Record<string, string | { text: string; type: string }> = {}): StaticFiles {
+  const files = new Map<string, string | { text: string; type: string }>();
   const names = fs.existsSync(dir) ? fs.readdirSync(dir).filter((n) => fs.statSync(path.join(dir, n)).isFile()) : [];
   for (const name of names) files.set(`/${name}`, path.join(dir, name));
   if (files.has('/index.html')) files.set('/', files.get('/index.html')!);
@@ -29,12 +29,14 @@ export function serveStatic(req: http.IncomingMessage, res: http.ServerResponse,
   if (req.method !== 'GET' && req.method !== 'HEAD') return false;
   const file = files.get(new URL(req.url ?? '/', 'http://x').pathname);
   if (!file) return false;
+  const generated = typeof file === 'string' ? undefined : file;
   res.writeHead(200, {
-    'Content-Type': types[path.extname(file)] ?? 'application/octet-stream',
+    'Content-Type': generated?.type ?? types[path.extname(file as string)] ?? 'application/octet-stream',
     'Cache-Control': 'no-cache',
     'X-Content-Type-Options': 'nosniff',
   });
   if (req.method === 'HEAD') res.end();
-  else fs.createReadStream(file).on('error', () => res.destroy()).pipe(res);
+  else if (generated) res.end(generated.text);
+  else fs.createReadStream(file as string).on('error', () => res.destroy()).pipe(res);
   return true;
 }

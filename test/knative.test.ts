@@ -11,6 +11,7 @@ import Ajv, { type ValidateFunction } from 'ajv';
 import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
 import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet';
 import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
+import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
 import { Namespace } from 'kubernetes-models/v1/Namespace';
 import { Secret } from 'kubernetes-models/v1/Secret';
 import { Service as CoreService } from 'kubernetes-models/v1/Service';
@@ -142,6 +143,7 @@ const modelValidators: Record<string, (o: K8sObject) => void> = {
   'v1/Service': (o) => new CoreService(o as never).validate(),
   'apps/v1/StatefulSet': (o) => new StatefulSet(o as never).validate(),
   'apps/v1/Deployment': (o) => new Deployment(o as never).validate(),
+  'networking.k8s.io/v1/NetworkPolicy': (o) => new NetworkPolicy(o as never).validate(),
   'serving.knative.dev/v1/Service': (o) => new KnativeService(o as never).validate(),
 };
 
@@ -272,6 +274,48 @@ describe('manifests and the code agree', () => {
     // Knative sets PORT and K_SERVICE; the *_SOURCE_* settings are the RabbitmqSources' own fields.
     expect(keys.filter((k) => k === 'PORT' || k === 'K_SERVICE' || k.includes('_SOURCE_'))).toEqual([]);
     expect(() => loadConfig(data)).not.toThrow();
+  });
+
+  it('when the NetworkPolicy is read, then it covers exactly convert and notify and admits only the sources\' adapters, the activator/autoscaler and the ingress', () => {
+    interface Selector { matchLabels?: Record<string, string>; matchExpressions?: { key: string; operator: string; values: string[] }[] }
+    interface Peer { podSelector?: Selector; namespaceSelector?: Selector; ipBlock?: unknown }
+    const policy = one<K8sObject & { spec: { podSelector: Selector; policyTypes: string[]; ingress: { from?: Peer[]; ports?: unknown[] }[] } }>('NetworkPolicy', 'event-receivers');
+    const values = (sel: Selector | undefined, key: string) =>
+      sel?.matchLabels?.[key] !== undefined ? [sel.matchLabels[key]] : sel?.matchExpressions?.find((e) => e.key === key && e.operator === 'In')?.values;
+    expect(values(policy.spec.podSelector, 'serving.knative.dev/service')?.sort()).toEqual([...CLUSTER_LOCAL].sort());
+    expect(policy.spec.policyTypes).toEqual(['Ingress']);
+    const peers = policy.spec.ingress.flatMap((rule) => {
+      expect(rule.from?.length, 'a rule without `from` admits everyone').toBeGreaterThan(0);
+      return rule.from!;
+    });
+    for (const peer of peers) {
+      expect(peer.ipBlock, 'no address ranges').toBeUndefined();
+      expect(peer.podSelector, 'an empty pod selector admits every pod').toBeDefined();
+      expect(Object.keys(peer.podSelector!).length).toBeGreaterThan(0);
+    }
+    // The adapters: pods in this namespace (no namespaceSelector) labelled with our sources' names.
+    const adapters = peers.find((p) => !p.namespaceSelector)!;
+    expect(values(adapters.podSelector, 'eventing.knative.dev/source')).toEqual(['rabbitmq-source-controller']);
+    expect(values(adapters.podSelector, 'eventing.knative.dev/SourceName')?.sort()).toEqual(all<Source>('RabbitmqSource').map((s) => s.metadata.name).sort());
+    const inNamespace = (ns: string) => peers.find((p) => values(p.namespaceSelector, 'kubernetes.io/metadata.name')?.includes(ns));
+    expect(values(inNamespace('knative-serving')?.podSelector, 'app')?.sort()).toEqual(['activator', 'autoscaler']);
+    expect(values(inNamespace('kourier-system')?.podSelector, 'app')).toEqual(['3scale-kourier-gateway']);
+    expect(peers).toHaveLength(3);
+    // The public functions are not covered: their callers are on the internet, behind the ingress.
+    for (const fn of PUBLIC) expect(values(policy.spec.podSelector, 'serving.knative.dev/service')).not.toContain(fn);
+  });
+
+  it('when a NetworkPolicy is malformed, then its model rejects it (the check is not vacuous)', () => {
+    const policy = structuredClone(one<K8sObject & { spec: Record<string, unknown> }>('NetworkPolicy', 'event-receivers'));
+    policy.spec.policyTypes = 'Ingress';
+    expect(validate(policy)).not.toEqual([]);
+  });
+
+  it('when the ConfigMap sets TRUST_PROXY, then it trusts named hops only, never every client', () => {
+    const config = loadConfig(configMap().data);
+    expect(Array.isArray(config.trustProxy)).toBe(true);
+    expect(config.trustProxy).toContain('loopback');
+    expect(config.trustProxy).not.toContain('0.0.0.0/0');
   });
 
   it('when the Secrets are looked for, then only templates exist, with placeholders instead of values', () => {

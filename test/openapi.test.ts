@@ -71,6 +71,8 @@ describe('the OpenAPI document', () => {
   let user: TestUser;
   let doneJob: string;
   const call = (p: string, init?: RequestInit) => fetch(`${stack.url}${p}`, init);
+  // convert and notify listen on the stack's loopback-only port (as with npm start).
+  const callInternal = (p: string, init?: RequestInit) => fetch(`${stack.internalUrl}${p}`, init);
   const json = (body: unknown) => ({ method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
 
   beforeAll(async () => {
@@ -159,11 +161,11 @@ describe('the OpenAPI document', () => {
   it('when the event receivers are called, then every answer is as described', async () => {
     const data = { jobId: 'AAAAAAAAAAAAAAAAAAAAAB', owner: user.id, email: user.email, filename: 'x.mp4' };
     const video = toHttp(videoUploaded({ ...data, videoBlobId: 'none', options: {} }, 'oa-1'));
-    await conforms('POST /convert/', await call('/convert/', { method: 'POST', ...video })); // unknown job: done with it
-    await conforms('POST /convert/', await call('/convert/', json({ not: 'an event' }))); // 400
+    await conforms('POST /convert/', await callInternal('/convert/', { method: 'POST', ...video })); // unknown job: done with it
+    await conforms('POST /convert/', await callInternal('/convert/', json({ not: 'an event' }))); // 400
     const failed = toHttp(conversionFailed({ ...data, reason: 'corrupt', message: 'the file is damaged' }));
-    await conforms('POST /notify/', await call('/notify/', { method: 'POST', ...failed }));
-    await conforms('POST /notify/', await call('/notify/', json({ not: 'an event' }))); // 400
+    await conforms('POST /notify/', await callInternal('/notify/', { method: 'POST', ...failed }));
+    await conforms('POST /notify/', await callInternal('/notify/', json({ not: 'an event' }))); // 400
   });
 
   it('when all of the above ran, then every operation was exercised (tus ones only where tus is offered)', async () => {

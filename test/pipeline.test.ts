@@ -125,7 +125,7 @@ describe.each(backends())('conversion through the event path on $name backends',
     original.ack();
     await broker.publish('video', original.message);
     await broker.publish('video', original.message);
-    stack.sources[0] = await startSource(broker, { ...stack.config.sources.video, parallelism: 2, queue: 'video', sink: `${stack.url}/convert/` });
+    stack.sources[0] = await startSource(broker, { ...stack.config.sources.video, parallelism: 2, queue: 'video', sink: `${stack.internalUrl}/convert/` });
     expect((await waitForEnd(stack, user, jobId)).status).toBe('done');
     await eventually(async () => ((await broker.depth('video')) === 0 ? true : undefined));
     await new Promise((r) => setTimeout(r, 1500)); // let the second delivery finish
@@ -167,9 +167,9 @@ describe.runIf(services)('conversion when things break (real services)', () => {
     const jobId = await uploadFile(stack, user, readFixture('mp4'), 'retry.mp4');
     await proxy.down();
     const statuses: number[] = [];
-    const server = stack.server;
+    const server = stack.internalServer;
     server.on('request', (req, res) => { if (req.headers['ce-type']) res.on('finish', () => statuses.push(res.statusCode)); });
-    stack.sources.push(await startSource(await getBroker(), { ...stack.config.sources.video, retry: 10, backoffDelayMs: 500, queue: 'video', sink: `${stack.url}/convert/` }));
+    stack.sources.push(await startSource(await getBroker(), { ...stack.config.sources.video, retry: 10, backoffDelayMs: 500, queue: 'video', sink: `${stack.internalUrl}/convert/` }));
     await eventually(async () => (statuses.includes(503) ? true : undefined), 30_000, 'a 503');
     const row = await (await getDb())('jobs').where({ id: jobId }).first();
     expect(row.status).not.toBe('failed');

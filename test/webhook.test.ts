@@ -118,9 +118,9 @@ describe('webhooks', () => {
     const { conversionSucceeded, toAmqp } = await import('../lib/messaging/events');
     const job = (await (await fetch(`${stack.url}/download/jobs/${jobId}`, { headers: user.auth })).json()) as { mp3: { size: number; durationSeconds: number } };
     const { toCloudEventRequest } = await import('../lib/messaging/source');
-    const event = conversionSucceeded({ jobId, owner: user.id, email: user.email, filename: 'mp4.mp4', callbackUrl: `${receiverUrl}/retry`, mp3BlobId: jobId, durationSeconds: job.mp3.durationSeconds, bytes: job.mp3.size });
+    const event = conversionSucceeded({ jobId, owner: user.id, email: user.email, filename: 'mp4.mp4', mp3BlobId: jobId, durationSeconds: job.mp3.durationSeconds, bytes: job.mp3.size });
     const req = toCloudEventRequest(toAmqp(event), { queue: 'mp3' });
-    const again = await fetch(`${stack.url}/notify/`, { method: 'POST', headers: req.headers, body: req.body });
+    const again = await fetch(`${stack.internalUrl}/notify/`, { method: 'POST', headers: req.headers, body: req.body });
     expect(again.status).toBe(200);
     expect(await again.json()).toMatchObject({ webhook: 'duplicate' });
     await new Promise((r) => setTimeout(r, 500));

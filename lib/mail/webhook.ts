@@ -12,6 +12,7 @@ import { isPrivateAddress } from '../core/callback-url';
 import { getConfig, type Config } from '../core/config';
 import { UnavailableError } from '../core/errors';
 import { log } from '../core/log';
+import { findJob, type Job } from '../pipeline/jobs';
 import { isDuplicateKey, type Db } from '../storage/db';
 import { outcomeOf, type OutcomeEvent } from './compose';
 
@@ -30,10 +31,10 @@ export function signWebhook(secret: string, id: string, timestamp: number, body:
   return `v1,${createHmac('sha256', key).update(`${id}.${timestamp}.${body}`).digest('base64')}`;
 }
 
-/** The JSON a receiver gets. */
-export function webhookBody(event: OutcomeEvent, config: Readonly<Config>) {
-  const { jobId, filename } = event.data;
-  if (event.type === 'io.github.video2mp3.conversion.succeeded') {
+/** The JSON a receiver gets, from the job row (never from the event). */
+export function webhookBody(job: Job, config: Readonly<Config>) {
+  const { id: jobId, filename } = job;
+  if (job.status === 'done') {
     const link = mintDownloadLink(jobId, config);
     return {
       type: 'job.done',
@@ -44,12 +45,12 @@ export function webhookBody(event: OutcomeEvent, config: Readonly<Config>) {
         url: `${config.downloadUrl}/jobs/${jobId}/mp3`,
         link: link.url,
         linkExpiresAt: link.expiresAt.toISOString(),
-        size: event.data.bytes,
-        durationSeconds: event.data.durationSeconds,
+        size: job.mp3Bytes ?? 0,
+        durationSeconds: job.durationSeconds ?? 0,
       },
     };
   }
-  return { type: 'job.failed', jobId, status: 'failed', filename, error: event.data.message };
+  return { type: 'job.failed', jobId, status: 'failed', filename, error: job.error ?? 'The file could not be converted.' };
 }
 
 /** Claims the delivery: false when it is settled already; throws (retry later) while another holds it. */
@@ -108,21 +109,25 @@ function post(url: string, body: string, headers: Record<string, string>, allowP
 }
 
 /**
- * Delivers the outcome webhook of a job, if its upload gave a callbackUrl. Returns normally when
- * delivered, already settled, or given up (recorded); throws UnavailableError (503, the source
- * redelivers with backoff) while the receiver fails and attempts are left.
+ * Delivers the outcome webhook of a job, if its upload gave a callbackUrl. The event is only a hint
+ * (anyone reaching the receiver can post one): the job row says whether it really ended that way,
+ * where the callback goes, and what it says. Returns normally when delivered, already settled, given
+ * up (recorded) or not applicable; throws UnavailableError (503, the source redelivers with backoff)
+ * while the receiver fails and attempts are left.
  */
-export async function deliverWebhook(db: Db, event: OutcomeEvent, config: Readonly<Config> = getConfig()): Promise<WebhookStatus | undefined> {
-  const { jobId, owner, callbackUrl } = event.data;
-  if (!callbackUrl) return undefined;
+export async function deliverWebhook(db: Db, hint: OutcomeEvent, config: Readonly<Config> = getConfig()): Promise<WebhookStatus | undefined> {
+  const job = await findJob(db, hint.data.jobId);
+  const wanted = outcomeOf(hint) === 'succeeded' ? 'done' : 'failed';
+  if (!job?.callbackUrl || job.status !== wanted) return undefined;
+  const { id: jobId, ownerId: owner, callbackUrl } = job;
   const attempt = await claim(db, jobId);
   if (attempt === false) return 'duplicate';
   const settle = (status: string, fields: { response_status?: number; error?: string } = {}) =>
     db('webhook_deliveries').where({ job_id: jobId }).update({ status, ...fields, updated_at: Date.now() });
 
-  const id = `${jobId}.${outcomeOf(event)}`;
+  const id = `${jobId}.${outcomeOf(hint)}`;
   const timestamp = Math.floor(Date.now() / 1000);
-  const body = JSON.stringify({ ...webhookBody(event, config), timestamp: new Date(timestamp * 1000).toISOString() });
+  const body = JSON.stringify({ ...webhookBody(job, config), timestamp: new Date(timestamp * 1000).toISOString() });
   const secret = await getWebhookSecret(db, owner);
   const headers = { 'webhook-id': id, 'webhook-timestamp': String(timestamp), 'webhook-signature': signWebhook(secret, id, timestamp, body) };
 

@@ -46,6 +46,8 @@ export interface TranscoderOptions {
 /** Per call: its own timeout, and a progress listener for this conversion alone. */
 export interface TranscodeCall {
   timeoutMs?: number;
+  /** Lowers the duration limit for this call (a user's remaining daily quota), never raises it. */
+  maxDurationSeconds?: number;
   /** Called like TranscoderOptions.onProgress, for this call only. */
   onProgress?: (p: { percent: number; timeSeconds: number }) => void;
 }
@@ -80,7 +82,7 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
     void w.terminate();
   }
 
-  function runJob(input: Buffer, options: Mp3Options, timeoutMs = opts.timeoutMs, onCallProgress?: TranscodeCall['onProgress']): Promise<TranscodeResult> {
+  function runJob(input: Buffer, options: Mp3Options, timeoutMs = opts.timeoutMs, maxDurationSeconds = opts.maxDurationSeconds, onCallProgress?: TranscodeCall['onProgress']): Promise<TranscodeResult> {
     const w = (worker ??= spawnWorker());
     const id = nextId++;
     const startedAt = performance.now();
@@ -166,7 +168,7 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
         id,
         input: copy,
         options,
-        maxDurationSeconds: opts.maxDurationSeconds,
+        maxDurationSeconds,
         maxOutputBytes: opts.maxOutputBytes,
       };
       w.postMessage(request, [copy.buffer]);
@@ -181,7 +183,9 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
       } catch (error) {
         return Promise.reject(error);
       }
-      const job = tail.then(() => runJob(input, options, call?.timeoutMs ?? opts.timeoutMs, call?.onProgress));
+      // A caller may lower the duration limit for one call (a user's remaining daily quota), never raise it.
+      const maxDuration = Math.min(opts.maxDurationSeconds, call?.maxDurationSeconds ?? Infinity);
+      const job = tail.then(() => runJob(input, options, call?.timeoutMs ?? opts.timeoutMs, maxDuration, call?.onProgress));
       tail = job.catch(() => undefined);
       return job;
     },

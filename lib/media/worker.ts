@@ -12,6 +12,10 @@ import { chooseAudioStream, InvalidOptions, JobFailure, parseClock, parseProbe, 
 import type { JobReply, JobRequest, WorkerMemory } from './worker-protocol';
 
 const INPUT = 'input';
+// Decoders opened on the input (ffmpeg opens them while probing streams, even ones never encoded, such
+// as a cover picture or a video track) refuse frames larger than this, whatever dimensions the input
+// declares: a 16000×16000 image would otherwise cost ~750 MB to decode. 4096×4096 covers 4K video.
+const INPUT_LIMITS = ['-max_pixels', String(4096 * 4096)];
 const OUTPUT = 'output.mp3';
 
 let ffmpeg: FFmpeg | undefined;
@@ -51,7 +55,7 @@ function buildEncodeArgs(
 ): string[] {
   const args: string[] = [];
   if (options.start !== undefined && options.start > 0) args.push('-ss', String(options.start));
-  args.push('-i', INPUT, '-map', `0:${stream.index}`, '-vn', '-sn', '-dn');
+  args.push(...INPUT_LIMITS, '-i', INPUT, '-map', `0:${stream.index}`, '-vn', '-sn', '-dn');
   const span = options.end !== undefined ? options.end - (options.start ?? 0) : undefined;
   const cap = [span, limits.capSeconds].filter((v): v is number => v !== undefined);
   if (cap.length > 0) args.push('-t', String(Math.min(...cap)));
@@ -83,7 +87,7 @@ async function transcode(job: JobRequest): Promise<JobReply> {
     ff.fs.writeFile(INPUT, job.input);
 
     const probeLines: string[] = [];
-    run(ff, ['-i', INPUT], (line) => probeLines.push(line));
+    run(ff, [...INPUT_LIMITS, '-i', INPUT], (line) => probeLines.push(line));
     const probe = parseProbe(probeLines);
     const stream = chooseAudioStream(probe, job.input.byteLength);
     const source = probe.durationSeconds;

@@ -18,16 +18,13 @@ const base = {
   filename: z.string().min(1).max(255),
 };
 export const videoUploadedData = z.object({ ...base, videoBlobId: z.string().min(1).max(64), options: mp3OptionsSchema });
-// Outcome events carry the job's callback URL (if any), so notify needs no job lookup to call it.
-const callbackUrl = z.string().max(2048).optional();
 export const conversionSucceededData = z.object({
   ...base,
-  callbackUrl,
   mp3BlobId: z.string().min(1).max(64),
   durationSeconds: z.number().nonnegative(),
   bytes: z.number().int().nonnegative(),
 });
-export const conversionFailedData = z.object({ ...base, callbackUrl, reason: z.string(), message: z.string() });
+export const conversionFailedData = z.object({ ...base, reason: z.string(), message: z.string() });
 
 export type VideoUploaded = z.infer<typeof videoUploadedData>;
 export type ConversionSucceeded = z.infer<typeof conversionSucceededData>;

@@ -7,6 +7,7 @@ import { defaultTitle, mp3Filename } from './filenames';
 import { conversionFailed, conversionSucceeded, toAmqp, type VideoUploaded } from '../messaging/events';
 import { clearVideo, completeConversion, countAttempt, failConversion, findJob, markPublished, recordProgress, startConversion, type Job } from './jobs';
 import { log } from '../core/log';
+import { remainingConversionSeconds } from './quotas';
 import type { Broker } from '../messaging/queue';
 import { createTranscoder, TranscodeError, type Transcoder } from '../media/transcode';
 
@@ -41,10 +42,10 @@ export interface ConvertDeps {
   blobs: BlobStore;
   broker: Broker;
   transcoder: Transcoder;
-  config: Pick<Config, 'keepSource'>;
+  config: Pick<Config, 'keepSource' | 'quotas' | 'limits'>;
 }
 
-export type ConvertOutcome = 'converted' | 'failed' | 'already-done' | 'already-failed' | 'unknown-job';
+export type ConvertOutcome = 'converted' | 'failed' | 'already-done' | 'already-failed' | 'unknown-job' | 'not-convertible';
 
 /**
  * Handles one `video.uploaded` delivery. Safe to repeat: a job that is done or failed converts
@@ -64,6 +65,9 @@ export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promi
     if (!job.publishedAt) await publishFailure(deps, job, job.error ?? 'the conversion failed');
     return 'already-failed';
   }
+  // The event is a hint (anyone reaching the receiver can post one): only the row's state and the
+  // row's video and options count, and only a job waiting for its conversion gets one.
+  if (job.status !== 'converting') return 'not-convertible';
   const video = job.videoBlobId ? await blobs.stat('videos', job.videoBlobId) : undefined;
   if (!job.videoBlobId || !video) return fail(deps, job, 'The uploaded video is no longer stored.');
   const input = await blobs.readAll('videos', job.videoBlobId);
@@ -71,13 +75,19 @@ export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promi
     return fail(deps, job, `The conversion stopped ${maxAttempts} times without finishing, so it was given up.`);
   }
 
+  // The owner's daily quota bounds this conversion too: a short file declaring hours is stopped at probe.
+  const allowed = await remainingConversionSeconds(db, job.ownerId, job.id, deps.config);
+  if (allowed <= 0) return fail(deps, job, 'Your daily conversion quota is used up; upload the file again tomorrow.');
   const started = Date.now();
   let result;
   progressOf = job.id;
   const progress = progressWriter(db, job.id);
   try {
-    result = await transcoder.transcode(input, { ...job.options, title: job.options.title ?? defaultTitle(job.filename) }, { onProgress: progress.report });
+    result = await transcoder.transcode(input, { ...job.options, title: job.options.title ?? defaultTitle(job.filename) }, { maxDurationSeconds: allowed, onProgress: progress.report });
   } catch (err) {
+    if (err instanceof TranscodeError && err.reason === 'too-long' && allowed < deps.config.limits.durationSeconds) {
+      return fail(deps, job, `${err.message} (what is left of your daily conversion quota of ${deps.config.quotas.conversionSecondsPerDay} seconds)`);
+    }
     if (err instanceof TranscodeError) return fail(deps, job, err.message);
     if (err instanceof RangeError) return fail(deps, job, `The conversion options are invalid: ${err.message}`);
     throw new UnavailableError('the converter', { cause: err }); // it broke, not the input: retry (bounded by maxAttempts)
@@ -146,7 +156,6 @@ async function finishDone(deps: ConvertDeps, job: Job) {
       owner: job.ownerId,
       email: job.ownerEmail,
       filename: job.filename,
-      ...(job.callbackUrl ? { callbackUrl: job.callbackUrl } : {}),
       mp3BlobId: job.mp3BlobId!,
       durationSeconds: job.durationSeconds ?? 0,
       bytes: job.mp3Bytes ?? 0,
@@ -168,7 +177,6 @@ async function fail(deps: ConvertDeps, job: Job, message: string): Promise<Conve
 async function publishFailure(deps: ConvertDeps, job: Job, message: string) {
   await deps.broker.publish('mp3', toAmqp(conversionFailed({
     jobId: job.id, owner: job.ownerId, email: job.ownerEmail, filename: job.filename, reason: 'conversion', message,
-    ...(job.callbackUrl ? { callbackUrl: job.callbackUrl } : {}),
   })));
   await markPublished(deps.db, job.id);
 }

@@ -223,9 +223,13 @@ program.command('rm')
     print(`deleted ${id}`, { jobId: id, deleted: true });
   });
 
-program.parseAsync().catch((err: unknown) => {
-  const message = err instanceof CliError ? err.message : err instanceof Error ? err.message : String(err);
-  if (json()) process.stdout.write(`${JSON.stringify({ error: message })}\n`);
-  process.stderr.write(`video2mp3: ${message}\n`);
-  process.exitCode = 1;
-});
+// A command is over when its promise settles: exit then, so no pooled connection or timer keeps the
+// CLI waiting (stdout and stderr are synchronous for files, pipes and terminals on Linux).
+program.parseAsync()
+  .catch((err: unknown) => {
+    const message = err instanceof CliError ? err.message : err instanceof Error ? err.message : String(err);
+    if (json()) process.stdout.write(`${JSON.stringify({ error: message })}\n`);
+    process.stderr.write(`video2mp3: ${message}\n`);
+    process.exitCode = 1;
+  })
+  .finally(() => process.exit());

@@ -73,6 +73,7 @@ export function uploadWithPost(api: Api, file: string, options: Record<string, s
   return new Promise((resolve, reject) => {
     const req = client.request(url, {
       method: 'POST',
+      agent: false, // one connection, closed after the answer: nothing pooled keeps the CLI alive
       headers: { ...api.auth, 'content-type': 'application/octet-stream', 'content-length': String(size) },
     }, (res) => {
       stream.unpipe(req).destroy(); // an early answer (413, 401) ends the upload

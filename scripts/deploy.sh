@@ -105,6 +105,7 @@ done
 
 step "connecting the queues to convert and notify"
 kubectl apply -f knative/50-sources.yaml
+kubectl apply -f knative/55-maintenance.yaml
 kubectl -n "$NS" wait --for=condition=Ready rabbitmqsources.sources.knative.dev --all --timeout="$WAIT"
 
 kn service list --namespace "$NS"

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Service as KnativeService } from '@kubernetes-models/knative/serving.knative.dev/v1/Service';
+import { PingSource } from '@kubernetes-models/knative/sources.knative.dev/v1/PingSource';
 import Ajv, { type ValidateFunction } from 'ajv';
 import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
 import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet';
@@ -145,6 +146,7 @@ const modelValidators: Record<string, (o: K8sObject) => void> = {
   'apps/v1/Deployment': (o) => new Deployment(o as never).validate(),
   'networking.k8s.io/v1/NetworkPolicy': (o) => new NetworkPolicy(o as never).validate(),
   'serving.knative.dev/v1/Service': (o) => new KnativeService(o as never).validate(),
+  'sources.knative.dev/v1/PingSource': (o) => new PingSource(o as never).validate(),
 };
 
 function validate(o: K8sObject): string[] {
@@ -552,7 +554,7 @@ describe('scripts/deploy.sh', () => {
       ['minikube', '-p', 'knative', 'image', 'build', '-t', `dev.local/${fn}:${VERSION}`, `--build-opt=build-arg=FUNCTION=${fn}`, '.']));
 
     const infra = files.filter((f) => /^knative\/[0-3]\d-/.test(f) && !f.endsWith('.template.yaml'));
-    expect([...new Set(applied(calls))]).toEqual([...infra, 'knative/50-sources.yaml']);
+    expect([...new Set(applied(calls))]).toEqual([...infra, 'knative/50-sources.yaml', 'knative/55-maintenance.yaml']);
     expect(applied(calls)).not.toContain('knative/31-secrets.template.yaml');
 
     const knApplies = calls.filter((c) => c[0] === 'kn' && c[1] === 'service' && c[2] === 'apply');

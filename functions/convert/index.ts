@@ -1,13 +1,25 @@
 import { getConfig } from '../../lib/core/config';
 import { handleEvent } from '../../lib/http/events';
+import { createRouter, handle } from '../../lib/http/router';
 import { eventTypes } from '../../lib/messaging/events';
 import { getBroker } from '../../lib/messaging/queue';
 import { convertJob, getTranscoder } from '../../lib/pipeline/conversion';
+import { reconcile } from '../../lib/pipeline/reconcile';
 import { getBlobs } from '../../lib/storage/blobs';
 import { getDb } from '../../lib/storage/db';
 
-// An HTTP function, not a CloudEvent one, so it can answer 503 (retry) or 400 (dead-letter).
-export const handler = handleEvent([eventTypes.videoUploaded], async (event) => {
+const router = createRouter();
+
+// Event routes are HTTP functions, not CloudEvent ones, so they can answer 503 (retry) or 400 (dead-letter).
+router.post('/', handleEvent([eventTypes.videoUploaded], async (event) => {
   const deps = { db: await getDb(), blobs: await getBlobs(), broker: await getBroker(), transcoder: await getTranscoder(), config: getConfig() };
   return { jobId: event.data.jobId, outcome: await convertJob(deps, event.data) };
-});
+}));
+
+// The scheduled maintenance tick (a PingSource on Knative, a timer on the local stack).
+router.post('/maintenance', handleEvent([eventTypes.maintenanceTick, eventTypes.pingSourceTick], async () => {
+  const deps = { db: await getDb(), broker: await getBroker(), config: getConfig() };
+  return { reconciled: await reconcile(deps) };
+}));
+
+export const handler = handle(router);

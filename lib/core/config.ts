@@ -66,13 +66,15 @@ export const envSchema = z.object({
   // The local stand-in for each RabbitmqSource (`video`, `mp3`), with its manifest's values as defaults
   // (knative/50-sources.yaml; test/knative.test.ts compares them).
   VIDEO_SOURCE_PARALLELISM: int(1, 1000).default(4),
-  VIDEO_SOURCE_RETRY: int(0, 100).default(5),
+  VIDEO_SOURCE_RETRY: int(0, 100).default(7),
   VIDEO_SOURCE_BACKOFF_POLICY: backoffPolicy.default('exponential'),
-  VIDEO_SOURCE_BACKOFF_DELAY: isoDuration.default('PT0.2S'),
+  VIDEO_SOURCE_BACKOFF_DELAY: isoDuration.default('PT0.5S'),
   MP3_SOURCE_PARALLELISM: int(1, 1000).default(1),
-  MP3_SOURCE_RETRY: int(0, 100).default(5),
+  MP3_SOURCE_RETRY: int(0, 100).default(7),
   MP3_SOURCE_BACKOFF_POLICY: backoffPolicy.default('exponential'),
-  MP3_SOURCE_BACKOFF_DELAY: isoDuration.default('PT0.2S'),
+  MP3_SOURCE_BACKOFF_DELAY: isoDuration.default('PT0.5S'),
+  MAINTENANCE_INTERVAL_SECONDS: int(1, 86_400).default(60),
+  RECONCILE_AFTER_SECONDS: int(1, 7 * 86_400).default(900),
   WEBHOOK_ALLOW_PRIVATE: bool.default(false),
   WEB_ORIGIN: z.string().refine((v) => v.split(',').every((o) => /^https?:\/\/[^/\s]+$/.test(o.trim())), 'must be origins such as https://app.example.com, comma-separated, without a path').optional(),
   K_SERVICE: z.string().optional(),
@@ -150,6 +152,12 @@ export interface Config {
   webhooks: { allowPrivate: boolean };
   /** The local stand-ins for the RabbitmqSources, by source (= queue) name. */
   sources: Readonly<{ video: SourceSettings; mp3: SourceSettings }>;
+  /**
+   * The scheduled maintenance: how often the local stack ticks (on Knative the PingSource's schedule
+   * decides), and how long a job may wait without progress, or an outcome without its email, before the
+   * reconciler publishes its event again (longer than a conversion may run, so a live one is left alone).
+   */
+  maintenance: { intervalMs: number; reconcileAfterMs: number };
   /** Origins of the web page allowed to call the API from another origin (CORS); empty: none. */
   webOrigins: readonly string[];
   /** The Knative service name when deployed; undefined on one machine. */
@@ -242,6 +250,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
         backoffPolicy: e.MP3_SOURCE_BACKOFF_POLICY,
         backoffDelayMs: parseIsoSeconds(e.MP3_SOURCE_BACKOFF_DELAY),
       }),
+    }),
+    maintenance: Object.freeze({
+      intervalMs: e.MAINTENANCE_INTERVAL_SECONDS * 1000,
+      reconcileAfterMs: e.RECONCILE_AFTER_SECONDS * 1000,
     }),
     webOrigins: Object.freeze((e.WEB_ORIGIN ?? '').split(',').map((o) => o.trim()).filter(Boolean)),
     service: e.K_SERVICE,

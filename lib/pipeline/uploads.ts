@@ -40,6 +40,11 @@ export interface UploadDeps {
  * Stores the video, records the job and queues the conversion, in that order. If a later step fails
  * the earlier ones are undone (no orphan blob, no job that would never move) and the error goes on:
  * a dependency that is down is a 503 (lib/http/errors.ts), anything else a bug (500).
+ *
+ * The publish comes after the job row is committed. When the publish fails we undo and answer 503
+ * rather than keep the job and answer 202: the client learns at once that it must retry, and nothing
+ * is kept that nobody knows about. When the process dies between the row and the publish (no undo
+ * runs), the job stays `queued` and the reconciler (reconcile.ts) publishes its event later.
  */
 export async function acceptUpload(deps: UploadDeps, owner: { id: string; email: string }, upload: Upload): Promise<Job> {
   const { db, blobs, broker, config } = deps;

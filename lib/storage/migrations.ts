@@ -60,8 +60,14 @@ const migrations: Migration[] = [
     down: (db) => db.schema.dropTable('notifications'),
   },
   {
+    // The reconciler looks for jobs by state and age on every maintenance tick.
+    name: '004_jobs_status_updated',
+    up: (db) => db.schema.alterTable('jobs', (t) => { t.index(['status', 'updated_at'], 'jobs_status_updated'); }),
+    down: (db) => db.schema.alterTable('jobs', (t) => { t.dropIndex(['status', 'updated_at'], 'jobs_status_updated'); }),
+  },
+  {
     // How far a running conversion is, for clients polling the job; written at most about once a second.
-    name: '004_job_progress',
+    name: '005_job_progress',
     up: (db) => db.schema.alterTable('jobs', (t) => {
       t.integer('progress').nullable();
       t.double('position_seconds').nullable();
@@ -73,7 +79,7 @@ const migrations: Migration[] = [
   },
   {
     // Webhooks: where a job's outcome is POSTed, each user's signing secret, one delivery per job.
-    name: '005_webhooks',
+    name: '006_webhooks',
     up: async (db) => {
       await db.schema.alterTable('jobs', (t) => t.string('callback_url', 2048).nullable());
       await db.schema.alterTable('users', (t) => t.string('webhook_secret', 64).nullable());

@@ -1,10 +1,12 @@
 // Bundles every functions/<name>/index.ts into dist/<name>/index.js: one CommonJS file that registers
 // the function and serves it with the framework copy it carries (one copy, so the function is registered
 // in the same registry the server reads), runnable with plain
-// `node dist/<name>/index.js`. Prints each bundle's size; exits non-zero on any error.
+// `node dist/<name>/index.js`; and the web page (web/) into dist/web/. Prints each bundle's size; exits
+// non-zero on any error.
 import * as esbuild from 'esbuild';
 import fs from 'node:fs';
 import path from 'node:path';
+import { bundleWeb } from './web/bundle.mjs';
 
 const root = path.dirname(new URL(import.meta.url).pathname);
 const names = fs.readdirSync(path.join(root, 'functions')).filter((n) => fs.existsSync(path.join(root, 'functions', n, 'index.ts')));
@@ -57,7 +59,9 @@ const build = (name) => {
 try {
   // Clear the old output before any build starts writing the new one.
   fs.rmSync(path.join(root, 'dist'), { recursive: true, force: true });
-  const built = await Promise.all(names.map(build));
+  const [built] = await Promise.all([Promise.all(names.map(build)), bundleWeb(path.join(root, 'dist/web'))]);
+  // Deployed, the download function serves the page too (lib/http/serve.ts).
+  if (built.includes('download')) fs.cpSync(path.join(root, 'dist/web'), path.join(root, 'dist/download/web'), { recursive: true });
   if (built.includes('convert')) {
     // The wasm core is loaded from disk at run time (and by its own pthread workers), so it ships beside the bundle.
     fs.cpSync(path.join(root, 'node_modules/@ffmpeg.wasm/core-mt'), path.join(root, 'dist/convert/node_modules/@ffmpeg.wasm/core-mt'), { recursive: true });
@@ -67,6 +71,7 @@ try {
     const file = path.join(root, 'dist', name, 'index.js');
     console.log(`${`dist/${name}/index.js`.padEnd(25)} ${(fs.statSync(file).size / 1024).toFixed(0).padStart(5)} KiB`);
   }
+  console.log(`dist/web/app.js  ${(fs.statSync(path.join(root, 'dist/web/app.js')).size / 1024).toFixed(0)} KiB`);
 } catch (err) {
   console.error(err instanceof Error ? err.message : err);
   process.exit(1);

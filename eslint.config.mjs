@@ -58,6 +58,15 @@ export default tseslint.config(
     languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
   },
   {
+    files: ['**/*.cjs'],
+    languageOptions: { sourceType: 'commonjs', globals: { require: 'readonly' } },
+    rules: { '@typescript-eslint/no-require-imports': 'off' },
+  },
+  {
+    files: ['web/**/*.js'],
+    languageOptions: { globals: { window: 'readonly' } },
+  },
+  {
     // Drivers are reached only through lib/storage, lib/messaging and lib/mail.
     files: ['functions/**', 'lib/core/**', 'lib/http/**', 'lib/auth/**', 'lib/media/**', 'lib/pipeline/**'],
     rules: noDrivers('lib/storage, lib/messaging or lib/mail'),

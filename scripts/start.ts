@@ -3,27 +3,40 @@
 // stand-in for the Knative RabbitMQ sources: events are not taken from the public listener.
 // Embedded backends unless DATABASE_URL, MONGODB_URI, AMQP_URL or SMTP_URL say otherwise.
 import path from 'node:path';
+import { bundleWeb } from '../web/bundle.mjs';
 import { handlers } from '../functions/all';
 import { describeBlobs } from '../lib/storage/blobs';
 import { functionNames, getConfig } from '../lib/core/config';
 import { describeDb, getDb } from '../lib/storage/db';
-import { log } from '../lib/core/log';
+import { log, useLogDestination } from '../lib/core/log';
 import { describeBroker, getBroker } from '../lib/messaging/queue';
 import { bodyLimit, createServer, eventFunctions, listen, listenInternal } from '../lib/http/serve';
+import { listStaticFiles } from '../lib/http/static';
 import { startPipelineSources } from '../lib/messaging/source';
 import { startPing } from '../lib/messaging/ping';
 import { reconcile } from '../lib/pipeline/reconcile';
 
+const root = path.resolve(__dirname, '..');
+
 async function main() {
+  // A person at a terminal reads coloured lines; anything else (a pipe, a log collector) gets JSON.
+  if (process.stdout.isTTY) {
+    const { default: pretty } = await import('pino-pretty');
+    useLogDestination(pretty({ colorize: true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname,service' }));
+  }
   const config = getConfig();
   const db = await getDb(); // migrate before taking requests
   if (!config.amqpUrl) {
     // The in-process queue died with the previous run: rebuild it from the jobs before serving.
     await reconcile({ db, broker: await getBroker(), config }, { restarted: true });
   }
+  // The web page at / and the API description at /openapi.json, beside the functions.
+  const web = path.join(config.dataDir, 'web');
+  await bundleWeb(web);
+  const files = listStaticFiles(web, { '/openapi.json': path.join(root, 'docs/openapi.json') });
   const mount = (name: (typeof functionNames)[number]) => ({ prefix: `/${name}`, name, handler: handlers[name], bodyLimit: bodyLimit(name, config) });
   const publicNames = functionNames.filter((n) => !eventFunctions.includes(n));
-  const server = createServer(publicNames.map(mount), config);
+  const server = createServer(publicNames.map(mount), { ...config, files });
   const internal = createServer(eventFunctions.map(mount), config);
   const internalPort = await listenInternal(internal);
   let sources: { stop(): Promise<void> }[] = [];
@@ -45,6 +58,8 @@ async function main() {
     storage: describeBlobs(config),
     queue: describeBroker(config),
     mail: config.smtpUrl ? `smtp ${new URL(config.smtpUrl).host}` : `outbox ${path.join(config.dataDir, 'outbox')}`,
+    web: `${config.publicUrl}/`,
+    openapi: `${config.publicUrl}/openapi.json`,
   }, `video2mp3 is up at ${config.publicUrl}`);
 }
 

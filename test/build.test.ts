@@ -74,6 +74,21 @@ describe('the built bundles', () => {
     }
   });
 
+  it('when the download bundle starts, then it also serves the web page, whose config.js names the functions', async () => {
+    const web = 'http://download.example.test';
+    const env = { DATA_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'download-data-')), AUTH_URL: 'http://auth.example.test', UPLOAD_URL: 'http://upload.example.test', DOWNLOAD_URL: web, WEB_ORIGIN: web };
+    const url = await start(shipped('download'), env);
+    const page = await fetch(`${url}/`);
+    expect(page.headers.get('content-type')).toMatch(/^text\/html/);
+    expect(await page.text()).toContain('<label for="video">Video</label>');
+    expect((await fetch(`${url}/app.js`)).status).toBe(200);
+    expect(await (await fetch(`${url}/config.js`)).text()).toBe(
+      `window.video2mp3Config = ${JSON.stringify({ auth: env.AUTH_URL, upload: env.UPLOAD_URL, download: web })};\n`);
+    const jobs = await fetch(`${url}/jobs`, { headers: { origin: web } });
+    expect(jobs.status).toBe(401); // the function's own routes are unchanged
+    expect(jobs.headers.get('access-control-allow-origin')).toBe(web);
+  });
+
   it('when a bundle starts on Knative without its settings, then it exits naming them', () => {
     const run = spawnSync(process.execPath, ['index.js'], { cwd: shipped('upload'), env: { PATH: process.env.PATH!, K_SERVICE: 'upload' }, encoding: 'utf8', timeout: 20_000 });
     expect(run.status).toBe(1);

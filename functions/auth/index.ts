@@ -1,5 +1,6 @@
 import { credentialsSchema, getLoginThrottle, getSignupThrottle, logIn, readCredentials, signUp } from '../../lib/auth/accounts';
 import { authenticate, jwks, signAccessToken } from '../../lib/auth/tokens';
+import { getWebhookSecret, rotateWebhookSecret } from '../../lib/auth/webhook-secrets';
 import { clientIp, createRouter, handle, parseJson } from '../../lib/http/router';
 import { getDb } from '../../lib/storage/db';
 
@@ -18,6 +19,17 @@ router.post('/login', async (req, res) => {
 
 router.post('/validate', (req, res) => {
   res.json(authenticate(req.headers.authorization));
+});
+
+// The key webhooks are signed with (Standard Webhooks); POST replaces it.
+router.get('/webhook-secret', async (req, res) => {
+  const claims = authenticate(req.headers.authorization);
+  res.set('Cache-Control', 'no-store').json({ webhookSecret: await getWebhookSecret(await getDb(), claims.sub) });
+});
+
+router.post('/webhook-secret', async (req, res) => {
+  const claims = authenticate(req.headers.authorization);
+  res.set('Cache-Control', 'no-store').json({ webhookSecret: await rotateWebhookSecret(await getDb(), claims.sub) });
 });
 
 router.get('/.well-known/jwks.json', (_req, res) => {

@@ -3,6 +3,7 @@ import { getConfig } from '../../lib/core/config';
 import { getDb } from '../../lib/storage/db';
 import { BadInputError, UnsupportedMediaError } from '../../lib/core/errors';
 import { createRouter, handle, type Request } from '../../lib/http/router';
+import { parseCallbackUrl } from '../../lib/core/callback-url';
 import { readMultipart, requestBody } from '../../lib/http/multipart';
 import { serveTus } from '../../lib/http/tus';
 import { parseMp3Options } from '../../lib/media/options';
@@ -29,7 +30,8 @@ async function storeUpload(req: Request, owner: { id: string }, deps: UploadDeps
       async (video) => { await deps.blobs.delete('videos', video.blob.id); },
     );
     try {
-      return { video: stored, options: parseMp3Options({ ...query, ...fields }) };
+      const all = { ...query, ...fields };
+      return { video: stored, options: parseMp3Options(all), callbackUrl: parseCallbackUrl(all.callbackUrl, deps.config.webhooks) };
     } catch (err) {
       await deps.blobs.delete('videos', stored.blob.id);
       throw err;
@@ -40,7 +42,8 @@ async function storeUpload(req: Request, owner: { id: string }, deps: UploadDeps
     if (!filename) throw new BadInputError('name the file with an X-Filename header or a filename query parameter');
     const { filename: _filename, ...rest } = query;
     const options = parseMp3Options(rest);
-    return { video: await storeVideo(deps, owner, { filename, source: requestBody(req) }), options };
+    const callbackUrl = parseCallbackUrl(query.callbackUrl, deps.config.webhooks); // before any byte is stored
+    return { video: await storeVideo(deps, owner, { filename, source: requestBody(req) }), options, callbackUrl };
   }
   throw new UnsupportedMediaError('send multipart/form-data with one file, or the video itself as video/* or application/octet-stream');
 }
@@ -49,8 +52,8 @@ router.post('/', async (req, res) => {
   const claims = authenticate(req.headers.authorization);
   const deps = await getDeps();
   const owner = { id: claims.sub, email: claims.email };
-  const { video, options } = await storeUpload(req, owner, deps);
-  const job = await queueJob(deps, owner, video, options);
+  const { video, options, callbackUrl } = await storeUpload(req, owner, deps);
+  const job = await queueJob(deps, owner, video, options, callbackUrl);
   const statusUrl = `${getConfig().downloadUrl}/jobs/${job.id}`;
   res.status(202).location(statusUrl).json({ jobId: job.id, status: job.status, statusUrl });
 });

@@ -40,6 +40,8 @@ export const envSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   PUBLIC_URL: urlWith('http', 'https').optional(),
   DOWNLOAD_URL: urlWith('http', 'https').optional(),
+  AUTH_URL: urlWith('http', 'https').optional(),
+  UPLOAD_URL: urlWith('http', 'https').optional(),
   DATABASE_URL: urlWith('mysql').optional(),
   MONGODB_URI: urlWith('mongodb', 'mongodb+srv').optional(),
   AMQP_URL: urlWith('amqp', 'amqps').optional(),
@@ -76,6 +78,8 @@ export const envSchema = z.object({
   MP3_SOURCE_BACKOFF_DELAY: isoDuration.default('PT0.5S'),
   MAINTENANCE_INTERVAL_SECONDS: int(1, 86_400).default(60),
   RECONCILE_AFTER_SECONDS: int(1, 7 * 86_400).default(900),
+  WEBHOOK_ALLOW_PRIVATE: bool.default(false),
+  WEB_ORIGIN: z.string().refine((v) => v.split(',').every((o) => /^https?:\/\/[^/\s]+$/.test(o.trim())), 'must be origins such as https://app.example.com, comma-separated, without a path').optional(),
   K_SERVICE: z.string().optional(),
 });
 export type Env = z.infer<typeof envSchema>;
@@ -114,6 +118,9 @@ export interface Config {
   /** Where clients reach the stack; links and Location headers are built from it. */
   publicUrl: string;
   downloadUrl: string;
+  /** Where the web page finds auth and upload (download serves the page when deployed). */
+  authUrl: string;
+  uploadUrl: string;
   databaseUrl?: string;
   mongodbUri?: string;
   amqpUrl?: string;
@@ -149,6 +156,8 @@ export interface Config {
     headersMs: number;
   };
   keepSource: boolean;
+  /** Callback URLs on loopback, link-local and private addresses are refused unless allowPrivate. */
+  webhooks: { allowPrivate: boolean };
   /** The local stand-ins for the RabbitmqSources, by source (= queue) name. */
   sources: Readonly<{ video: SourceSettings; mp3: SourceSettings }>;
   /**
@@ -157,6 +166,8 @@ export interface Config {
    * reconciler publishes its event again (longer than a conversion may run, so a live one is left alone).
    */
   maintenance: { intervalMs: number; reconcileAfterMs: number };
+  /** Origins of the web page allowed to call the API from another origin (CORS); empty: none. */
+  webOrigins: readonly string[];
   /** The Knative service name when deployed; undefined on one machine. */
   service?: string;
 }
@@ -197,6 +208,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
     logLevel: e.LOG_LEVEL,
     publicUrl,
     downloadUrl: (e.DOWNLOAD_URL ?? `${publicUrl}/download`).replace(/\/+$/, ''),
+    authUrl: (e.AUTH_URL ?? `${publicUrl}/auth`).replace(/\/+$/, ''),
+    uploadUrl: (e.UPLOAD_URL ?? `${publicUrl}/upload`).replace(/\/+$/, ''),
     databaseUrl: e.DATABASE_URL,
     mongodbUri: e.MONGODB_URI,
     amqpUrl: e.AMQP_URL,
@@ -236,6 +249,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
       headersMs: e.HEADERS_TIMEOUT_SECONDS * 1000,
     }),
     keepSource: e.KEEP_SOURCE,
+    webhooks: Object.freeze({ allowPrivate: e.WEBHOOK_ALLOW_PRIVATE }),
     sources: Object.freeze({
       video: Object.freeze({
         parallelism: e.VIDEO_SOURCE_PARALLELISM,
@@ -254,6 +268,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
       intervalMs: e.MAINTENANCE_INTERVAL_SECONDS * 1000,
       reconcileAfterMs: e.RECONCILE_AFTER_SECONDS * 1000,
     }),
+    webOrigins: Object.freeze((e.WEB_ORIGIN ?? '').split(',').map((o) => o.trim()).filter(Boolean)),
     service: e.K_SERVICE,
   });
 }

@@ -1,4 +1,7 @@
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger } from 'pino';
+
+// Where lines go: stdout, unless a person's terminal asked for pretty lines (useLogDestination).
+let destination: DestinationStream = pino.destination({ dest: 1, sync: true });
 
 /**
  * Structured JSON lines on stdout. The level and the service name come from the configuration once
@@ -10,7 +13,12 @@ export const log: Logger = pino({
   timestamp: pino.stdTimeFunctions.isoTime,
   formatters: { level: (label) => ({ level: label }) },
   redact: { paths: ['password', '*.password', 'authorization', '*.authorization', 'token', '*.token'], censor: '[redacted]' },
-});
+}, { write: (line: string) => destination.write(line) });
+
+/** Sends the JSON lines to another stream (`npm start` on a terminal: pino-pretty). */
+export function useLogDestination(stream: DestinationStream): void {
+  destination = stream;
+}
 
 export function configureLog(settings: { logLevel: string; service?: string }): void {
   log.level = settings.logLevel;

@@ -16,23 +16,25 @@ export async function sendMp3(rangeHeader: string | undefined, ifNoneMatch: stri
   const info = await blobs.stat('mp3s', job.mp3BlobId);
   if (!info) throw new NotFoundError('file');
   const etag = `"${info.sha256}"`;
-  res.set({
+  const headers = {
     'Content-Type': 'audio/mpeg',
     'Accept-Ranges': 'bytes',
     ETag: etag,
     'Cache-Control': 'private, max-age=0, must-revalidate',
     'Content-Disposition': contentDisposition(mp3Filename(job.filename), { type: 'attachment' }),
-  });
+  };
   if (ifNoneMatch && ifNoneMatch.split(',').some((t) => t.trim() === etag)) {
-    res.status(304).end();
+    res.status(304).set(headers).end();
     return;
   }
+  // Checked before the audio headers are set: a 416 is a JSON error body, not audio/mpeg.
   let range: { start: number; end: number } | undefined;
   if (rangeHeader) {
     const ranges = parseRange(info.size, rangeHeader, { combine: true });
     if (ranges === -1) throw new RangeNotSatisfiableError(info.size);
     if (Array.isArray(ranges) && ranges.type === 'bytes' && ranges.length === 1) range = ranges[0];
   }
+  res.set(headers);
   const stream = await blobs.read('mp3s', job.mp3BlobId, range);
   if (range) {
     res.status(206).set({ 'Content-Range': `bytes ${range.start}-${range.end}/${info.size}`, 'Content-Length': String(range.end - range.start + 1) });

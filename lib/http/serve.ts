@@ -4,13 +4,17 @@
  */
 import * as ff from '@google-cloud/functions-framework';
 import { getTestServer } from '@google-cloud/functions-framework/testing';
+import fs from 'node:fs';
 import http from 'node:http';
+import path from 'node:path';
 import { closeClients } from '../core/clients';
 import { loadConfig, setConfig, type Config, type FunctionName } from '../core/config';
 import { BadInputError, LengthRequiredError, NotFoundError, RequestTimeoutError, TooLargeError, UnsupportedMediaError } from '../core/errors';
 import { log } from '../core/log';
+import { applyCors } from './cors';
 import { toErrorResponse, writeError } from './errors';
 import { errorMiddleware } from './router';
+import { listStaticFiles, serveStatic, type StaticFiles } from './static';
 
 export interface Mount {
   /** Path prefix, '' to serve at the root (deployed), '/auth' on the local stack. */
@@ -23,7 +27,7 @@ export interface Mount {
 
 type Listener = http.RequestListener & { use(fn: unknown): void; set(name: string, value: unknown): void };
 
-export type ServeOptions = Pick<Config, 'timeouts' | 'trustProxy'>;
+export type ServeOptions = Pick<Config, 'timeouts' | 'trustProxy' | 'webOrigins'>;
 
 /**
  * A request whose body has not fully arrived in time is answered 408 and its connection closed. The
@@ -156,7 +160,7 @@ function endAfterBody(req: http.IncomingMessage, res: http.ServerResponse): void
  * runs, so the size limit is enforced here, from Content-Length, first; streaming routes' bodies are
  * hidden from it (hideBody) and their handlers enforce the limit as the bytes arrive.
  */
-export function createServer(mounts: Mount[], opts: ServeOptions): http.Server {
+export function createServer(mounts: Mount[], opts: ServeOptions & { files?: StaticFiles }): http.Server {
   const routes = mounts
     .map((m) => {
       ff.http(m.name, (req, res) => {
@@ -178,6 +182,9 @@ export function createServer(mounts: Mount[], opts: ServeOptions): http.Server {
       res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"status":"ok"}');
       return;
     }
+    if (applyCors(req, res, opts.webOrigins)) return;
+    // The page's few fixed paths never collide with a function's routes (deployed, download has /jobs and /links).
+    if (opts.files && serveStatic(req, res, opts.files)) return;
     const route = routes.find((r) => url === r.prefix || url.startsWith(`${r.prefix}/`) || url.startsWith(`${r.prefix}?`));
     if (!route) return writeError(req, res, new NotFoundError('function'));
     // body-parser would inflate a compressed body past any limit checked here: refuse it.
@@ -254,12 +261,23 @@ export function bodyLimit(name: FunctionName, config: Pick<Config, 'limits'>): n
   return 64 * 1024;
 }
 
+/**
+ * On Knative the download function also serves the web page (its bundle carries it in web/), with a
+ * config.js naming the functions' URLs: auth and upload are other origins, which WEB_ORIGIN lets in.
+ */
+function deployedPage(name: FunctionName, config: Readonly<Config>): StaticFiles | undefined {
+  const dir = path.join(__dirname, 'web');
+  if (name !== 'download' || !fs.existsSync(path.join(dir, 'index.html'))) return undefined;
+  const urls = { auth: config.authUrl, upload: config.uploadUrl, download: config.downloadUrl };
+  return listStaticFiles(dir, { '/config.js': { text: `window.video2mp3Config = ${JSON.stringify(urls)};\n`, type: 'text/javascript; charset=utf-8' } });
+}
+
 /** The entry of a deployed function's bundle: parse configuration, register the handler, serve it at the root. */
 export async function serveFunction(name: FunctionName, handler: ff.HttpFunction): Promise<void> {
   try {
     const config = loadConfig(process.env, name);
     setConfig(config);
-    const server = createServer([{ prefix: '', name, handler, bodyLimit: bodyLimit(name, config) }], config);
+    const server = createServer([{ prefix: '', name, handler, bodyLimit: bodyLimit(name, config) }], { ...config, files: deployedPage(name, config) });
     const port = await listen(server, config);
     log.info({ function: name, port }, 'function listening');
   } catch (err) {

@@ -78,7 +78,7 @@ export async function serveTus(req: http.IncomingMessage, res: http.ServerRespon
     exposedHeaders: ['Upload-Job-Id', 'Upload-Job-Url'],
     disableTerminationForFinishedUploads: true,
     onUploadCreate: async (_req, upload) => {
-      parseUploadMetadata(upload.metadata); // a bad option or no filename: 400 before any byte
+      parseUploadMetadata(upload.metadata, config.webhooks); // a bad option, callbackUrl or no filename: 400 before any byte
       if (upload.size === 0) throw new BadInputError('the file is empty');
       if (owner) await checkQuotas(deps.db, owner.id, config); // 429 before any byte, as for a POST
       return {};

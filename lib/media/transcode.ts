@@ -43,13 +43,22 @@ export interface TranscoderOptions {
   onProgress?: (p: { percent: number; timeSeconds: number }) => void;
 }
 
+/** Per call: its own timeout, and a progress listener for this conversion alone. */
+export interface TranscodeCall {
+  timeoutMs?: number;
+  /** Lowers the duration limit for this call (a user's remaining daily quota), never raises it. */
+  maxDurationSeconds?: number;
+  /** Called like TranscoderOptions.onProgress, for this call only. */
+  onProgress?: (p: { percent: number; timeSeconds: number }) => void;
+}
+
 export interface Transcoder {
   /**
    * Converts one input. Calls run one at a time; a call made while busy waits its turn.
    * Rejects with TranscodeError for inputs that cannot be converted, RangeError for invalid options,
    * and a plain Error when the converter itself failed (its thread is then replaced; a retry may work).
    */
-  transcode(input: Buffer, options: Mp3Options, call?: { timeoutMs?: number; maxDurationSeconds?: number }): Promise<TranscodeResult>;
+  transcode(input: Buffer, options: Mp3Options, call?: TranscodeCall): Promise<TranscodeResult>;
   /** Waits for queued calls to finish, then stops the worker thread. */
   close(): Promise<void>;
 }
@@ -73,7 +82,7 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
     void w.terminate();
   }
 
-  function runJob(input: Buffer, options: Mp3Options, timeoutMs = opts.timeoutMs, maxDurationSeconds = opts.maxDurationSeconds): Promise<TranscodeResult> {
+  function runJob(input: Buffer, options: Mp3Options, timeoutMs = opts.timeoutMs, maxDurationSeconds = opts.maxDurationSeconds, onCallProgress?: TranscodeCall['onProgress']): Promise<TranscodeResult> {
     const w = (worker ??= spawnWorker());
     const id = nextId++;
     const startedAt = performance.now();
@@ -83,6 +92,7 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
       try {
         lastPercent = percent;
         opts.onProgress?.({ percent, timeSeconds });
+        onCallProgress?.({ percent, timeSeconds });
       } catch {
         // Progress is advisory: a failing listener must not fail the conversion.
       }
@@ -175,7 +185,7 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
       }
       // A caller may lower the duration limit for one call (a user's remaining daily quota), never raise it.
       const maxDuration = Math.min(opts.maxDurationSeconds, call?.maxDurationSeconds ?? Infinity);
-      const job = tail.then(() => runJob(input, options, call?.timeoutMs ?? opts.timeoutMs, maxDuration));
+      const job = tail.then(() => runJob(input, options, call?.timeoutMs ?? opts.timeoutMs, maxDuration, call?.onProgress));
       tail = job.catch(() => undefined);
       return job;
     },

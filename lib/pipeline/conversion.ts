@@ -5,7 +5,7 @@ import { getConfig, type Config } from '../core/config';
 import type { Db } from '../storage/db';
 import { defaultTitle, mp3Filename } from './filenames';
 import type { VideoUploaded } from '../messaging/events';
-import { clearVideo, completeConversion, countAttempt, failConversion, findJob, startConversion, type Job } from './jobs';
+import { clearVideo, completeConversion, countAttempt, failConversion, findJob, recordProgress, startConversion, type Job } from './jobs';
 import { publishOutcome } from './outcomes';
 import { log } from '../core/log';
 import { remainingConversionSeconds } from './quotas';
@@ -14,6 +14,9 @@ import { createTranscoder, TranscodeError, type Transcoder } from '../media/tran
 
 /** After this many starts a job that keeps killing the converter is failed instead of retried forever. */
 export const maxAttempts = 3;
+
+/** Progress reaches the job row at most this often: clients poll it, the converter reports every 500 ms. */
+const progressWriteMs = 1000;
 
 /** How long a conversion waits, each time, for another writer of the same MP3 to finish (at most 5 waits). */
 const mp3WriterWaitMs = 1000;
@@ -79,8 +82,9 @@ export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promi
   const started = Date.now();
   let result;
   progressOf = job.id;
+  const progress = progressWriter(db, job.id);
   try {
-    result = await transcoder.transcode(input, { ...job.options, title: job.options.title ?? defaultTitle(job.filename) }, { maxDurationSeconds: allowed });
+    result = await transcoder.transcode(input, { ...job.options, title: job.options.title ?? defaultTitle(job.filename) }, { maxDurationSeconds: allowed, onProgress: progress.report });
   } catch (err) {
     if (err instanceof TranscodeError && err.reason === 'too-long' && allowed < deps.config.limits.durationSeconds) {
       return fail(deps, job, `${err.message} (what is left of your daily conversion quota of ${deps.config.quotas.conversionSecondsPerDay} seconds)`);
@@ -90,6 +94,7 @@ export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promi
     throw new UnavailableError('the converter', { cause: err }); // it broke, not the input: retry (bounded by maxAttempts)
   } finally {
     progressOf = undefined;
+    await progress.settled();
   }
 
   const mp3 = await storeMp3(blobs, job, result.mp3);
@@ -103,6 +108,24 @@ export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promi
   if (!won) return 'already-done'; // a concurrent delivery finished first and publishes
   await finishDone(deps, (await findJob(db, job.id))!);
   return 'converted';
+}
+
+/**
+ * Writes a conversion's progress to its job row, at most once per progressWriteMs and one write at a
+ * time; a failed write is logged and skipped (progress is advisory, the conversion goes on).
+ */
+function progressWriter(db: Db, jobId: string) {
+  let lastWrite = 0;
+  let writing: Promise<void> = Promise.resolve();
+  return {
+    report({ percent, timeSeconds }: { percent: number; timeSeconds: number }) {
+      if (percent >= 100 || Date.now() - lastWrite < progressWriteMs) return; // done is written by completeConversion
+      lastWrite = Date.now();
+      writing = writing.then(() => recordProgress(db, jobId, percent, timeSeconds))
+        .catch((err: unknown) => log.warn({ err, jobId }, 'could not record conversion progress'));
+    },
+    settled: () => writing,
+  };
 }
 
 /**

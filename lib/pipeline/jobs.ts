@@ -26,6 +26,12 @@ export interface Job {
   durationSeconds: number | null;
   conversionMs: number | null;
   error: string | null;
+  /** 0–100 while converting (null before the converter reports). */
+  progress: number | null;
+  /** How far into the source the converter is, in seconds. */
+  positionSeconds: number | null;
+  /** Where the outcome is POSTed (a webhook), if the upload asked for it. */
+  callbackUrl: string | null;
   attempts: number;
   publishedAt: number | null;
   createdAt: number;
@@ -56,6 +62,9 @@ function fromRow(r: Row): Job {
     durationSeconds: n(r.duration_seconds),
     conversionMs: n(r.conversion_ms),
     error: (r.error as string | null) ?? null,
+    progress: n(r.progress),
+    positionSeconds: n(r.position_seconds),
+    callbackUrl: (r.callback_url as string | null) ?? null,
     attempts: Number(r.attempts),
     publishedAt: n(r.published_at),
     createdAt: Number(r.created_at),
@@ -73,6 +82,7 @@ export interface NewJob {
   videoBlobId: string;
   videoBytes: number;
   videoSha256: string;
+  callbackUrl?: string;
 }
 
 export async function createJob(db: Db, job: NewJob): Promise<Job> {
@@ -88,6 +98,7 @@ export async function createJob(db: Db, job: NewJob): Promise<Job> {
     video_blob_id: job.videoBlobId,
     video_bytes: job.videoBytes,
     video_sha256: job.videoSha256,
+    callback_url: job.callbackUrl ?? null,
     attempts: 0,
     created_at: now,
     updated_at: now,
@@ -129,8 +140,15 @@ export async function deleteJob(db: Db, id: string): Promise<void> {
  * Returns the job as it now is; a job that is done or failed is returned unchanged.
  */
 export async function startConversion(db: Db, id: string): Promise<Job | undefined> {
-  await db('jobs').where({ id }).whereIn('status', ['queued', 'converting']).update({ status: 'converting', updated_at: Date.now() });
+  await db('jobs').where({ id }).whereIn('status', ['queued', 'converting'])
+    .update({ status: 'converting', progress: 0, position_seconds: 0, updated_at: Date.now() });
   return findJob(db, id);
+}
+
+/** Records how far a running conversion is; a job that has ended meanwhile is left alone. */
+export async function recordProgress(db: Db, id: string, progress: number, positionSeconds: number): Promise<void> {
+  await db('jobs').where({ id, status: 'converting' })
+    .update({ progress: Math.max(0, Math.min(100, Math.floor(progress))), position_seconds: Math.max(0, positionSeconds) });
 }
 
 /**

@@ -9,6 +9,7 @@ import type { Db } from '../storage/db';
 import { askRelease, renewLock, tryLock, unlock, type Lease } from '../storage/locks';
 import { cleanFilename } from './filenames';
 import { newJobId } from './jobs';
+import { parseCallbackUrl } from '../core/callback-url';
 import { queueUploadJob, sniffBytes, sniffMedia, type UploadDeps } from './uploads';
 
 /**
@@ -25,7 +26,7 @@ export interface Owner {
 }
 
 export interface ResumableDeps extends UploadDeps {
-  config: Pick<Config, 'limits' | 'retention' | 'quotas'>;
+  config: Pick<Config, 'limits' | 'retention' | 'quotas' | 'webhooks'>;
 }
 
 interface UploadRow {
@@ -48,10 +49,10 @@ export const newUploadId = newJobId;
  * The filename and MP3 options of Upload-Metadata, checked when the upload is created, before any
  * byte: the same names and rules as the form fields of a single-request upload.
  */
-export function parseUploadMetadata(metadata: Record<string, string | null> | undefined): { filename: string; options: Mp3Options } {
+export function parseUploadMetadata(metadata: Record<string, string | null> | undefined, webhooks: { allowPrivate: boolean }): { filename: string; options: Mp3Options; callbackUrl?: string } {
   const { filename, ...rest } = metadata ?? {};
   if (!filename) throw new BadInputError('Upload-Metadata must name the file (filename)');
-  return { filename: cleanFilename(filename), options: parseMp3Options(rest) };
+  return { filename: cleanFilename(filename), options: parseMp3Options(rest), callbackUrl: parseCallbackUrl(rest.callbackUrl ?? undefined, webhooks) };
 }
 
 async function findUpload(db: Db, id: string): Promise<UploadRow | undefined> {
@@ -67,7 +68,7 @@ export class ResumableStore extends DataStore {
 
   override async create(upload: Upload): Promise<Upload> {
     if (!this.owner) throw ERRORS.FILE_NOT_FOUND;
-    const { filename, options } = parseUploadMetadata(upload.metadata);
+    const { filename, options } = parseUploadMetadata(upload.metadata, this.deps.config.webhooks);
     const now = Date.now();
     upload.creation_date = new Date(now).toISOString();
     await this.deps.db('uploads').insert({
@@ -149,7 +150,9 @@ export class ResumableStore extends DataStore {
     const owner = { id: row.owner_id, email: row.owner_email };
     const blob = await blobs.seal('videos', row.id, size, { owner: owner.id, filename: row.filename, contentType }, seen?.sha256);
     const options = mp3OptionsSchema.parse(JSON.parse(row.options));
-    await queueUploadJob(this.deps, row.id, owner, { blob, filename: row.filename, contentType }, options);
+    // Checked at creation (parseUploadMetadata); read again from the metadata as it was sent.
+    const callbackUrl = parseCallbackUrl((JSON.parse(row.metadata) as Record<string, unknown>).callbackUrl, this.deps.config.webhooks);
+    await queueUploadJob(this.deps, row.id, owner, { blob, filename: row.filename, contentType }, options, callbackUrl);
     await db('uploads').where({ id: row.id }).update({ job_id: row.id });
   }
 

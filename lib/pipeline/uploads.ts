@@ -56,7 +56,7 @@ export interface UploadDeps {
   db: Db;
   blobs: BlobStore;
   broker: Broker;
-  config: Pick<Config, 'limits' | 'quotas'>;
+  config: Pick<Config, 'limits' | 'quotas' | 'webhooks'>;
 }
 
 /** A video in the blob store, not yet a job. */
@@ -97,12 +97,12 @@ export async function storeVideo(deps: Pick<UploadDeps, 'db' | 'blobs' | 'config
  * is kept that nobody knows about. When the process dies between the row and the publish (no undo
  * runs), the job stays `queued` and the reconciler (reconcile.ts) publishes its event later.
  */
-export async function queueJob(deps: UploadDeps, owner: { id: string; email: string }, video: StoredVideo, options: Mp3Options): Promise<Job> {
+export async function queueJob(deps: UploadDeps, owner: { id: string; email: string }, video: StoredVideo, options: Mp3Options, callbackUrl?: string): Promise<Job> {
   const { db, blobs } = deps;
   const jobId = newJobId();
   let job: Job;
   try {
-    job = await createJob(db, jobFields(jobId, owner, video, options));
+    job = await createJob(db, jobFields(jobId, owner, video, options, callbackUrl));
   } catch (err) {
     await undo(() => blobs.delete('videos', video.blob.id));
     throw err;
@@ -124,11 +124,11 @@ export async function queueJob(deps: UploadDeps, owner: { id: string; email: str
  * convert treats as a repeat. The caller records the finish once this returns, so a retried final
  * PATCH after that publishes nothing. The blob is the upload itself: nothing is copied.
  */
-export async function queueUploadJob(deps: UploadDeps, jobId: string, owner: { id: string; email: string }, video: StoredVideo, options: Mp3Options): Promise<Job> {
+export async function queueUploadJob(deps: UploadDeps, jobId: string, owner: { id: string; email: string }, video: StoredVideo, options: Mp3Options, callbackUrl?: string): Promise<Job> {
   const { db } = deps;
   let job: Job;
   try {
-    job = await createJob(db, jobFields(jobId, owner, video, options));
+    job = await createJob(db, jobFields(jobId, owner, video, options, callbackUrl));
   } catch (err) {
     if (!isDuplicateKey(err)) throw err;
     job = (await findJob(db, jobId))!;
@@ -138,8 +138,9 @@ export async function queueUploadJob(deps: UploadDeps, jobId: string, owner: { i
   return job;
 }
 
-function jobFields(id: string, owner: { id: string; email: string }, video: StoredVideo, options: Mp3Options) {
+function jobFields(id: string, owner: { id: string; email: string }, video: StoredVideo, options: Mp3Options, callbackUrl?: string) {
   return {
+    callbackUrl,
     id,
     ownerId: owner.id,
     ownerEmail: owner.email,

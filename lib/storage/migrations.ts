@@ -96,6 +96,40 @@ const migrations: Migration[] = [
       await db.schema.dropTable('uploads');
     },
   },
+  {
+    // How far a running conversion is, for clients polling the job; written at most about once a second.
+    name: '006_job_progress',
+    up: (db) => db.schema.alterTable('jobs', (t) => {
+      t.integer('progress').nullable();
+      t.double('position_seconds').nullable();
+    }),
+    down: (db) => db.schema.alterTable('jobs', (t) => {
+      t.dropColumn('progress');
+      t.dropColumn('position_seconds');
+    }),
+  },
+  {
+    // Webhooks: where a job's outcome is POSTed, each user's signing secret, one delivery per job.
+    name: '007_webhooks',
+    up: async (db) => {
+      await db.schema.alterTable('jobs', (t) => t.string('callback_url', 2048).nullable());
+      await db.schema.alterTable('users', (t) => t.string('webhook_secret', 64).nullable());
+      await db.schema.createTable('webhook_deliveries', (t) => {
+        t.string('job_id', 32).primary();
+        t.string('status', 16).notNullable();
+        t.integer('attempts').notNullable().defaultTo(0);
+        t.integer('response_status').nullable();
+        t.text('error').nullable();
+        t.bigInteger('created_at').notNullable();
+        t.bigInteger('updated_at').notNullable();
+      });
+    },
+    down: async (db) => {
+      await db.schema.dropTable('webhook_deliveries');
+      await db.schema.alterTable('users', (t) => t.dropColumn('webhook_secret'));
+      await db.schema.alterTable('jobs', (t) => t.dropColumn('callback_url'));
+    },
+  },
 ];
 
 /** Migrations compiled into the bundle (knex cannot read a migrations folder from an esbuild bundle). */

@@ -8,6 +8,7 @@ import { closeClients } from '../../lib/core/clients';
 import { functionNames, loadConfig, setConfig, type Config } from '../../lib/core/config';
 import { getBroker, type Consumer } from '../../lib/messaging/queue';
 import { bodyLimit, createServer, eventFunctions, listenInternal } from '../../lib/http/serve';
+import { listStaticFiles } from '../../lib/http/static';
 import { startPipelineSources, startSource } from '../../lib/messaging/source';
 
 export interface Backend {
@@ -53,15 +54,17 @@ export interface Stack {
  * `npm start` serves it (with `sources`, also the local event sources; 'video' for convert's alone), with a fresh data directory
  * and the given environment.
  */
-export async function startStack(env: Record<string, string> = {}, opts: { sources?: boolean | 'video' } = {}): Promise<Stack> {
+export async function startStack(env: Record<string, string> = {}, opts: { sources?: boolean | 'video'; web?: string } = {}): Promise<Stack> {
   await closeClients();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-test-'));
   // Every test signs users up from 127.0.0.1 and many queue several jobs at once: the per-address
   // signup limit and the jobs-in-flight quota are lifted unless a test sets them.
   const base = { DATA_DIR: dataDir, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn', SIGNUP_MAX_PER_HOUR: '100000', MAX_JOBS_IN_FLIGHT: '1000' };
   const limits = loadConfig({ ...base, ...env });
+  // As `npm start`: the API description at /openapi.json, and the built page at / when `web` names its directory.
+  const files = listStaticFiles(opts.web ?? path.join(dataDir, 'web'), { '/openapi.json': path.join(__dirname, '../../docs/openapi.json') });
   const mount = (name: (typeof functionNames)[number]) => ({ prefix: `/${name}`, name, handler: handlers[name], bodyLimit: bodyLimit(name, limits) });
-  const server = createServer(functionNames.filter((n) => !eventFunctions.includes(n)).map(mount), limits);
+  const server = createServer(functionNames.filter((n) => !eventFunctions.includes(n)).map(mount), { ...limits, files });
   const internal = createServer(eventFunctions.map(mount), limits);
   const internalUrl = `http://127.0.0.1:${await listenInternal(internal)}`;
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -1,0 +1,235 @@
+// video2mp3: sign up, log in, upload videos (resumable), follow, download and delete jobs.
+// Results go to stdout (text, or JSON with --json), progress and errors to stderr. Exit code 0 only
+// when everything asked for succeeded — for uploads with --wait, when every job ended done.
+import fs from 'node:fs';
+import path from 'node:path';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { Api, CliError, type Job } from './api';
+import { createReporter } from './progress';
+import { loadSession, saveSession } from './session';
+import { offersTus, uploadWithPost, uploadWithTus, type Accepted } from './upload';
+
+const program = new Command('video2mp3')
+  .description('Convert videos to MP3 with a video2mp3 service')
+  .option('--json', 'print machine-readable JSON on stdout')
+  .option('--url <url>', 'the service (default: VIDEO2MP3_URL, then the URL you logged in to)')
+  .showHelpAfterError();
+
+const json = () => Boolean(program.opts<{ json?: boolean }>().json);
+const print = (text: string, data: unknown) => process.stdout.write(json() ? `${JSON.stringify(data)}\n` : `${text}\n`);
+
+function api(): Api {
+  const session = loadSession(program.opts<{ url?: string }>().url);
+  if (!session.url) throw new CliError('no service URL: run `video2mp3 login --url URL --email EMAIL` or set VIDEO2MP3_URL');
+  if (!session.token) throw new CliError('not logged in: run `video2mp3 login --url URL --email EMAIL` or set VIDEO2MP3_TOKEN');
+  return new Api(session.url, session.token);
+}
+
+/** The password from VIDEO2MP3_PASSWORD, else asked on the terminal without echo. */
+async function readPassword(): Promise<string> {
+  if (process.env.VIDEO2MP3_PASSWORD) return process.env.VIDEO2MP3_PASSWORD;
+  const stdin = process.stdin;
+  if (!stdin.isTTY) throw new CliError('no terminal to ask for the password: set VIDEO2MP3_PASSWORD');
+  process.stderr.write('Password: ');
+  stdin.setRawMode(true);
+  stdin.resume();
+  stdin.setEncoding('utf8');
+  return new Promise((resolve, reject) => {
+    let typed = '';
+    const onData = (chars: string) => {
+      for (const c of chars) {
+        if (c === '\r' || c === '\n') {
+          stdin.setRawMode(false);
+          stdin.pause();
+          stdin.off('data', onData);
+          process.stderr.write('\n');
+          resolve(typed);
+          return;
+        }
+        if (c === '\u0003') {
+          stdin.setRawMode(false);
+          reject(new CliError('cancelled'));
+          return;
+        }
+        typed = c === '\u007f' || c === '\b' ? typed.slice(0, -1) : typed + c;
+      }
+    };
+    stdin.on('data', onData);
+  });
+}
+
+for (const action of ['signup', 'login'] as const) {
+  program.command(action)
+    .description(action === 'signup' ? 'create an account, then log in' : 'log in; the token is kept in your config directory (mode 0600)')
+    .requiredOption('--email <email>', 'your email')
+    .action(async (opts: { email: string }) => {
+      const url = (program.opts<{ url?: string }>().url ?? loadSession().url)?.replace(/\/+$/, '');
+      if (!url) throw new CliError('give the service with --url URL (or VIDEO2MP3_URL)');
+      const password = await readPassword();
+      const client = new Api(url, undefined);
+      if (action === 'signup') await client.credentials('signup', opts.email, password);
+      const { token } = await client.credentials('login', opts.email, password);
+      const file = saveSession({ url, token, email: opts.email });
+      print(`${action === 'signup' ? 'Signed up and logged in' : 'Logged in'} as ${opts.email} (token saved in ${file})`, { email: opts.email, url, sessionFile: file });
+    });
+}
+
+const positiveInt = (name: string) => (v: string) => {
+  if (!/^\d+$/.test(v)) throw new InvalidArgumentError(`${name} must be a whole number`);
+  return v;
+};
+
+interface UploadOptions {
+  bitrate?: string;
+  quality?: string;
+  sampleRate?: string;
+  mono?: boolean;
+  title?: string;
+  callbackUrl?: string;
+  wait?: boolean;
+  out: string;
+}
+
+interface Outcome {
+  file: string;
+  jobId?: string;
+  status: Job['status'] | 'rejected';
+  error?: string;
+  mp3?: string;
+}
+
+const ended = (job: Job) => job.status !== 'queued' && job.status !== 'converting';
+
+program.command('upload')
+  .description('upload videos (resumable: rerun the same command to continue an interrupted upload)')
+  .argument('<files...>', 'video files')
+  .addOption(new Option('--bitrate <kbps>', 'constant bitrate, 32–320').argParser(positiveInt('bitrate')).conflicts('quality'))
+  .addOption(new Option('--quality <0-9>', 'VBR quality, 0 best (default 2)').argParser(positiveInt('quality')))
+  .option('--sample-rate <hz>', 'output sample rate (e.g. 44100)', positiveInt('sample-rate'))
+  .option('--mono', 'one channel')
+  .option('--title <title>', 'ID3 title')
+  .option('--callback-url <url>', 'where the service POSTs each job\'s outcome (a signed webhook)')
+  .option('--wait', 'follow each job to its end and download the MP3')
+  .option('--out <dir>', 'where --wait puts the MP3s', '.')
+  .action(async (files: string[], opts: UploadOptions) => {
+    for (const f of files) if (!fs.statSync(f, { throwIfNoEntry: false })?.isFile()) throw new CliError(`${f}: no such file`);
+    const client = api();
+    const options: Record<string, string> = {};
+    if (opts.bitrate) options.bitrate = opts.bitrate;
+    if (opts.quality) options.quality = opts.quality;
+    if (opts.sampleRate) options.sampleRate = opts.sampleRate;
+    if (opts.mono) options.channels = '1';
+    if (opts.title) options.title = opts.title;
+    if (opts.callbackUrl) options.callbackUrl = opts.callbackUrl;
+    const send = (await offersTus(client)) ? uploadWithTus : uploadWithPost;
+    const reporter = createReporter();
+    const outcomes: Outcome[] = [];
+    const follows: Promise<void>[] = [];
+    try {
+      for (const file of files) {
+        const name = path.basename(file);
+        const task = reporter.task(name);
+        const outcome: Outcome = { file, status: 'rejected' };
+        outcomes.push(outcome);
+        let accepted: Accepted;
+        try {
+          accepted = await send(client, file, options, (p) => task.update('uploading', p));
+        } catch (err) {
+          if (!(err instanceof CliError) || err.status === 401 || err.status === undefined && /cannot reach/.test(err.message)) throw err;
+          outcome.error = err.message;
+          task.update('rejected');
+          reporter.note(`error: ${err.message}`);
+          continue;
+        }
+        outcome.jobId = accepted.jobId;
+        outcome.status = 'queued';
+        task.update('uploaded', 100);
+        if (opts.wait) follows.push(follow(client, accepted, outcome, task, opts.out));
+      }
+      await Promise.all(follows);
+    } finally {
+      reporter.stop();
+    }
+    for (const o of outcomes) {
+      if (!json()) process.stdout.write(`${o.file}: ${o.status}${o.jobId ? ` (job ${o.jobId})` : ''}${o.mp3 ? ` → ${o.mp3}` : ''}${o.error ? ` — ${o.error}` : ''}\n`);
+    }
+    if (json()) print('', { uploads: outcomes });
+    const ok = outcomes.every((o) => (opts.wait ? o.status === 'done' : o.jobId !== undefined));
+    if (!ok) process.exitCode = 1;
+  });
+
+/** Polls a job once a second until it ends; downloads the MP3 when done. */
+async function follow(client: Api, accepted: Accepted, outcome: Outcome, task: { update(phase: string, percent?: number): void }, out: string) {
+  for (;;) {
+    const job = await client.json<Job>(accepted.statusUrl, { what: `job ${accepted.jobId}` });
+    outcome.status = job.status;
+    if (job.status === 'converting') task.update('converting', job.progress ?? 0);
+    else if (job.status === 'queued') task.update('queued', 0);
+    if (ended(job)) {
+      if (job.status === 'done') {
+        task.update('downloading', 100);
+        outcome.mp3 = await client.download(job, out);
+        task.update('done', 100);
+      } else {
+        outcome.error = job.error ?? job.status;
+        task.update(job.status, 100);
+      }
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+const describeJob = (j: Job) => `${j.jobId}  ${j.status.padEnd(10)}  ${j.createdAt}  ${j.filename}${j.status === 'converting' && j.progress !== undefined ? `  ${j.progress}%` : ''}${j.error ? `  (${j.error})` : ''}`;
+
+program.command('jobs')
+  .description('list your jobs, newest first')
+  .action(async () => {
+    const client = api();
+    const jobs: Job[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: { jobs: Job[]; nextCursor: string | null } = await client.json(`/download/jobs?limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`, { what: 'jobs' });
+      jobs.push(...page.jobs);
+      cursor = page.nextCursor;
+    } while (cursor);
+    print(jobs.length ? jobs.map(describeJob).join('\n') : 'no jobs', { jobs });
+  });
+
+program.command('status')
+  .description('one job; exit code 0 only when it is done')
+  .argument('<id>', 'job id')
+  .action(async (id: string) => {
+    const job = await api().job(id);
+    print(describeJob(job), job);
+    if (job.status !== 'done') process.exitCode = 1;
+  });
+
+program.command('download')
+  .description("download a done job's MP3")
+  .argument('<id>', 'job id')
+  .option('--out <dir>', 'directory', '.')
+  .action(async (id: string, opts: { out: string }) => {
+    const client = api();
+    const file = await client.download(await client.job(id), opts.out);
+    print(file, { jobId: id, file });
+  });
+
+program.command('rm')
+  .description('delete a job, its video and its MP3')
+  .argument('<id>', 'job id')
+  .action(async (id: string) => {
+    await api().request(`/download/jobs/${encodeURIComponent(id)}`, { method: 'DELETE', what: `job ${id}` });
+    print(`deleted ${id}`, { jobId: id, deleted: true });
+  });
+
+// A command is over when its promise settles: exit then, so no pooled connection or timer keeps the
+// CLI waiting (stdout and stderr are synchronous for files, pipes and terminals on Linux).
+program.parseAsync()
+  .catch((err: unknown) => {
+    const message = err instanceof CliError ? err.message : err instanceof Error ? err.message : String(err);
+    if (json()) process.stdout.write(`${JSON.stringify({ error: message })}\n`);
+    process.stderr.write(`video2mp3: ${message}\n`);
+    process.exitCode = 1;
+  })
+  .finally(() => process.exit());

@@ -1,0 +1,139 @@
+// The CLI as a person runs it (`npx video2mp3` is cli/video2mp3.cjs), against the local stack in this
+// process: sign up, upload a directory of videos and wait for the MP3s, list, status, download, rm,
+// and the messages for 401, 413, 415 and an unreachable service. A pseudo-terminal (util-linux
+// `script`) shows the progress bar; without one, plain lines.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseBuffer } from 'music-metadata';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fixturePath, fixturesDir } from './fixtures';
+import { freePort } from './support/net';
+import { startStack, uniqueName, type Stack } from './support/stack';
+
+const cli = path.resolve(__dirname, '../cli/video2mp3.cjs');
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+describe('the video2mp3 CLI', () => {
+  let stack: Stack;
+  let home: string;
+  const email = `${uniqueName('cli')}@example.com`;
+  const password = 'a long enough password';
+
+  /** Runs the CLI without blocking this process (the stack it talks to lives here). */
+  function run(args: string[], env: Record<string, string> = {}, opts: { tty?: boolean } = {}): Promise<Run> {
+    const fullEnv = { PATH: process.env.PATH!, HOME: home, XDG_CONFIG_HOME: path.join(home, 'config'), VIDEO2MP3_PASSWORD: password, ...env };
+    const child = opts.tty
+      ? spawn('script', ['-qec', [process.execPath, cli, ...args].map((a) => `'${a}'`).join(' '), '/dev/null'], { env: { ...fullEnv, TERM: 'xterm', COLUMNS: '120' } })
+      : spawn(process.execPath, [cli, ...args], { env: fullEnv });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
+  }
+
+  beforeAll(async () => {
+    home = fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-cli-'));
+    // 100 KB: every short fixture fits, the 5-minute clip does not (413).
+    stack = await startStack({ MAX_UPLOAD_BYTES: '100000' }, { sources: true });
+  });
+  afterAll(async () => {
+    await stack.close();
+  });
+
+  it('when a person signs up, then the token is saved for them alone (mode 0600)', async () => {
+    const r = await run(['signup', '--url', stack.url, '--email', email]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(`Signed up and logged in as ${email}`);
+    const file = path.join(home, 'config/video2mp3/session.json');
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    expect(JSON.parse(fs.readFileSync(file, 'utf8'))).toMatchObject({ url: stack.url, email, token: expect.stringMatching(/^ey/) });
+
+    const again = await run(['login', '--email', email]); // the URL is remembered
+    expect(again.code).toBe(0);
+    const wrong = await run(['login', '--email', email], { VIDEO2MP3_PASSWORD: 'not the password' });
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toMatch(/log in: email or password is wrong/);
+  });
+
+  it('when they upload a directory of videos with --wait, then every MP3 lands in --out, and the exit code is 0', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'videos-'));
+    for (const name of ['mp4', 'mkv', 'webm'] as const) fs.copyFileSync(fixturePath(name), path.join(dir, path.basename(fixturePath(name))));
+    const out = path.join(home, 'mp3s');
+    const files = fs.readdirSync(dir).map((f) => path.join(dir, f));
+    const r = await run(['--json', 'upload', ...files, '--bitrate', '96', '--mono', '--wait', '--out', out]);
+    expect(r.code, r.stderr).toBe(0);
+    const { uploads } = JSON.parse(r.stdout) as { uploads: { status: string; mp3: string; jobId: string }[] };
+    expect(uploads.map((u) => u.status)).toEqual(['done', 'done', 'done']);
+    expect(fs.readdirSync(out).sort()).toEqual(['h264-aac.mp3', 'vp8-vorbis.mp3', 'vp9-opus.mp3']);
+    for (const u of uploads) {
+      const { format } = await parseBuffer(fs.readFileSync(u.mp3), { mimeType: 'audio/mpeg' });
+      expect(format).toMatchObject({ container: 'MPEG', numberOfChannels: 1, bitrate: 96_000 });
+    }
+    // Not a terminal: plain progress lines on stderr.
+    expect(r.stderr).toMatch(/h264-aac\.mp4: uploading 100%\n/);
+    expect(r.stderr).toMatch(/vp9-opus\.mkv: done 100%\n/);
+  }, 120_000);
+
+  it('when they list, check, download and remove a job, then each command says so', async () => {
+    const list = await run(['--json', 'jobs']);
+    expect(list.code).toBe(0);
+    const { jobs } = JSON.parse(list.stdout) as { jobs: { jobId: string; filename: string }[] };
+    expect(jobs).toHaveLength(3);
+    const id = jobs.find((j) => j.filename === 'h264-aac.mp4')!.jobId;
+
+    const status = await run(['status', id]);
+    expect(status.code).toBe(0);
+    expect(status.stdout).toMatch(new RegExp(`^${id}\\s+done\\s+.*h264-aac\\.mp4`));
+
+    const out = path.join(home, 'again');
+    const download = await run(['download', id, '--out', out]);
+    expect(download.code).toBe(0);
+    expect(download.stdout.trim()).toBe(path.join(out, 'h264-aac.mp3'));
+    expect(fs.statSync(path.join(out, 'h264-aac.mp3')).size).toBeGreaterThan(10_000);
+
+    expect((await run(['rm', id])).stdout).toBe(`deleted ${id}\n`);
+    const gone = await run(['status', id]);
+    expect(gone.code).toBe(1);
+    expect(gone.stderr).toMatch(`job ${id}: not found`);
+  });
+
+  it.each([
+    ['a file that is not a video', fixturePath('text'), /not-a-video\.txt: not a video the service can convert: this is not a video file/],
+    ['a file over the size limit', path.join(fixturesDir, 'long-5min.mp4'), /long-5min\.mp4: larger than the service accepts/],
+  ] as const)('when they upload %s, then the reason is printed and the exit code is 1', async (_what, file, message) => {
+    const r = await run(['upload', file]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(message);
+    expect(r.stdout).toMatch(/: rejected — /);
+  });
+
+  it('when the token is not valid, then they are told to log in again', async () => {
+    const r = await run(['jobs'], { VIDEO2MP3_TOKEN: 'a.b.c' });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/not logged in, or the token has expired: run `video2mp3 login/);
+  });
+
+  it('when the service cannot be reached, then they are told so', async () => {
+    const r = await run(['jobs'], { VIDEO2MP3_URL: `http://127.0.0.1:${await freePort()}` });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/cannot reach http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\)/);
+  });
+
+  it('when run on a terminal, then upload shows a progress bar', async () => {
+    const r = await run(['upload', fixturePath('mov'), '--wait', '--out', path.join(home, 'tty')], {}, { tty: true });
+    expect(r.code).toBe(0);
+    // cli-progress draws with block characters and rewrites the line in place.
+    expect(r.stdout).toMatch(/█+ 100% \| done \| h264-pcm\.mov/);
+    expect(r.stdout).toContain('\u001b[');
+    expect(fs.existsSync(path.join(home, 'tty/h264-pcm.mp3'))).toBe(true);
+  }, 60_000);
+});

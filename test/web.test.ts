@@ -1,0 +1,156 @@
+// The web page in a real browser (Debian's chromium, driven by playwright-core), served from another
+// origin than the API, as on Knative where each service has its own host: the page at
+// http://localhost:<p>, the functions at http://127.0.0.1:<s> with WEB_ORIGIN naming the page.
+// Screenshots go to artifacts/web/.
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { parseBuffer } from 'music-metadata';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { listStaticFiles, serveStatic } from '../lib/http/static';
+import { bundleWeb } from '../web/bundle.mjs';
+import { fixturePath } from './fixtures';
+import { freePort } from './support/net';
+import { startStack, uniqueName, type Stack } from './support/stack';
+
+const artifacts = path.resolve(__dirname, '../artifacts/web');
+const chromiumPath = '/usr/bin/chromium';
+
+/** Offset of the first MPEG audio frame header (after an ID3v2 tag), or -1. */
+function firstFrame(mp3: Buffer): number {
+  let at = 0;
+  if (mp3.subarray(0, 3).toString('latin1') === 'ID3') {
+    const size = ((mp3[6]! & 0x7f) << 21) | ((mp3[7]! & 0x7f) << 14) | ((mp3[8]! & 0x7f) << 7) | (mp3[9]! & 0x7f);
+    at = 10 + size;
+  }
+  // 11 sync bits, then MPEG version (not reserved) and layer III.
+  return mp3[at] === 0xff && (mp3[at + 1]! & 0xe0) === 0xe0 && (mp3[at + 1]! & 0x18) !== 0x08 && (mp3[at + 1]! & 0x06) === 0x02 ? at : -1;
+}
+
+describe('the web page, on another origin than the API', () => {
+  let stack: Stack;
+  let pageServer: http.Server;
+  let pageUrl: string;
+  let context: BrowserContext;
+  let page: Page;
+  const email = `${uniqueName('web')}@example.com`;
+  const password = 'a long enough password';
+
+  beforeAll(async () => {
+    fs.mkdirSync(artifacts, { recursive: true });
+    const pagePort = await freePort();
+    pageUrl = `http://localhost:${pagePort}`;
+    stack = await startStack({ WEB_ORIGIN: pageUrl }, { sources: true });
+
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-web-'));
+    await bundleWeb(dir);
+    const api = Object.fromEntries(['auth', 'upload', 'download'].map((n) => [n, `${stack.url}/${n}`]));
+    fs.writeFileSync(path.join(dir, 'config.js'), `window.video2mp3Config = ${JSON.stringify(api)};\n`);
+    const files = listStaticFiles(dir);
+    pageServer = http.createServer((req, res) => {
+      if (!serveStatic(req, res, files)) res.writeHead(404).end();
+    });
+    await new Promise<void>((resolve) => pageServer.listen(pagePort, '127.0.0.1', resolve));
+
+    context = await chromium.launchPersistentContext(fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-chromium-')), {
+      executablePath: chromiumPath,
+      headless: true,
+      acceptDownloads: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      viewport: { width: 1000, height: 800 },
+    });
+    page = context.pages()[0] ?? (await context.newPage());
+  }, 120_000);
+
+  afterAll(async () => {
+    await context?.close();
+    pageServer?.close();
+    await stack?.close();
+  });
+
+  const shot = (name: string) => page.screenshot({ path: path.join(artifacts, `${name}.png`), fullPage: true });
+
+  it('when an origin other than WEB_ORIGIN asks, then the API grants it nothing', async () => {
+    const preflight = (origin: string) => fetch(`${stack.url}/upload/`, {
+      method: 'OPTIONS',
+      headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization' },
+    });
+    const allowed = await preflight(pageUrl);
+    expect(allowed.status).toBe(204);
+    expect(allowed.headers.get('access-control-allow-origin')).toBe(pageUrl);
+    expect(allowed.headers.get('access-control-allow-headers')).toMatch(/Authorization/);
+    expect(allowed.headers.get('access-control-allow-headers')).toMatch(/Upload-Offset/);
+    expect((await preflight('http://evil.example')).headers.get('access-control-allow-origin')).toBeNull();
+    const get = await fetch(`${stack.url}/download/jobs`, { headers: { origin: pageUrl } });
+    expect(get.headers.get('access-control-expose-headers')).toMatch(/Upload-Job-Id/);
+  });
+
+  it('when a person signs up, logs out and logs in with the keyboard, then they see the upload form', async () => {
+    await page.goto(pageUrl);
+    await page.getByLabel('Email').fill(email);
+    await page.getByLabel('Password').fill(password);
+    await shot('1-sign-in');
+    await page.getByRole('button', { name: 'Sign up' }).click();
+    await expect.poll(() => page.locator('#who-email').textContent()).toBe(email);
+    await page.getByRole('button', { name: 'Log out' }).click();
+    await expect.poll(() => page.locator('#account').isVisible()).toBe(true);
+    expect(await page.evaluate<string | null>("sessionStorage.getItem('video2mp3.token')")).toBeNull();
+
+    // Keyboard only: the email field has focus after logout (still holding the address); Tab to the
+    // password, Enter submits "Log in".
+    await page.keyboard.press('ControlOrMeta+A');
+    await page.keyboard.type(email);
+    await page.keyboard.press('Tab');
+    await page.keyboard.type(password);
+    await page.keyboard.press('Enter');
+    await expect.poll(() => page.getByLabel('Video', { exact: true }).isVisible()).toBe(true);
+    expect(await page.evaluate<string | null>("sessionStorage.getItem('video2mp3.token')")).toMatch(/^ey/);
+  });
+
+  it('when they pick a video, then it uploads, converts to done, and downloads as a valid MP3', async () => {
+    await page.getByLabel('Quality').selectOption('b128');
+    await page.getByLabel('Mono').check();
+    await page.getByLabel('Video', { exact: true }).setInputFiles(fixturePath('mp4'));
+    const item = page.locator('#jobs li', { hasText: 'h264-aac.mp4' });
+    await expect.poll(() => item.getAttribute('data-status'), { timeout: 90_000 }).toBe('done');
+    await shot('2-done');
+
+    const [download] = await Promise.all([page.waitForEvent('download'), item.getByRole('button', { name: /^Download/ }).click()]);
+    expect(download.suggestedFilename()).toBe('h264-aac.mp3');
+    const file = path.join(artifacts, 'downloaded.mp3');
+    await download.saveAs(file);
+    const mp3 = fs.readFileSync(file);
+    expect(firstFrame(mp3)).toBeGreaterThanOrEqual(0);
+    const { format } = await parseBuffer(mp3, { mimeType: 'audio/mpeg' });
+    expect(format.codec).toMatch(/MPEG 1 Layer 3|MP3/i);
+    expect(format.numberOfChannels).toBe(1);
+    expect(format.bitrate).toBe(128_000);
+    expect(format.duration).toBeGreaterThan(2.5);
+    expect(format.duration).toBeLessThan(3.5);
+  }, 120_000);
+
+  it('when they pick a file that is not a video, then the 415 message is shown in words', async () => {
+    await page.getByLabel('Video', { exact: true }).setInputFiles(fixturePath('text'));
+    const message = page.getByRole('alert');
+    await expect.poll(() => message.textContent()).toMatch(/not-a-video\.txt: This file cannot be converted \(this is not a video file/);
+    expect(await page.locator('#jobs li', { hasText: 'not-a-video.txt' }).getAttribute('data-status')).toBe('rejected');
+    await shot('3-not-a-video');
+  });
+
+  it('when they delete the MP3, then it leaves the list and the API forgets it', async () => {
+    const item = page.locator('#jobs li', { hasText: 'h264-aac.mp4' });
+    const jobId = await item.getAttribute('data-job-id');
+    await item.getByRole('button', { name: /^Delete/ }).click();
+    await expect.poll(() => item.count()).toBe(0);
+    const token = await page.evaluate<string | null>("sessionStorage.getItem('video2mp3.token')");
+    expect((await fetch(`${stack.url}/download/jobs/${jobId}`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(404);
+  });
+
+  it('when read at phone width, then nothing scrolls sideways', async () => {
+    await page.setViewportSize({ width: 360, height: 740 });
+    await shot('4-phone');
+    expect(await page.evaluate<number>('document.documentElement.scrollWidth')).toBeLessThanOrEqual(360);
+  });
+});

@@ -1,0 +1,382 @@
+// Conversion from disk to disk: the input is a host file, the MP3 is written to a host file, and the
+// ffmpeg.wasm instances read and write them through host-file nodes (lib/media/host-file.ts), so memory
+// does not grow with the file. Long inputs are encoded in parallel segments and joined into one gapless
+// MP3 (lib/media/mp3-join.ts).
+//
+// The rule for parallel encoding: with a pool of K ≥ 2 instances, a known output sample rate of 32, 44.1
+// or 48 kHz (MPEG-1 Layer III, the only kind the join handles), a known span of at least
+// PARALLEL_MIN_SECONDS, the span is cut into K segments. Anything else, and any join that cannot be made
+// exact (SeamError), is encoded by one instance.
+//
+// Every encoding, single or segment, decodes from the same point (the trim start, as an input seek) and
+// cuts by sample count after resampling (aresample + atrim), so a segment's samples are exactly those of
+// a single-instance encoding at the same positions, whatever the container's timestamp precision.
+import fs from 'node:fs';
+import path from 'node:path';
+import { sampleRates } from '../options';
+import type { EncoderPool, EncodeTask } from './encoder-pool';
+import { canJoin, joinMp3Segments, scanMp3, SAMPLES_PER_FRAME, SeamError, type SeamRule } from './mp3-join';
+
+export type ConvertFailureReason = 'no-audio' | 'corrupt' | 'unsupported' | 'too-long' | 'output-too-large';
+
+export interface FailureDetail {
+  durationSeconds?: number;
+  limit?: number;
+  format?: string;
+  empty?: boolean;
+}
+
+/** The input cannot be converted with these limits (retrying will not help). */
+export class ConvertFailure extends Error {
+  override readonly name = 'ConvertFailure';
+  constructor(readonly reason: ConvertFailureReason, readonly detail: FailureDetail = {}) {
+    super(reason);
+  }
+}
+
+/** The options do not fit the input (e.g. a trim start past its end). */
+export class InvalidConvertOptions extends Error {
+  override readonly name = 'InvalidConvertOptions';
+}
+
+export interface ConvertOptions {
+  bitrate?: number;
+  quality?: number;
+  sampleRate?: number;
+  channels?: 1 | 2;
+  start?: number;
+  end?: number;
+  title?: string;
+}
+
+export interface ConvertFileRequest {
+  input: string;
+  output: string;
+  options: ConvertOptions;
+  maxDurationSeconds: number;
+  maxOutputBytes: number;
+  /** Segment files are written here (and removed before returning). Defaults to the output's folder. */
+  workDir?: string;
+  /** At most this many segments; 1 forces one instance. Defaults to the pool's size. */
+  parallelism?: number;
+  /** Each ffmpeg run is stopped (its instance replaced) after this long. */
+  timeoutMs?: number;
+  onProgress?: (p: { percent: number; timeSeconds: number }) => void;
+}
+
+export interface ConvertFileResult {
+  durationSeconds: number;
+  bytes: number;
+  /** Decoded samples (frames × samples per frame − encoder delay − padding), when the tag says. */
+  samples?: number;
+  sampleRate?: number;
+  /** Segments encoded in parallel (1 = one instance). */
+  segments: number;
+  /** Where the segments were joined, in seconds of the MP3 (empty for one instance). */
+  seamSeconds: number[];
+  /** Why one instance was used although the pool has more (undefined when parallel or pool of 1). */
+  singleReason?: string;
+}
+
+/** Spans shorter than this are encoded by one instance: splitting costs more than it saves. */
+export const PARALLEL_MIN_SECONDS = 30;
+
+/** Where seams may fall, in frames (1152 samples). */
+export const SEAM_RULE: SeamRule = { warmupFrames: 16, searchFrames: 64, tailFrames: 8 };
+
+const IN = '/input';
+const OUT = '/output.mp3';
+/** Log lines a conversion reads: the probe's summary and trace lines, failures, nothing else. */
+const PROBE_LINES = String.raw`^(Format .+ probed with|Input #|\s+(Duration|Stream #))`;
+const ENCODE_LINES = String.raw`^(Conversion failed!|/input: )|: partial file$`;
+
+// --- probing ---------------------------------------------------------------------------------
+
+interface ProbedStream {
+  index: number;
+  type: 'audio' | 'video' | 'other';
+  channels?: number;
+  sampleRate?: number;
+  isDefault: boolean;
+  isAttachedPicture: boolean;
+}
+
+export interface Probe {
+  detectedFormat?: string;
+  opened: boolean;
+  durationSeconds?: number;
+  streams: ProbedStream[];
+}
+
+const CHANNEL_LAYOUTS: Record<string, number> = {
+  mono: 1, stereo: 2, downmix: 2, quad: 4, hexagonal: 6, octagonal: 8, hexadecagonal: 16,
+};
+
+function parseChannels(description: string): number | undefined {
+  const layout = /\d+ Hz, ([^,]+)/.exec(description)?.[1]?.trim();
+  if (!layout) return undefined;
+  const named = CHANNEL_LAYOUTS[layout.replace(/\(.*\)$/, '')];
+  if (named) return named;
+  const counted = /^(\d+) channels/.exec(layout);
+  if (counted) return Number(counted[1]);
+  const dotted = /^(\d+)\.(\d+)/.exec(layout);
+  return dotted ? Number(dotted[1]) + Number(dotted[2]) : undefined;
+}
+
+function parseClock(text: string): number {
+  const [h, m, s] = text.split(':').map(Number);
+  return h * 3600 + m * 60 + s;
+}
+
+/** Reads what `ffmpeg -i input` printed about the input. */
+export function parseProbe(lines: string[]): Probe {
+  const probe: Probe = { opened: false, streams: [] };
+  let inInputBlock = false;
+  for (const line of lines) {
+    const detected = /^Format (.+) probed with size=\d+ and score=\d+/.exec(line);
+    if (detected) probe.detectedFormat = detected[1];
+    const header = /^Input #0, (.+), from '/.exec(line);
+    if (header) {
+      inInputBlock = header[1] !== '(null)';
+      probe.opened ||= inInputBlock;
+      continue;
+    }
+    if (!inInputBlock) continue;
+    if (!line.startsWith(' ')) {
+      inInputBlock = false;
+      continue;
+    }
+    const duration = /^\s+Duration: (\d+:\d+:\d+(?:\.\d+)?)/.exec(line);
+    if (duration) probe.durationSeconds = parseClock(duration[1]);
+    const stream = /^\s+Stream #0:(\d+).*?: (Audio|Video|Subtitle|Data|Attachment): (.*)$/.exec(line);
+    if (stream) {
+      const [, index, kind, description] = stream;
+      const rate = /, (\d+) Hz/.exec(description);
+      probe.streams.push({
+        index: Number(index),
+        type: kind === 'Audio' ? 'audio' : kind === 'Video' ? 'video' : 'other',
+        channels: kind === 'Audio' ? parseChannels(description) : undefined,
+        sampleRate: kind === 'Audio' && rate ? Number(rate[1]) : undefined,
+        isDefault: /\(default\)/.test(description),
+        isAttachedPicture: /\(attached pic\)/.test(description),
+      });
+    }
+  }
+  return probe;
+}
+
+/**
+ * Picks the audio stream, or throws why the input cannot be converted:
+ * - empty input, or bytes a demuxer recognised but could not open → 'corrupt';
+ * - bytes no demuxer recognises, still images, containers with neither audio nor video → 'unsupported';
+ * - a video without an audio stream → 'no-audio'.
+ */
+export function chooseAudioStream(probe: Probe, inputBytes: number): ProbedStream {
+  if (inputBytes === 0) throw new ConvertFailure('corrupt', { empty: true });
+  if (!probe.opened) throw new ConvertFailure(probe.detectedFormat ? 'corrupt' : 'unsupported', { format: probe.detectedFormat });
+  const format = probe.detectedFormat ?? '';
+  if (/_pipe$|^image2$/.test(format)) throw new ConvertFailure('unsupported', { format });
+  const audio = probe.streams.filter((s) => s.type === 'audio');
+  if (audio.length === 0) {
+    const hasVideo = probe.streams.some((s) => s.type === 'video' && !s.isAttachedPicture);
+    throw new ConvertFailure(hasVideo ? 'no-audio' : 'unsupported', { format });
+  }
+  return audio.find((s) => s.isDefault) ?? audio[0];
+}
+
+// --- encoding --------------------------------------------------------------------------------
+
+interface EncodeSpan {
+  /** First and one-past-last output sample (relative to the trim start) of this encoding. */
+  fromSample: number;
+  toSample?: number;
+  /** Seconds, when the output rate is unknown and samples cannot be counted. */
+  capSeconds?: number;
+  /** Segment 0 / single: carries the ID3 tag. */
+  first: boolean;
+}
+
+function buildArgs(stream: ProbedStream, options: ConvertOptions, rate: number | undefined, span: EncodeSpan, maxOutputBytes: number): string[] {
+  const args: string[] = [];
+  if (options.start !== undefined && options.start > 0) args.push('-ss', String(options.start));
+  args.push('-i', IN, '-map', `0:${stream.index}`, '-vn', '-sn', '-dn');
+  if (rate !== undefined) {
+    const trim = [span.fromSample > 0 ? `start_sample=${span.fromSample}` : '', span.toSample !== undefined ? `end_sample=${span.toSample}` : '']
+      .filter(Boolean)
+      .join(':');
+    args.push('-af', `aresample=${rate}${trim ? `,atrim=${trim}` : ''}`);
+  }
+  if (span.capSeconds !== undefined) args.push('-t', String(span.capSeconds));
+  args.push('-map_metadata', '-1', '-map_chapters', '-1', '-c:a', 'libmp3lame');
+  if (options.bitrate !== undefined) args.push('-b:a', `${options.bitrate}k`);
+  else args.push('-q:a', String(options.quality ?? 2));
+  if (rate !== undefined) args.push('-ar', String(rate));
+  // LAME encodes mono or stereo only; keep mono sources mono, fold everything else to stereo.
+  args.push('-ac', String(options.channels ?? (stream.channels === 1 ? 1 : 2)));
+  if (span.first && options.title !== undefined) args.push('-metadata', `title=${options.title}`);
+  // -fs stops the muxer once the file passes the limit, so an oversized output never fills the disk.
+  args.push('-fs', String(maxOutputBytes + 1));
+  args.push('-id3v2_version', span.first ? '3' : '0', '-write_xing', '1', '-fflags', '+bitexact', '-f', 'mp3', OUT);
+  return args;
+}
+
+/** Duration and samples of an MP3 from its Xing/LAME tag (what the muxer writes), any MPEG version. */
+export function readMp3Tag(file: string): { samples: number; sampleRate: number } | undefined {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const head = Buffer.alloc(64 * 1024);
+    const n = fs.readSync(fd, head, 0, head.length, 0);
+    let at = 0;
+    if (n >= 10 && head.toString('latin1', 0, 3) === 'ID3') {
+      at = 10 + (((head[6] & 0x7f) << 21) | ((head[7] & 0x7f) << 14) | ((head[8] & 0x7f) << 7) | (head[9] & 0x7f));
+    }
+    if (at + 200 > n || head[at] !== 0xff || (head[at + 1] & 0xe6) !== 0xe2) return undefined;
+    const version = (head[at + 1] >> 3) & 3; // 3 MPEG-1, 2 MPEG-2, 0 MPEG-2.5
+    const rates: Record<number, number[]> = { 3: [44100, 48000, 32000], 2: [22050, 24000, 16000], 0: [11025, 12000, 8000] };
+    const sampleRate = rates[version]?.[(head[at + 2] >> 2) & 3];
+    if (!sampleRate) return undefined;
+    const mono = head[at + 3] >> 6 === 3;
+    const x = at + 4 + (version === 3 ? (mono ? 17 : 32) : mono ? 9 : 17);
+    if (!/^(Xing|Info)$/.test(head.toString('latin1', x, x + 4)) || !(head[x + 7] & 1)) return undefined;
+    const frames = head.readUInt32BE(x + 8);
+    const lame = x + 120;
+    const packed = head.readUIntBE(lame + 21, 3);
+    const perFrame = version === 3 ? 1152 : 576;
+    return { samples: Math.max(0, frames * perFrame - (packed >> 12) - (packed & 0xfff)), sampleRate };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function removeQuietly(file: string): void {
+  fs.rmSync(file, { force: true });
+}
+
+/**
+ * Converts the host file `input` to the MP3 `output` with the pool's instances. Throws ConvertFailure
+ * for inputs that cannot be converted, InvalidConvertOptions for options that do not fit the input,
+ * EncoderCrashError / EncoderTimeoutError when an instance failed. `output` exists only on success.
+ */
+export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): Promise<ConvertFileResult> {
+  const { input, output, options, maxDurationSeconds, maxOutputBytes } = req;
+  const inputBytes = fs.statSync(input).size;
+  const run = (task: Omit<EncodeTask, 'timeoutMs'>) => pool.run({ ...task, timeoutMs: req.timeoutMs });
+  const probed = await run({ args: ['-i', IN], files: [{ wasmPath: IN, hostPath: input, mode: 'read' }], keep: PROBE_LINES });
+  const probe = parseProbe(probed.lines);
+  const stream = chooseAudioStream(probe, inputBytes);
+  const source = probe.durationSeconds;
+  if (source !== undefined && source > maxDurationSeconds) {
+    throw new ConvertFailure('too-long', { durationSeconds: source, limit: maxDurationSeconds });
+  }
+  const start = options.start ?? 0;
+  if (source !== undefined && start >= source) {
+    throw new InvalidConvertOptions(`The trim start (${start} s) is at or past the end of the media (${source} s).`);
+  }
+  const spanEnd = Math.min(options.end ?? Infinity, source ?? Infinity);
+  const span = Number.isFinite(spanEnd) ? spanEnd - start : undefined;
+  const sourceRate = stream.sampleRate !== undefined && (sampleRates as readonly number[]).includes(stream.sampleRate) ? stream.sampleRate : undefined;
+  const rate = options.sampleRate ?? sourceRate;
+  const endSample = rate !== undefined && options.end !== undefined ? Math.round((options.end - start) * rate) : undefined;
+
+  const wanted = Math.max(1, Math.min(req.parallelism ?? pool.size, pool.size));
+  const singleReason =
+    wanted < 2 ? undefined
+    : rate === undefined || !canJoin(rate) ? `output sample rate ${rate ?? 'unknown'} Hz is not MPEG-1 Layer III`
+    : span === undefined ? 'the duration is unknown'
+    : span < PARALLEL_MIN_SECONDS ? `the span (${span.toFixed(1)} s) is under ${PARALLEL_MIN_SECONDS} s`
+    : undefined;
+
+  const segmentCount = wanted >= 2 && singleReason === undefined ? wanted : 1;
+  const progressOf = (done: number[]) => {
+    if (!req.onProgress) return;
+    const timeSeconds = done.reduce((a, b) => a + b, 0);
+    try {
+      req.onProgress({ timeSeconds, percent: span ? Math.min(100, (timeSeconds / span) * 100) : 0 });
+    } catch {
+      // Progress is advisory.
+    }
+  };
+
+  const encodeSingle = async (): Promise<void> => {
+    const capSeconds = rate === undefined ? (span ?? maxDurationSeconds + 1) : source === undefined ? maxDurationSeconds + 1 : undefined;
+    const args = buildArgs(stream, options, rate, { fromSample: 0, toSample: endSample, capSeconds, first: true }, maxOutputBytes);
+    const done = [0];
+    const result = await run({
+      args,
+      files: [{ wasmPath: IN, hostPath: input, mode: 'read' }, { wasmPath: OUT, hostPath: output, mode: 'write' }],
+      keep: ENCODE_LINES,
+      onProgress: (t) => progressOf([(done[0] = Math.max(0, t - start))]),
+    });
+    checkRun(result.lines, probe);
+  };
+
+  try {
+    let segments = 1;
+    let joined: { samples: number; sampleRate: number; seamFrames: number[] } | undefined;
+    if (segmentCount >= 2) {
+      try {
+        joined = await encodeParallel(segmentCount);
+        segments = segmentCount;
+      } catch (error) {
+        if (!(error instanceof SeamError)) throw error;
+        await encodeSingle();
+      }
+    } else {
+      await encodeSingle();
+    }
+    const bytes = fs.statSync(output).size;
+    if (bytes > maxOutputBytes) throw new ConvertFailure('output-too-large', { limit: maxOutputBytes });
+    const tag = joined ?? readMp3Tag(output);
+    const durationSeconds = tag ? tag.samples / tag.sampleRate : 0;
+    if (durationSeconds === 0) throw new ConvertFailure('corrupt', { format: probe.detectedFormat });
+    if (source === undefined && durationSeconds > maxDurationSeconds) throw new ConvertFailure('too-long', { limit: maxDurationSeconds });
+    // A frame's samples come out of the decoder delayed by the encoder delay (576) plus the decoder's 529.
+    const seamSeconds = (joined?.seamFrames ?? []).map((f) => (f * SAMPLES_PER_FRAME - 1105) / joined!.sampleRate);
+    return { durationSeconds, bytes, samples: tag?.samples, sampleRate: tag?.sampleRate, segments, seamSeconds, singleReason: segments === 1 ? singleReason : undefined };
+  } catch (error) {
+    removeQuietly(output);
+    throw error;
+  }
+
+  async function encodeParallel(k: number): Promise<{ samples: number; sampleRate: number; seamFrames: number[] }> {
+    const r = rate!;
+    const totalFrames = Math.floor((endSample ?? Math.round(span! * r)) / SAMPLES_PER_FRAME);
+    const { warmupFrames, searchFrames, tailFrames } = SEAM_RULE;
+    // Segment i starts warm-up frames before its share; all but the last run past the next seam window.
+    const startFrames = Array.from({ length: k }, (_, i) => (i === 0 ? 0 : Math.max(0, Math.round((i * totalFrames) / k) - warmupFrames)));
+    const dir = req.workDir ?? path.dirname(output);
+    const base = path.join(dir, `.${path.basename(output)}.${process.pid}.${Date.now().toString(36)}`);
+    const files = startFrames.map((_, i) => `${base}.seg${i}.mp3`);
+    const done = startFrames.map(() => 0);
+    try {
+      const runs = startFrames.map((from, i) => {
+        const to = i === k - 1 ? endSample : (startFrames[i + 1] + warmupFrames + searchFrames + tailFrames + 2) * SAMPLES_PER_FRAME;
+        const args = buildArgs(stream, options, r, { fromSample: from * SAMPLES_PER_FRAME, toSample: to, first: i === 0 }, maxOutputBytes);
+        const fromSeconds = (from * SAMPLES_PER_FRAME) / r;
+        return run({
+          args,
+          files: [{ wasmPath: IN, hostPath: input, mode: 'read' }, { wasmPath: OUT, hostPath: files[i], mode: 'write' }],
+          keep: ENCODE_LINES,
+          onProgress: (t) => {
+            // Segments after the first report time from the trim start while they decode up to their own start.
+            done[i] = Math.max(0, t - start - fromSeconds);
+            progressOf(done);
+          },
+        });
+      });
+      const results = await Promise.allSettled(runs);
+      const failed = results.find((x): x is PromiseRejectedResult => x.status === 'rejected');
+      if (failed) throw failed.reason;
+      for (const x of results) checkRun((x as PromiseFulfilledResult<{ lines: string[] }>).value.lines, probe);
+      const segments = files.map((file, i) => ({ path: file, layout: scanMp3(file), startFrame: startFrames[i] }));
+      return joinMp3Segments(segments, output, SEAM_RULE);
+    } finally {
+      for (const file of files) removeQuietly(file);
+    }
+  }
+}
+
+/** A read error on the input (not EOF) would otherwise give a silently short MP3. */
+function checkRun(lines: string[], probe: Probe): void {
+  if (lines.length > 0) throw new ConvertFailure('corrupt', { format: probe.detectedFormat });
+}

@@ -1,0 +1,107 @@
+// Worker-thread body of the encoder pool (lib/media/encoder-pool.ts): one ffmpeg.wasm instance, created
+// and warmed once (a tiny conversion pays the JIT warm-up, platform.md §4), then one run at a time with
+// host files as input and output (lib/media/host-file.ts). runSync blocks this thread, never the caller's.
+// A run that throws leaves the instance in an unknown state: the pool terminates this thread.
+import { parentPort } from 'node:worker_threads';
+import { FFmpeg, type FFmpegCoreConstructor } from '@ffmpeg.wasm/main';
+import createCore from '@ffmpeg.wasm/core-mt';
+import { attachHostFile, type HostFile, type WasmFs } from './host-file';
+
+export interface HostFileSpec {
+  wasmPath: string;
+  hostPath: string;
+  mode: 'read' | 'write';
+}
+
+export type EncodeRequest =
+  | { id: number; kind: 'warm' }
+  | {
+      id: number;
+      kind: 'run';
+      args: string[];
+      files: HostFileSpec[];
+      /** Log lines matching this (a RegExp source) are returned; the others are dropped here. */
+      keep: string;
+    };
+
+export type EncodeReply =
+  | { id: number; kind: 'progress'; timeSeconds: number }
+  | { id: number; kind: 'done'; lines: string[]; ms: number }
+  | { id: number; kind: 'crashed'; message: string };
+
+let ffmpeg: FFmpeg | undefined;
+let onLine: (line: string) => void = () => {};
+
+async function getFFmpeg(): Promise<FFmpeg> {
+  ffmpeg ??= await FFmpeg.create({
+    core: createCore as unknown as FFmpegCoreConstructor,
+    log: true,
+    logger: (_level, ...msg) => onLine(msg.length === 1 ? String(msg[0]) : msg.map(String).join(' ')),
+  });
+  return ffmpeg;
+}
+
+function runSync(ff: FFmpeg, args: string[], collect: (line: string) => void): void {
+  onLine = collect;
+  try {
+    ff.runSync('-nostdin', '-y', '-hide_banner', ...args);
+  } finally {
+    onLine = () => {};
+  }
+}
+
+const WARM_OUTPUT = '/warm.mp3';
+
+/** A half-second conversion through the same encoder, so the first real job runs JIT-compiled code. */
+function warm(ff: FFmpeg): void {
+  runSync(ff, ['-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100:duration=0.5', '-c:a', 'libmp3lame', '-q:a', '2', '-f', 'mp3', WARM_OUTPUT], () => {});
+  try {
+    ff.fs.unlink(WARM_OUTPUT);
+  } catch {
+    // Not written: nothing to free.
+  }
+}
+
+const PROGRESS = /time=(\d+):(\d+):(\d+(?:\.\d+)?)/;
+
+async function handle(request: EncodeRequest): Promise<EncodeReply> {
+  const started = performance.now();
+  const ff = await getFFmpeg();
+  if (request.kind === 'warm') {
+    warm(ff);
+    return { id: request.id, kind: 'done', lines: [], ms: performance.now() - started };
+  }
+  const keep = new RegExp(request.keep);
+  const lines: string[] = [];
+  const attached: HostFile[] = [];
+  try {
+    for (const f of request.files) attached.push(attachHostFile(ff.fs as unknown as WasmFs, f.wasmPath, f.hostPath, f.mode));
+    runSync(ff, request.args, (line) => {
+      if (keep.test(line)) lines.push(line);
+      if (line.includes('size=')) {
+        const t = PROGRESS.exec(line);
+        if (t) {
+          const timeSeconds = Number(t[1]) * 3600 + Number(t[2]) * 60 + Number(t[3]);
+          parentPort?.postMessage({ id: request.id, kind: 'progress', timeSeconds } satisfies EncodeReply);
+        }
+      }
+    });
+  } finally {
+    for (const f of attached) f.close();
+  }
+  return { id: request.id, kind: 'done', lines, ms: performance.now() - started };
+}
+
+let queue: Promise<void> = Promise.resolve();
+parentPort?.on('message', (request: EncodeRequest) => {
+  queue = queue.then(async () => {
+    let reply: EncodeReply;
+    try {
+      reply = await handle(request);
+    } catch (error) {
+      ffmpeg = undefined;
+      reply = { id: request.id, kind: 'crashed', message: error instanceof Error ? error.message : String(error) };
+    }
+    parentPort?.postMessage(reply);
+  });
+});

@@ -1,5 +1,6 @@
 // Bundles every functions/<name>/index.ts into dist/<name>/index.js: one CommonJS file that registers
-// the function and serves it with the framework copy it carries (platform.md §1), runnable with plain
+// the function and serves it with the framework copy it carries (one copy, so the function is registered
+// in the same registry the server reads), runnable with plain
 // `node dist/<name>/index.js`. Prints each bundle's size; exits non-zero on any error.
 import * as esbuild from 'esbuild';
 import fs from 'node:fs';
@@ -36,7 +37,7 @@ const build = (name) => {
     esbuild.build({
       ...shared,
       stdin: {
-        contents: `import './functions/${name}/index.ts';\nimport { serveFunction } from './lib/serve';\nvoid serveFunction(${JSON.stringify(name)});\n`,
+        contents: `import { handler } from './functions/${name}/index.ts';\nimport { serveFunction } from './lib/http/serve';\nvoid serveFunction(${JSON.stringify(name)}, handler);\n`,
         resolveDir: root,
         sourcefile: `functions/${name}/entry.ts`,
         loader: 'ts',
@@ -45,7 +46,7 @@ const build = (name) => {
     }),
   ];
   if (name === 'convert') {
-    entries.push(esbuild.build({ ...shared, entryPoints: [path.join(root, 'lib/transcode-worker.ts')], outfile: path.join(outdir, 'transcode-worker.js') }));
+    entries.push(esbuild.build({ ...shared, entryPoints: [path.join(root, 'lib/media/worker.ts')], outfile: path.join(outdir, 'transcode-worker.js') }));
   }
   return Promise.all(entries).then(() => name);
 };

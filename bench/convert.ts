@@ -7,8 +7,8 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createDirectoryStore, createGridFsStore, type BlobStore } from '../lib/blobs';
-import type { Mp3Options, Transcoder } from '../lib/transcode';
+import { createDirectoryStore, createGridFsStore, type BlobStore } from '../lib/storage/blobs';
+import type { Mp3Options, Transcoder } from '../lib/media/transcode';
 
 const NATIVE_FFMPEG = process.env.FFMPEG ?? '/usr/bin/ffmpeg';
 const OPTIONS: Mp3Options = { quality: 2 };
@@ -121,7 +121,7 @@ function wasmCase(): BenchCase & { transcoder?: Transcoder } {
     },
     async warm({ inputBuffer }) {
       if (!self.transcoder) {
-        const { createTranscoder } = await import('../lib/transcode');
+        const { createTranscoder } = await import('../lib/media/transcode');
         self.transcoder = createTranscoder({ maxDurationSeconds: 4 * 3600, maxOutputBytes: 512 * 1024 * 1024 });
         await self.transcoder.transcode(inputBuffer, OPTIONS); // compile the core outside the timing
       }
@@ -202,7 +202,7 @@ function nativeCase(): BenchCase {
 async function coldChild(file: string): Promise<void> {
   const input = await readFile(file);
   const started = performance.now();
-  const { createTranscoder } = await import('../lib/transcode');
+  const { createTranscoder } = await import('../lib/media/transcode');
   const transcoder = createTranscoder({ maxDurationSeconds: 4 * 3600, maxOutputBytes: 512 * 1024 * 1024 });
   await transcoder.transcode(input, OPTIONS);
   const ms = performance.now() - started;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the FerretDB runner the tests use as their MongoDB-wire server (platform.md §5) into
+# Builds the FerretDB runner the tests use as their MongoDB-wire server (tools/ferretdb/main.go) into
 # .bin/ferretdb. Needs Go and the Go module proxy; the first build takes a few minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,8 +1,8 @@
 // `npm run migrate`: brings the database (DATABASE_URL, or the embedded SQLite file) up to date.
 // Functions also migrate when they start; this is for operators who prefer to do it first.
-import { getConfig } from '../lib/config';
-import { createDb, describeDb, migrate } from '../lib/db';
-import { log } from '../lib/log';
+import { getConfig } from '../lib/core/config';
+import { createDb, describeDb, migrate } from '../lib/storage/db';
+import { log } from '../lib/core/log';
 
 async function main() {
   const config = getConfig();

@@ -1,26 +1,22 @@
 // The whole product on one machine: every function under /<name>/ on one port, plus the local
 // stand-in for the Knative RabbitMQ sources feeding convert and notify. Embedded backends unless
 // DATABASE_URL, MONGODB_URI, AMQP_URL or SMTP_URL say otherwise.
-import '../functions/auth';
-import '../functions/upload';
-import '../functions/download';
-import '../functions/convert';
-import '../functions/notify';
 import path from 'node:path';
-import { describeBlobs } from '../lib/blobs';
-import { functionNames, getConfig } from '../lib/config';
-import { describeDb, getDb } from '../lib/db';
-import { log } from '../lib/log';
-import { describeBroker, getBroker } from '../lib/queue';
-import { bodyLimit, createServer, listen } from '../lib/serve';
-import { startPipelineSources } from '../lib/source';
+import { handlers } from '../functions/all';
+import { describeBlobs } from '../lib/storage/blobs';
+import { functionNames, getConfig } from '../lib/core/config';
+import { describeDb, getDb } from '../lib/storage/db';
+import { log } from '../lib/core/log';
+import { describeBroker, getBroker } from '../lib/messaging/queue';
+import { bodyLimit, createServer, listen } from '../lib/http/serve';
+import { startPipelineSources } from '../lib/messaging/source';
 
 async function main() {
   const config = getConfig();
   await getDb(); // migrate before taking requests
-  const server = createServer(functionNames.map((name) => ({ prefix: `/${name}`, name, bodyLimit: bodyLimit(name, config) })));
+  const server = createServer(functionNames.map((name) => ({ prefix: `/${name}`, name, handler: handlers[name], bodyLimit: bodyLimit(name, config) })));
   let sources: { stop(): Promise<void> }[] = [];
-  const port = await listen(server, config.port, async () => {
+  const port = await listen(server, config, async () => {
     await Promise.all(sources.map((s) => s.stop()));
   });
   sources = await startPipelineSources(await getBroker(), `http://127.0.0.1:${port}`, config);

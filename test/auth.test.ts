@@ -35,7 +35,7 @@ describe.each(backends())('auth on $name backends', ({ env }) => {
     expect(res.status).toBe(201);
     const body = (await res.json()) as { id: string; email: string };
     expect(body).toEqual({ id: expect.stringMatching(/^[0-9a-f-]{36}$/), email: email.toLowerCase() });
-    const { getDb } = await import('../lib/db');
+    const { getDb } = await import('../lib/storage/db');
     const row = await (await getDb())('users').where({ id: body.id }).first();
     expect(row.password_hash).toMatch(/^scrypt\$\d+\$8\$1\$/);
     expect(row.password_hash).not.toContain('password-123');

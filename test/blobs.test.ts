@@ -15,8 +15,8 @@ import {
   type BlobMeta,
   type BlobStore,
   type Bucket,
-} from '../lib/blobs';
-import { HttpError, isTransient } from '../lib/errors';
+} from '../lib/storage/blobs';
+import { isTransient, NotFoundError } from '../lib/core/errors';
 import { uniqueName } from './support/stack';
 import { freePort } from './support/net';
 
@@ -156,7 +156,7 @@ describe.each(variants)('blob store: $name', (variant) => {
       ['starts after it ends', 20, 10],
       ['is negative', -1, 5],
     ])('when a range %s, then read rejects with 416', async (_, start, end) => {
-      await expect(store.read('videos', id, { start, end })).rejects.toMatchObject({ status: 416 });
+      await expect(store.read('videos', id, { start, end })).rejects.toMatchObject({ code: 'range_not_satisfiable' });
     });
   });
 
@@ -168,7 +168,7 @@ describe.each(variants)('blob store: $name', (variant) => {
 
     expect(await variant.partsOf('videos', id)).toBe(0);
     expect(await store.stat('videos', id)).toBeUndefined();
-    await expect(store.read('videos', id)).rejects.toMatchObject({ status: 404 });
+    await expect(store.read('videos', id)).rejects.toMatchObject({ code: 'not_found' });
     expect(await store.delete('videos', id)).toBe(false);
   });
 
@@ -183,8 +183,8 @@ describe.each(variants)('blob store: $name', (variant) => {
   ])('when the id is %s, then stat is undefined, read rejects with 404 and delete returns false', async (_, id) => {
     expect(await store.stat('videos', id)).toBeUndefined();
     const read = store.read('videos', id);
-    await expect(read).rejects.toBeInstanceOf(HttpError);
-    await expect(read).rejects.toMatchObject({ status: 404 });
+    await expect(read).rejects.toBeInstanceOf(NotFoundError);
+    await expect(read).rejects.toMatchObject({ code: 'not_found' });
     expect(await store.delete('videos', id)).toBe(false);
   });
 

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, deployedRequirements, envSchema, functionNames, loadConfig } from '../lib/config';
+import { ConfigError, deployedRequirements, envSchema, functionNames, loadConfig } from '../lib/core/config';
 
 describe('configuration', () => {
   it('when nothing is set, then the embedded defaults apply', () => {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { simpleParser } from 'mailparser';
 import { parseBuffer } from 'music-metadata';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getBroker } from '../lib/queue';
+import { getBroker } from '../lib/messaging/queue';
 import { readFixture } from './fixtures';
 import { startSmtp, type SmtpServer } from './support-smtp';
 import { freePort } from './support/net';
@@ -21,11 +21,20 @@ describe.each(backends())('a user on $name backends', ({ name, env }) => {
   const email = `${uniqueName('e2e')}@example.com`;
   const password = 'a long enough password';
 
+  /** Signs `who` up and logs in with HTTP Basic, as the original system's clients do. */
+  async function signUpAndLogIn(who: string) {
+    const signup = await fetch(`${stack.url}/auth/signup`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: who, password }) });
+    const login = await fetch(`${stack.url}/auth/login`, { method: 'POST', headers: { authorization: `Basic ${Buffer.from(`${who}:${password}`).toString('base64')}` } });
+    return { signup, login };
+  }
+
   beforeAll(async () => {
     // Embedded means no SMTP server: mail goes to the outbox under DATA_DIR.
     if (name === 'services') smtp = await startSmtp();
     stack = await startStack({ ...env, ...(smtp ? { SMTP_URL: smtp.url } : {}) }, { sources: true });
     for (const q of ['video', 'mp3'] as const) await (await getBroker()).purge(q);
+    const { login } = await signUpAndLogIn(email);
+    token = ((await login.json()) as { token: string }).token;
   });
   afterAll(async () => {
     await stack.close();
@@ -52,12 +61,17 @@ describe.each(backends())('a user on $name backends', ({ name, env }) => {
   }
 
   it('when they sign up and log in, then they get a token', async () => {
-    const signup = await fetch(`${stack.url}/auth/signup`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email, password }) });
+    const { signup, login } = await signUpAndLogIn(`${uniqueName('e2e')}@example.com`);
     expect(signup.status).toBe(201);
-    const login = await fetch(`${stack.url}/auth/login`, { method: 'POST', headers: { authorization: `Basic ${Buffer.from(`${email}:${password}`).toString('base64')}` } });
     expect(login.status).toBe(200);
-    token = ((await login.json()) as { token: string }).token;
+    expect(((await login.json()) as { token: string }).token).toMatch(/^[\w-]+\.[\w-]+\.[\w-]+$/);
   });
+
+  /** The mails about one job, after a pause long enough for a duplicate to have arrived too. */
+  async function settledMailsAbout(jobId: string) {
+    await new Promise((r) => setTimeout(r, 500));
+    return (await inbox()).filter((m) => m.text?.includes(jobId));
+  }
 
   it('when they upload a video, then the job is done, an email arrives, and its link downloads a valid MP3', async () => {
     const { jobId, final } = await upload('mkv', 'Summer Trip.mkv');
@@ -68,6 +82,7 @@ describe.each(backends())('a user on $name backends', ({ name, env }) => {
     const link = /https?:\/\/\S+\/links\/[\w.-]+/.exec(mail.text!)?.[0];
     expect(link).toBeDefined();
     expect(mail.html).toContain(link);
+    expect(await settledMailsAbout(jobId)).toHaveLength(1);
 
     const res = await fetch(link!); // no token: the link is the credential
     expect(res.status).toBe(200);
@@ -84,11 +99,7 @@ describe.each(backends())('a user on $name backends', ({ name, env }) => {
     expect(mail.subject).toContain('silent film.mp4');
     expect(mail.text).toMatch(/no audio/i);
     expect(mail.text).not.toMatch(/\/links\//);
-  });
-
-  it('when everything has settled, then each outcome was mailed exactly once', async () => {
-    await new Promise((r) => setTimeout(r, 500));
-    expect(await inbox()).toHaveLength(2);
+    expect(await settledMailsAbout(jobId)).toHaveLength(1);
   });
 });
 

@@ -16,8 +16,8 @@ import { Secret } from 'kubernetes-models/v1/Secret';
 import { Service as CoreService } from 'kubernetes-models/v1/Service';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
-import { deployedRequirements, envSchema, functionNames, loadConfig, type EnvName, type FunctionName } from '../lib/config';
-import { queueArguments, topology } from '../lib/queue';
+import { deployedRequirements, envSchema, functionNames, loadConfig, type EnvName, type FunctionName } from '../lib/core/config';
+import { queueArguments, topology } from '../lib/messaging/queue';
 
 const root = path.resolve(__dirname, '..');
 const NAMESPACE = 'video2mp3';
@@ -251,7 +251,7 @@ describe('manifests and the code agree', () => {
         env[v.name] = v.value;
       }
     }
-    for (const name of Object.keys(env)) expect(Object.keys(envSchema.shape), `${fn}: ${name} is read by lib/config.ts`).toContain(name);
+    for (const name of Object.keys(env)) expect(Object.keys(envSchema.shape), `${fn}: ${name} is read by lib/core/config.ts`).toContain(name);
     expect(Object.keys(env)).toEqual(expect.arrayContaining(deployedRequirements[fn]));
     expect(fromSecrets.sort()).toEqual(deployedRequirements[fn].filter((n) => SECRET_SETTINGS.includes(n)).sort());
     expect(() => loadConfig(env, fn)).not.toThrow();
@@ -312,7 +312,7 @@ describe('manifests and the code agree', () => {
     expect([...checked, 'video2mp3-amqp'].sort()).toEqual([...templates.keys()].sort());
   });
 
-  it('when the broker objects are compared with lib/queue.ts, then names, arguments and bindings match', () => {
+  it('when the broker objects are compared with lib/messaging/queue.ts, then names, arguments and bindings match', () => {
     const cluster = one('RabbitmqCluster', 'rabbitmq');
     const queues = all<Queue>('Queue');
     const exchanges = all<Exchange>('Exchange');
@@ -381,11 +381,12 @@ describe('manifests and the code agree', () => {
     const SAFETY_FACTOR = 2.5;
     const TRANSFER_SECONDS = 60;
     const MAX_REVISION_TIMEOUT = 600; // Knative's default max-revision-timeout-seconds
-    const { limits } = loadConfig(configMap().data);
+    const { limits, timeouts } = loadConfig(configMap().data);
+    const convertSeconds = timeouts.convertMs / 1000;
     const worst = limits.durationSeconds * SECONDS_PER_VIDEO_SECOND * SAFETY_FACTOR + TRANSFER_SECONDS;
     const timeout = service('convert').spec.template.spec.timeoutSeconds ?? 300;
-    expect(limits.convertSeconds).toBeGreaterThan(worst);
-    expect(timeout).toBeGreaterThan(limits.convertSeconds);
+    expect(convertSeconds).toBeGreaterThan(worst);
+    expect(timeout).toBeGreaterThan(convertSeconds);
     expect(timeout).toBeLessThanOrEqual(MAX_REVISION_TIMEOUT);
   });
 

@@ -2,10 +2,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { simpleParser } from 'mailparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getDb } from '../lib/db';
-import { conversionFailed, conversionSucceeded, toHttp, videoUploaded, type ConversionFailed, type ConversionSucceeded } from '../lib/events';
-import { verifyDownloadLink } from '../lib/links';
-import { defaultLeaseMs } from '../lib/notify';
+import { getDb } from '../lib/storage/db';
+import { conversionFailed, conversionSucceeded, videoUploaded, type ConversionFailed, type ConversionSucceeded } from '../lib/messaging/events';
+import { toHttp } from './support/events';
+import { verifyDownloadLink } from '../lib/auth/links';
+import { leaseMs } from '../lib/mail/notify';
 import { backends, startStack, uniqueName, type Stack } from './support/stack';
 import { smtpUrl, smtpUser, startSmtp, type SmtpServer } from './support-smtp';
 import { freePort } from './support/net';
@@ -147,7 +148,7 @@ describe.each(backends())('notify on $name backends', (backend) => {
 
     it('when an earlier attempt crashed mid-way (a stale "sending" row), then the redelivery sends the one email', async () => {
       const data = succeededData();
-      const stale = Date.now() - defaultLeaseMs - 1000;
+      const stale = Date.now() - leaseMs(stack.config) - 1000;
       await (await getDb())('notifications').insert({
         job_id: data.jobId, outcome: 'succeeded', status: 'sending', recipient: data.email, created_at: stale, updated_at: stale,
       });

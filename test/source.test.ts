@@ -3,10 +3,11 @@
 import http from 'node:http';
 import type net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { closeClients } from '../lib/clients';
-import { conversionSucceeded, toAmqp } from '../lib/events';
-import { createBroker, type Broker, type Consumer } from '../lib/queue';
-import { backoff, startSource, toCloudEventRequest } from '../lib/source';
+import { closeClients } from '../lib/core/clients';
+import { loadConfig } from '../lib/core/config';
+import { conversionSucceeded, toAmqp } from '../lib/messaging/events';
+import { createBroker, type Broker, type Consumer } from '../lib/messaging/queue';
+import { backoff, startSource, toCloudEventRequest } from '../lib/messaging/source';
 import { backends, eventually } from './support/stack';
 
 interface Received {
@@ -27,7 +28,7 @@ describe.each(backends())('the local event source on $name backends', ({ env }) 
   let consumer: Consumer | undefined;
 
   beforeAll(async () => {
-    broker = createBroker({ amqpUrl: env.AMQP_URL });
+    broker = createBroker(loadConfig({ AMQP_URL: env.AMQP_URL }));
     sink = http.createServer((req, res) => {
       let body = '';
       req.on('data', (c: Buffer) => { body += c.toString(); });
@@ -136,7 +137,7 @@ describe.runIf(services)('the local event source when RabbitMQ restarts (real br
     const amqp = new URL(services!.env.AMQP_URL!);
     const proxy = await startProxy({ host: amqp.hostname, port: Number(amqp.port || 5672) });
     amqp.host = `127.0.0.1:${proxy.port}`;
-    const broker = createBroker({ amqpUrl: amqp.toString() });
+    const broker = createBroker(loadConfig({ AMQP_URL: amqp.toString() }));
     const seen: string[] = [];
     const sink = http.createServer((req, res) => { seen.push(String(req.headers['ce-id'])); req.resume(); res.writeHead(200).end(); });
     await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve));

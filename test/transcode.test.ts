@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseBuffer, type IAudioMetadata } from 'music-metadata';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createTranscoder, TranscodeError, type TranscodeResult } from '../lib/transcode';
+import { createTranscoder, TranscodeError, type TranscodeResult } from '../lib/media/transcode';
 import { fixtures, getFixture, readFixture, type FixtureName } from './fixtures';
 
 // One transcoder for the file: the core compiles once and every test reuses it, as production does.
@@ -155,7 +155,7 @@ describe('transcode', () => {
     [{ bitrate: 1000 }, /bitrate/],
     [{ bitrate: 128, quality: 2 }, /either/],
     [{ quality: 12 }, /quality/],
-    [{ sampleRate: 44000 }, /sample rate/],
+    [{ sampleRate: 44000 }, /sampleRate/],
     [{ start: 2, end: 1 }, /end/],
   ])('when the options are %o, then the call is refused with a RangeError', async (options, message) => {
     await expect(transcoder.transcode(readFixture('mp4'), options)).rejects.toThrow(RangeError);
@@ -179,7 +179,7 @@ describe('transcode', () => {
     it('when the MP3 would be larger than the limit, then it fails with output-too-large', async () => {
       const error = await failureOf(limited.transcode(readFixture('mov'), { bitrate: 320 }));
       expect(error.reason).toBe('output-too-large');
-      expect(error.message).toMatch(/^The MP3 would be larger than the 4 KB limit/);
+      expect(error.message).toMatch(/^The MP3 would be larger than the 4 kB limit/);
     });
   });
 

@@ -1,8 +1,7 @@
-import * as ff from '@google-cloud/functions-framework';
-import { credentialsSchema, getLoginThrottle, logIn, readCredentials, signUp } from '../../lib/accounts';
-import { getDb } from '../../lib/db';
-import { clientIp, createRouter, handle, parseJson } from '../../lib/http';
-import { authenticate, jwks, signAccessToken } from '../../lib/tokens';
+import { credentialsSchema, getLoginThrottle, logIn, readCredentials, signUp } from '../../lib/auth/accounts';
+import { authenticate, jwks, signAccessToken } from '../../lib/auth/tokens';
+import { clientIp, createRouter, handle, parseJson } from '../../lib/http/router';
+import { getDb } from '../../lib/storage/db';
 
 const router = createRouter();
 
@@ -25,4 +24,4 @@ router.get('/.well-known/jwks.json', (_req, res) => {
   res.set('Cache-Control', 'public, max-age=300').json(jwks());
 });
 
-ff.http('auth', handle(router));
+export const handler = handle(router);

@@ -1,13 +1,13 @@
-import * as ff from '@google-cloud/functions-framework';
-import { getBlobs } from '../../lib/blobs';
-import { getConfig } from '../../lib/config';
-import { convertJob, getTranscoder } from '../../lib/conversion';
-import { getDb } from '../../lib/db';
-import { eventTypes } from '../../lib/events';
-import { handleEvent } from '../../lib/http';
-import { getBroker } from '../../lib/queue';
+import { getConfig } from '../../lib/core/config';
+import { handleEvent } from '../../lib/http/events';
+import { eventTypes } from '../../lib/messaging/events';
+import { getBroker } from '../../lib/messaging/queue';
+import { convertJob, getTranscoder } from '../../lib/pipeline/conversion';
+import { getBlobs } from '../../lib/storage/blobs';
+import { getDb } from '../../lib/storage/db';
 
-ff.http('convert', handleEvent([eventTypes.videoUploaded], async (event) => {
+// An HTTP function, not a CloudEvent one, so it can answer 503 (retry) or 400 (dead-letter).
+export const handler = handleEvent([eventTypes.videoUploaded], async (event) => {
   const deps = { db: await getDb(), blobs: await getBlobs(), broker: await getBroker(), transcoder: await getTranscoder(), config: getConfig() };
   return { jobId: event.data.jobId, outcome: await convertJob(deps, event.data) };
-}));
+});

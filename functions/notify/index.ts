@@ -1,10 +1,9 @@
-import * as ff from '@google-cloud/functions-framework';
-import { getDb } from '../../lib/db';
-import { eventTypes } from '../../lib/events';
-import { handleEvent } from '../../lib/http';
-import { getMailer } from '../../lib/mailer';
-import { notifyOutcome } from '../../lib/notify';
+import { handleEvent } from '../../lib/http/events';
+import { getMailer } from '../../lib/mail/mailer';
+import { notifyOutcome } from '../../lib/mail/notify';
+import { eventTypes } from '../../lib/messaging/events';
+import { getDb } from '../../lib/storage/db';
 
-// Registered with ff.http, not ff.cloudEvent, so it can answer 503 (retry) or 400 (dead-letter).
-ff.http('notify', handleEvent([eventTypes.conversionSucceeded, eventTypes.conversionFailed], async (event) =>
-  notifyOutcome(await getDb(), await getMailer(), event)));
+// An HTTP function, not a CloudEvent one, so it can answer 503 (retry) or 400 (dead-letter).
+export const handler = handleEvent([eventTypes.conversionSucceeded, eventTypes.conversionFailed], async (event) =>
+  notifyOutcome(await getDb(), await getMailer(), event));

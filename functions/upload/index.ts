@@ -1,14 +1,13 @@
-import * as ff from '@google-cloud/functions-framework';
-import { getBlobs } from '../../lib/blobs';
-import { getConfig } from '../../lib/config';
-import { getDb } from '../../lib/db';
-import { badRequest, unsupportedMedia } from '../../lib/errors';
-import { createRouter, handle, type Request } from '../../lib/http';
-import { parseMultipart } from '../../lib/multipart';
-import { parseMp3Options } from '../../lib/options';
-import { getBroker } from '../../lib/queue';
-import { authenticate } from '../../lib/tokens';
-import { acceptUpload } from '../../lib/uploads';
+import { getBlobs } from '../../lib/storage/blobs';
+import { getConfig } from '../../lib/core/config';
+import { getDb } from '../../lib/storage/db';
+import { BadInputError, UnsupportedMediaError } from '../../lib/core/errors';
+import { createRouter, handle, type Request } from '../../lib/http/router';
+import { parseMultipart } from '../../lib/http/multipart';
+import { parseMp3Options } from '../../lib/media/options';
+import { getBroker } from '../../lib/messaging/queue';
+import { authenticate } from '../../lib/auth/tokens';
+import { acceptUpload } from '../../lib/pipeline/uploads';
 
 const router = createRouter();
 
@@ -22,11 +21,11 @@ async function readUpload(req: Request) {
   }
   if (req.is(['video/*', 'application/octet-stream'])) {
     const filename = req.get('x-filename') ?? (typeof query.filename === 'string' ? query.filename : undefined);
-    if (!filename) throw badRequest('name the file with an X-Filename header or a filename query parameter');
+    if (!filename) throw new BadInputError('name the file with an X-Filename header or a filename query parameter');
     const { filename: _filename, ...options } = query;
     return { filename, data: body, options: parseMp3Options(options) };
   }
-  throw unsupportedMedia('send multipart/form-data with one file, or the video itself as video/* or application/octet-stream');
+  throw new UnsupportedMediaError('send multipart/form-data with one file, or the video itself as video/* or application/octet-stream');
 }
 
 router.post('/', async (req, res) => {
@@ -38,4 +37,4 @@ router.post('/', async (req, res) => {
   res.status(202).location(statusUrl).json({ jobId: job.id, status: job.status, statusUrl });
 });
 
-ff.http('upload', handle(router));
+export const handler = handle(router);

@@ -3,11 +3,12 @@ import fs from 'node:fs';
 import type http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { closeClients } from '../../lib/clients';
-import { functionNames, loadConfig, setConfig, type Config } from '../../lib/config';
-import { getBroker, type Consumer } from '../../lib/queue';
-import { bodyLimit, createServer } from '../../lib/serve';
-import { startPipelineSources, startSource } from '../../lib/source';
+import { handlers } from '../../functions/all';
+import { closeClients } from '../../lib/core/clients';
+import { functionNames, loadConfig, setConfig, type Config } from '../../lib/core/config';
+import { getBroker, type Consumer } from '../../lib/messaging/queue';
+import { bodyLimit, createServer } from '../../lib/http/serve';
+import { startPipelineSources, startSource } from '../../lib/messaging/source';
 
 export interface Backend {
   name: 'embedded' | 'services';
@@ -41,9 +42,6 @@ export interface Stack {
   close(): Promise<void>;
 }
 
-// Every function that exists so far registers itself with functions-framework on import.
-const functions = functionNames.filter((name) => fs.existsSync(path.join(__dirname, '../../functions', name, 'index.ts')));
-const registered = Promise.all(functions.map((name) => import(`../../functions/${name}/index.ts`)));
 
 /**
  * The local stack in this process, on a free port: every function under /<name>/ exactly as
@@ -51,12 +49,11 @@ const registered = Promise.all(functions.map((name) => import(`../../functions/$
  * and the given environment.
  */
 export async function startStack(env: Record<string, string> = {}, opts: { sources?: boolean | 'video' } = {}): Promise<Stack> {
-  await registered;
   await closeClients();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-test-'));
   const base = { DATA_DIR: dataDir, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' };
   const limits = loadConfig({ ...base, ...env });
-  const server = createServer(functions.map((name) => ({ prefix: `/${name}`, name, bodyLimit: bodyLimit(name, limits) })));
+  const server = createServer(functionNames.map((name) => ({ prefix: `/${name}`, name, handler: handlers[name], bodyLimit: bodyLimit(name, limits) })));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as { port: number };
   // Links and Location headers point at this server, as PUBLIC_URL does for `npm start`.

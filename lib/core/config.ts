@@ -1,0 +1,194 @@
+/**
+ * lib/core owns what every other folder stands on: the configuration (parsed once, here), the logger,
+ * the domain errors and the lazily created per-instance clients. It imports no other lib folder.
+ */
+import path from 'node:path';
+import { z } from 'zod';
+import { configureLog } from './log';
+
+/** The five functions, by the name each registers with functions-framework. */
+export const functionNames = ['auth', 'upload', 'download', 'convert', 'notify'] as const;
+export type FunctionName = (typeof functionNames)[number];
+
+const mib = 1024 * 1024;
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
+const urlWith = (...schemes: string[]) =>
+  z.string().refine((v) => schemes.some((s) => v.startsWith(`${s}://`)), `must be a ${schemes.join(' or ')} URL`);
+const pem = z.string().refine((v) => v.includes('-----BEGIN'), 'must be a PEM block').transform((v) => v.replace(/\\n/g, '\n'));
+const isoDuration = z.string().regex(/^PT(\d+(\.\d+)?S|\d+M(\d+(\.\d+)?S)?)$/, 'must be an ISO-8601 duration such as PT0.2S or PT1M');
+
+/**
+ * Every environment variable the product reads. Keep README's configuration table and knative/ in step:
+ * test/config.test.ts and test/knative.test.ts compare them with this list.
+ */
+export const envSchema = z.object({
+  PORT: int(1, 65535).default(8080),
+  DATA_DIR: z.string().min(1).default('./.data'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  PUBLIC_URL: urlWith('http', 'https').optional(),
+  DOWNLOAD_URL: urlWith('http', 'https').optional(),
+  DATABASE_URL: urlWith('mysql').optional(),
+  MONGODB_URI: urlWith('mongodb', 'mongodb+srv').optional(),
+  AMQP_URL: urlWith('amqp', 'amqps').optional(),
+  SMTP_URL: urlWith('smtp', 'smtps').optional(),
+  MAIL_FROM: z.string().min(3).default('video2mp3 <no-reply@localhost>'),
+  JWT_PRIVATE_KEY: pem.optional(),
+  JWT_PUBLIC_KEY: pem.optional(),
+  JWT_ISSUER: z.string().min(1).default('video2mp3'),
+  JWT_AUDIENCE: z.string().min(1).default('video2mp3'),
+  JWT_TTL_SECONDS: int(60, 86_400).default(3600),
+  LINK_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+  LINK_TTL_SECONDS: int(60, 30 * 86_400).default(7 * 86_400),
+  LOGIN_MAX_FAILURES: int(1, 1000).default(5),
+  LOGIN_WINDOW_SECONDS: int(1, 86_400).default(900),
+  MAX_UPLOAD_BYTES: int(1024, 1024 * mib).default(200 * mib),
+  MAX_DURATION_SECONDS: int(1, 6 * 3600).default(3 * 3600),
+  MAX_OUTPUT_BYTES: int(1024, 1024 * mib).default(300 * mib),
+  CONVERT_TIMEOUT_SECONDS: int(10, 3600).default(540),
+  KEEP_SOURCE: bool.default(false),
+  SOURCE_PARALLELISM: int(1, 1000).default(1),
+  SOURCE_RETRY: int(0, 100).default(5),
+  SOURCE_BACKOFF_POLICY: z.enum(['exponential', 'linear']).default('exponential'),
+  SOURCE_BACKOFF_DELAY: isoDuration.default('PT0.2S'),
+  K_SERVICE: z.string().optional(),
+});
+export type Env = z.infer<typeof envSchema>;
+export type EnvName = keyof Env;
+
+/**
+ * On Knative (K_SERVICE is set by Serving) there are no embedded defaults: each function needs its
+ * real backends, or it would quietly keep users, files and keys inside one pod.
+ */
+export const deployedRequirements: Record<FunctionName, EnvName[]> = {
+  auth: ['DATABASE_URL', 'JWT_PRIVATE_KEY'],
+  upload: ['DATABASE_URL', 'MONGODB_URI', 'AMQP_URL', 'JWT_PUBLIC_KEY', 'DOWNLOAD_URL'],
+  download: ['DATABASE_URL', 'MONGODB_URI', 'JWT_PUBLIC_KEY', 'LINK_SECRET', 'DOWNLOAD_URL'],
+  convert: ['DATABASE_URL', 'MONGODB_URI', 'AMQP_URL'],
+  notify: ['DATABASE_URL', 'SMTP_URL', 'LINK_SECRET', 'DOWNLOAD_URL'],
+};
+
+export interface Config {
+  port: number;
+  dataDir: string;
+  logLevel: Env['LOG_LEVEL'];
+  /** Where clients reach the stack; links and Location headers are built from it. */
+  publicUrl: string;
+  downloadUrl: string;
+  databaseUrl?: string;
+  mongodbUri?: string;
+  amqpUrl?: string;
+  smtpUrl?: string;
+  mailFrom: string;
+  jwt: { privateKey?: string; publicKey?: string; issuer: string; audience: string; ttlSeconds: number };
+  links: { secret?: string; ttlSeconds: number };
+  login: { maxFailures: number; windowSeconds: number };
+  limits: { uploadBytes: number; durationSeconds: number; outputBytes: number };
+  /**
+   * How long each kind of outside work may take, in one place: connecting to a backend fails within
+   * its connect timeout (so a request answers 503 rather than hanging), a conversion is stopped
+   * after convertMs, one email send after mailSendMs, and shutdown waits shutdownMs for requests.
+   */
+  timeouts: {
+    dbConnectMs: number;
+    dbAcquireMs: number;
+    storageConnectMs: number;
+    brokerConnectMs: number;
+    mailStepMs: number;
+    mailSendMs: number;
+    convertMs: number;
+    shutdownMs: number;
+  };
+  keepSource: boolean;
+  source: { parallelism: number; retry: number; backoffPolicy: 'exponential' | 'linear'; backoffDelayMs: number };
+  /** The Knative service name when deployed; undefined on one machine. */
+  service?: string;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+function parseIsoSeconds(value: string): number {
+  const m = /^PT(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?$/.exec(value);
+  return ((Number(m?.[1] ?? 0) * 60) + Number(m?.[2] ?? 0)) * 1000;
+}
+
+/**
+ * Parses the environment once into a frozen Config. Fails with a message naming the variable when a
+ * setting is malformed, or (with `fn`, on Knative) when one that function needs is missing.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionName): Readonly<Config> {
+  const defined = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = envSchema.safeParse(defined);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
+  }
+  const e = parsed.data;
+  if (fn && e.K_SERVICE) {
+    const missing = deployedRequirements[fn].filter((name) => e[name] === undefined);
+    if (missing.length > 0) {
+      throw new ConfigError(`${missing.join(', ')} must be set for ${fn} on Knative (no embedded defaults there)`);
+    }
+  }
+  const publicUrl = (e.PUBLIC_URL ?? `http://localhost:${e.PORT}`).replace(/\/+$/, '');
+  return Object.freeze({
+    port: e.PORT,
+    dataDir: path.resolve(e.DATA_DIR),
+    logLevel: e.LOG_LEVEL,
+    publicUrl,
+    downloadUrl: (e.DOWNLOAD_URL ?? `${publicUrl}/download`).replace(/\/+$/, ''),
+    databaseUrl: e.DATABASE_URL,
+    mongodbUri: e.MONGODB_URI,
+    amqpUrl: e.AMQP_URL,
+    smtpUrl: e.SMTP_URL,
+    mailFrom: e.MAIL_FROM,
+    jwt: Object.freeze({
+      privateKey: e.JWT_PRIVATE_KEY,
+      publicKey: e.JWT_PUBLIC_KEY,
+      issuer: e.JWT_ISSUER,
+      audience: e.JWT_AUDIENCE,
+      ttlSeconds: e.JWT_TTL_SECONDS,
+    }),
+    links: Object.freeze({ secret: e.LINK_SECRET, ttlSeconds: e.LINK_TTL_SECONDS }),
+    login: Object.freeze({ maxFailures: e.LOGIN_MAX_FAILURES, windowSeconds: e.LOGIN_WINDOW_SECONDS }),
+    limits: Object.freeze({
+      uploadBytes: e.MAX_UPLOAD_BYTES,
+      durationSeconds: e.MAX_DURATION_SECONDS,
+      outputBytes: e.MAX_OUTPUT_BYTES,
+    }),
+    timeouts: Object.freeze({
+      dbConnectMs: 5000,
+      dbAcquireMs: 10_000,
+      storageConnectMs: 5000,
+      brokerConnectMs: 5000,
+      mailStepMs: 10_000,
+      mailSendMs: 20_000,
+      convertMs: e.CONVERT_TIMEOUT_SECONDS * 1000,
+      shutdownMs: 30_000,
+    }),
+    keepSource: e.KEEP_SOURCE,
+    source: Object.freeze({
+      parallelism: e.SOURCE_PARALLELISM,
+      retry: e.SOURCE_RETRY,
+      backoffPolicy: e.SOURCE_BACKOFF_POLICY,
+      backoffDelayMs: parseIsoSeconds(e.SOURCE_BACKOFF_DELAY),
+    }),
+    service: e.K_SERVICE,
+  });
+}
+
+let current: Readonly<Config> | undefined;
+
+/** The process's configuration, parsed on first use. */
+export function getConfig(): Readonly<Config> {
+  if (!current) setConfig(loadConfig());
+  return current!;
+}
+
+/** Replaces the process's configuration (the local stack and tests set it before anything runs). */
+export function setConfig(config: Readonly<Config>): void {
+  current = config;
+  configureLog(config);
+}

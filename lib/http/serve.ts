@@ -1,0 +1,114 @@
+/**
+ * lib/http owns the HTTP edge: serving functions through functions-framework, routing helpers,
+ * request parsing, and the one mapping from domain errors to responses (errors.ts).
+ */
+import * as ff from '@google-cloud/functions-framework';
+import { getTestServer } from '@google-cloud/functions-framework/testing';
+import http from 'node:http';
+import { closeClients } from '../core/clients';
+import { loadConfig, setConfig, type Config, type FunctionName } from '../core/config';
+import { LengthRequiredError, NotFoundError, TooLargeError, UnsupportedMediaError } from '../core/errors';
+import { log } from '../core/log';
+import { writeError } from './errors';
+import { errorMiddleware } from './router';
+
+export interface Mount {
+  /** Path prefix, '' to serve at the root (deployed), '/auth' on the local stack. */
+  prefix: string;
+  name: FunctionName;
+  handler: ff.HttpFunction;
+  /** Bodies larger than this are refused before anything is buffered. */
+  bodyLimit: number;
+}
+
+type Listener = http.RequestListener & { use(fn: unknown): void };
+
+/**
+ * An HTTP server for functions, each on its prefix. Each handler is registered with
+ * functions-framework and served by the framework's own express app; `getServer` is not exported
+ * by the package, and `getTestServer` is the exported way to get that app for a registered function
+ * (the CLI entry would own the listening socket, leaving no place to refuse oversized bodies before
+ * the framework buffers them). The framework buffers whole bodies (up to 1 GiB) before a handler
+ * runs, so the size limit is enforced here, from Content-Length, first.
+ */
+export function createServer(mounts: Mount[]): http.Server {
+  const routes = mounts
+    .map((m) => {
+      ff.http(m.name, m.handler);
+      const app = getTestServer(m.name).listeners('request')[0] as Listener;
+      app.use(errorMiddleware);
+      return { ...m, app };
+    })
+    .sort((a, b) => b.prefix.length - a.prefix.length);
+
+  return http.createServer((req, res) => {
+    const url = req.url ?? '/';
+    if (url === '/healthz') {
+      res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"status":"ok"}');
+      return;
+    }
+    const route = routes.find((r) => url === r.prefix || url.startsWith(`${r.prefix}/`) || url.startsWith(`${r.prefix}?`));
+    if (!route) return writeError(req, res, new NotFoundError('function'));
+    // body-parser would inflate a compressed body past any limit checked here: refuse it.
+    const encoding = req.headers['content-encoding'];
+    if (encoding && encoding.toLowerCase() !== 'identity') {
+      res.setHeader('Connection', 'close');
+      return writeError(req, res, new UnsupportedMediaError('compressed request bodies (Content-Encoding) are not accepted'));
+    }
+    const length = req.headers['content-length'];
+    if (length === undefined && req.headers['transfer-encoding']) return writeError(req, res, new LengthRequiredError());
+    if (Number(length) > route.bodyLimit) {
+      res.setHeader('Connection', 'close'); // don't read a body we refuse
+      return writeError(req, res, new TooLargeError(route.bodyLimit));
+    }
+    req.url = url.slice(route.prefix.length) || '/';
+    if (req.url.startsWith('?')) req.url = `/${req.url}`;
+    route.app(req, res);
+  });
+}
+
+/** Listens, and on SIGTERM/SIGINT stops taking requests, finishes the ones in flight, closes clients. */
+export function listen(server: http.Server, config: Pick<Config, 'port' | 'timeouts'>, onClose?: () => Promise<void>): Promise<number> {
+  const shutdown = (signal: string) => {
+    log.info({ signal }, 'shutting down');
+    server.close(() => {
+      void (async () => {
+        await onClose?.();
+        await closeClients();
+        process.exit(0);
+      })();
+    });
+    server.closeIdleConnections();
+    setTimeout(() => process.exit(0), config.timeouts.shutdownMs).unref();
+  };
+  process.once('SIGTERM', shutdown);
+  process.once('SIGINT', shutdown);
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, () => {
+      const address = server.address();
+      resolve(typeof address === 'object' && address ? address.port : config.port);
+    });
+  });
+}
+
+/** How large a request body each function accepts. */
+export function bodyLimit(name: FunctionName, config: Pick<Config, 'limits'>): number {
+  if (name === 'upload') return config.limits.uploadBytes + 1024 * 1024; // room for multipart framing
+  if (name === 'convert' || name === 'notify') return 1024 * 1024;
+  return 64 * 1024;
+}
+
+/** The entry of a deployed function's bundle: parse configuration, register the handler, serve it at the root. */
+export async function serveFunction(name: FunctionName, handler: ff.HttpFunction): Promise<void> {
+  try {
+    const config = loadConfig(process.env, name);
+    setConfig(config);
+    const server = createServer([{ prefix: '', name, handler, bodyLimit: bodyLimit(name, config) }]);
+    const port = await listen(server, config);
+    log.info({ function: name, port }, 'function listening');
+  } catch (err) {
+    log.fatal({ err }, 'function failed to start');
+    process.exit(1);
+  }
+}

@@ -1,0 +1,150 @@
+import { BlobExistsError, type BlobStore } from '../storage/blobs';
+import { lazyClient } from '../core/clients';
+import { UnavailableError } from '../core/errors';
+import { getConfig, type Config } from '../core/config';
+import type { Db } from '../storage/db';
+import { defaultTitle, mp3Filename } from './filenames';
+import { conversionFailed, conversionSucceeded, toAmqp, type VideoUploaded } from '../messaging/events';
+import { clearVideo, completeConversion, countAttempt, failConversion, findJob, markPublished, startConversion, type Job } from './jobs';
+import { log } from '../core/log';
+import type { Broker } from '../messaging/queue';
+import { createTranscoder, TranscodeError, type Transcoder } from '../media/transcode';
+
+/** After this many starts a job that keeps killing the converter is failed instead of retried forever. */
+export const maxAttempts = 3;
+
+/** How long a conversion waits, each time, for another writer of the same MP3 to finish (at most 5 waits). */
+const mp3WriterWaitMs = 1000;
+
+let progressOf: string | undefined;
+
+/** The instance's converter: the wasm core is compiled once and reused by every event. */
+export const getTranscoder = lazyClient(
+  'transcoder',
+  async () => {
+    const config = getConfig();
+    return createTranscoder({
+      maxDurationSeconds: config.limits.durationSeconds,
+      maxOutputBytes: config.limits.outputBytes,
+      timeoutMs: config.timeouts.convertMs,
+      onProgress: ({ percent, timeSeconds }) => log.info({ jobId: progressOf, percent: Math.round(percent), timeSeconds }, 'converting'),
+    });
+  },
+  (t) => t.close(),
+);
+
+export interface ConvertDeps {
+  db: Db;
+  blobs: BlobStore;
+  broker: Broker;
+  transcoder: Transcoder;
+  config: Pick<Config, 'keepSource'>;
+}
+
+export type ConvertOutcome = 'converted' | 'failed' | 'already-done' | 'already-failed' | 'unknown-job';
+
+/**
+ * Handles one `video.uploaded` delivery. Safe to repeat: a job that is done or failed converts
+ * nothing and only publishes its outcome if that had not happened yet; a job left `converting` by a
+ * crash is converted again. Permanent problems with the input end the job `failed`; a dependency that
+ * is down throws (the function answers 503 and the source retries).
+ */
+export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promise<ConvertOutcome> {
+  const { db, blobs, transcoder } = deps;
+  const job = await startConversion(db, event.jobId);
+  if (!job) return 'unknown-job'; // deleted by its owner meanwhile: nothing to do
+  if (job.status === 'done') {
+    await finishDone(deps, job);
+    return 'already-done';
+  }
+  if (job.status === 'failed') {
+    if (!job.publishedAt) await publishFailure(deps, job, job.error ?? 'the conversion failed');
+    return 'already-failed';
+  }
+  const video = job.videoBlobId ? await blobs.stat('videos', job.videoBlobId) : undefined;
+  if (!job.videoBlobId || !video) return fail(deps, job, 'The uploaded video is no longer stored.');
+  const input = await blobs.readAll('videos', job.videoBlobId);
+  if ((await countAttempt(db, job.id)) > maxAttempts) {
+    return fail(deps, job, `The conversion stopped ${maxAttempts} times without finishing, so it was given up.`);
+  }
+
+  const started = Date.now();
+  let result;
+  progressOf = job.id;
+  try {
+    result = await transcoder.transcode(input, { ...job.options, title: job.options.title ?? defaultTitle(job.filename) });
+  } catch (err) {
+    if (err instanceof TranscodeError) return fail(deps, job, err.message);
+    if (err instanceof RangeError) return fail(deps, job, `The conversion options are invalid: ${err.message}`);
+    throw new UnavailableError('the converter', { cause: err }); // it broke, not the input: retry (bounded by maxAttempts)
+  } finally {
+    progressOf = undefined;
+  }
+
+  const mp3 = await storeMp3(blobs, job, result.mp3);
+  const won = await completeConversion(db, job.id, {
+    blobId: mp3.id,
+    bytes: mp3.size,
+    durationSeconds: result.durationSeconds,
+    conversionMs: Date.now() - started,
+  });
+  log.info({ jobId: job.id, won, bytes: mp3.size, durationSeconds: result.durationSeconds, ms: Date.now() - started }, 'converted');
+  if (!won) return 'already-done'; // a concurrent delivery finished first and publishes
+  await finishDone(deps, (await findJob(db, job.id))!);
+  return 'converted';
+}
+
+/**
+ * Stores the MP3 under the job's id, so a repeated or concurrent conversion cannot store a second
+ * one. When the id is taken but no complete blob shows up (the other writer is still busy), wait for
+ * it; if none appears, the id holds the leftovers of a converter that died mid-write: clear them.
+ */
+async function storeMp3(blobs: BlobStore, job: Job, mp3: Buffer) {
+  const meta = { owner: job.ownerId, filename: mp3Filename(job.filename), contentType: 'audio/mpeg' };
+  for (let attempt = 0; ; attempt++) {
+    const stored = await blobs.stat('mp3s', job.id);
+    if (stored) return stored;
+    try {
+      return await blobs.put('mp3s', mp3, meta, { id: job.id });
+    } catch (err) {
+      if (!(err instanceof BlobExistsError)) throw err;
+      if (attempt === 5) await blobs.delete('mp3s', job.id);
+      else if (attempt > 5) throw err;
+      await new Promise((r) => setTimeout(r, mp3WriterWaitMs));
+    }
+  }
+}
+
+/** Publishes success once, then removes the source video (unless KEEP_SOURCE). */
+async function finishDone(deps: ConvertDeps, job: Job) {
+  if (!job.publishedAt) {
+    await deps.broker.publish('mp3', toAmqp(conversionSucceeded({
+      jobId: job.id,
+      owner: job.ownerId,
+      email: job.ownerEmail,
+      filename: job.filename,
+      mp3BlobId: job.mp3BlobId!,
+      durationSeconds: job.durationSeconds ?? 0,
+      bytes: job.mp3Bytes ?? 0,
+    })));
+    await markPublished(deps.db, job.id);
+  }
+  if (!deps.config.keepSource && job.videoBlobId) {
+    await deps.blobs.delete('videos', job.videoBlobId);
+    await clearVideo(deps.db, job.id);
+  }
+}
+
+async function fail(deps: ConvertDeps, job: Job, message: string): Promise<ConvertOutcome> {
+  log.warn({ jobId: job.id, reason: message }, 'conversion failed');
+  if (await failConversion(deps.db, job.id, message)) await publishFailure(deps, job, message);
+  return 'failed';
+}
+
+async function publishFailure(deps: ConvertDeps, job: Job, message: string) {
+  await deps.broker.publish('mp3', toAmqp(conversionFailed({
+    jobId: job.id, owner: job.ownerId, email: job.ownerEmail, filename: job.filename, reason: 'conversion', message,
+  })));
+  await markPublished(deps.db, job.id);
+}
+

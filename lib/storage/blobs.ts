@@ -1,0 +1,425 @@
+import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { GridFSBucket, MongoClient, MongoServerError, ObjectId, type Db } from 'mongodb';
+import { lazyClient } from '../core/clients';
+import { getConfig, type Config } from '../core/config';
+import { ConflictError, NotFoundError, RangeNotSatisfiableError, TooLargeError } from '../core/errors';
+import { log } from '../core/log';
+
+export type Bucket = 'videos' | 'mp3s';
+export const buckets: readonly Bucket[] = ['videos', 'mp3s'];
+
+export interface BlobMeta {
+  owner: string;
+  filename: string;
+  contentType: string;
+}
+
+export interface BlobInfo extends BlobMeta {
+  id: string;
+  size: number;
+  sha256: string;
+  createdAt: Date;
+}
+
+/** An inclusive byte range, as in an HTTP Range header. */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+export interface PutOptions {
+  /** A deterministic id (e.g. the MP3 of job X); a second put with the same id fails with BlobExistsError. */
+  id?: string;
+  /** The most bytes accepted; beyond it the put fails with BlobTooLargeError and leaves nothing behind. */
+  limit?: number;
+}
+
+/** Where uploaded videos and converted MP3s live. Every method streams; only readAll buffers. */
+export interface BlobStore {
+  /** Streams `source` in, computing size and sha256 on the way; a failed put leaves nothing behind. */
+  put(bucket: Bucket, source: NodeJS.ReadableStream | Buffer, meta: BlobMeta, opts?: PutOptions): Promise<BlobInfo>;
+  /** The blob's info, or undefined for an unknown or malformed id. */
+  stat(bucket: Bucket, id: string): Promise<BlobInfo | undefined>;
+  /** The blob's bytes, or the inclusive `range` of them; throws NotFoundError or RangeNotSatisfiableError. */
+  read(bucket: Bucket, id: string, range?: ByteRange): Promise<NodeJS.ReadableStream>;
+  readAll(bucket: Bucket, id: string): Promise<Buffer>;
+  /** True if something was deleted; safe to repeat. */
+  delete(bucket: Bucket, id: string): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+/**
+ * The id is taken, or another put is writing it right now. With GridFS it can also mean a crashed
+ * put left chunks under that id (stat says undefined then); delete(id) clears them.
+ */
+export class BlobExistsError extends ConflictError {
+  override name = 'BlobExistsError';
+  constructor(readonly bucket: Bucket, readonly id: string) {
+    super(`${bucket} blob ${id} already exists`);
+  }
+}
+
+export class BlobTooLargeError extends TooLargeError {
+  override name = 'BlobTooLargeError';
+  constructor(limit: number) {
+    super(limit, 'the blob');
+  }
+}
+
+const idPattern = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** True for strings that can name a blob: anything else is "not found" without touching storage. */
+export const isBlobId = (id: unknown): id is string => typeof id === 'string' && idPattern.test(id);
+
+/** 128 random bits in hex: unguessable, and safe in URLs and file names. */
+export const newBlobId = (): string => randomBytes(16).toString('hex');
+
+function chooseId(bucket: Bucket, opts: PutOptions): string {
+  const id = opts.id ?? newBlobId();
+  if (!isBlobId(id)) throw new TypeError(`a ${bucket} blob id must match ${idPattern}`);
+  return id;
+}
+
+function checkRange(range: ByteRange, size: number): void {
+  const { start, end } = range;
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || start > end || end >= size) {
+    throw new RangeNotSatisfiableError(size);
+  }
+}
+
+async function collect(stream: NodeJS.ReadableStream): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const part of stream) parts.push(typeof part === 'string' ? Buffer.from(part) : part);
+  return Buffer.concat(parts);
+}
+
+/** Counts and hashes the bytes on their way to storage, and stops the flow once the limit is passed. */
+class Meter {
+  size = 0;
+  private readonly hash = createHash('sha256');
+
+  constructor(private readonly limit = Number.POSITIVE_INFINITY) {}
+
+  async *pass(source: NodeJS.ReadableStream | Buffer): AsyncGenerator<Buffer> {
+    for await (const part of Buffer.isBuffer(source) ? [source] : source) {
+      const buf = typeof part === 'string' ? Buffer.from(part) : part;
+      this.size += buf.length;
+      // Checked before the bytes are written, so nothing past the limit ever reaches storage.
+      if (this.size > this.limit) throw new BlobTooLargeError(this.limit);
+      this.hash.update(buf);
+      yield buf;
+    }
+  }
+
+  digest(): string {
+    return this.hash.digest('hex');
+  }
+}
+
+/**
+ * The GridFS default. FerretDB stores any size up to 16 MiB, but it does not cap a find reply at
+ * 16 MiB as MongoDB does: a download's first batch is up to 101 chunks, so this keeps it near 25 MB.
+ */
+export const gridFsChunkSize = 255 * 1024;
+const defaultDbName = 'video2mp3';
+
+interface FilesDoc {
+  _id: string;
+  length: number;
+  chunkSize: number;
+  uploadDate: Date;
+  filename: string;
+  /** Optional only because files written by other GridFS tools may lack it. */
+  metadata?: { owner?: string; contentType?: string; sha256?: string };
+}
+
+interface ChunkDoc {
+  _id: ObjectId;
+  files_id: string;
+  n: number;
+  data: Buffer;
+}
+
+/** The hosts and database a MongoDB URI names, without credentials or options. */
+function parseMongoUri(uri: string): { hosts: string; dbName: string } {
+  const m = /^mongodb(?:\+srv)?:\/\/(?:[^@/]*@)?([^/?]*)(?:\/([^?]*))?/.exec(uri);
+  return { hosts: m?.[1] ?? '', dbName: decodeURIComponent(m?.[2] ?? '') || defaultDbName };
+}
+
+/** Cuts a byte stream into pieces of exactly `size` bytes (the last may be shorter), as GridFS chunks. */
+async function* cut(source: AsyncIterable<Buffer>, size: number): AsyncGenerator<Buffer> {
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  for await (let buf of source) {
+    while (pendingBytes + buf.length >= size) {
+      const take = size - pendingBytes;
+      pending.push(buf.subarray(0, take));
+      yield Buffer.concat(pending);
+      buf = buf.subarray(take);
+      pending = [];
+      pendingBytes = 0;
+    }
+    if (buf.length > 0) {
+      pending.push(buf);
+      pendingBytes += buf.length;
+    }
+  }
+  if (pendingBytes > 0) yield Buffer.concat(pending);
+}
+
+const isDuplicateKey = (err: unknown) => err instanceof MongoServerError && err.code === 11000;
+
+function toInfo(doc: FilesDoc): BlobInfo {
+  return {
+    id: doc._id,
+    owner: doc.metadata?.owner ?? '',
+    filename: doc.filename,
+    contentType: doc.metadata?.contentType ?? 'application/octet-stream',
+    size: doc.length,
+    sha256: doc.metadata?.sha256 ?? '',
+    createdAt: doc.uploadDate,
+  };
+}
+
+class GridFsStore implements BlobStore {
+  private readonly readers: Record<Bucket, GridFSBucket>;
+
+  constructor(private readonly client: MongoClient, private readonly db: Db) {
+    this.readers = { videos: new GridFSBucket(db, { bucketName: 'videos' }), mp3s: new GridFSBucket(db, { bucketName: 'mp3s' }) };
+  }
+
+  private files(bucket: Bucket) {
+    return this.db.collection<FilesDoc>(`${bucket}.files`);
+  }
+
+  private chunks(bucket: Bucket) {
+    return this.db.collection<ChunkDoc>(`${bucket}.chunks`);
+  }
+
+  /**
+   * The unique files_id+n index is what makes a chosen id safe under concurrent puts, so it is made
+   * here rather than left to the driver (which only tries on a bucket's first upload, and ignores failures).
+   */
+  async ensureIndexes(): Promise<void> {
+    await Promise.all(buckets.flatMap((b) => [
+      this.chunks(b).createIndex({ files_id: 1, n: 1 }, { unique: true }),
+      this.files(b).createIndex({ filename: 1, uploadDate: 1 }),
+    ]));
+  }
+
+  /**
+   * Writes the GridFS documents itself instead of through openUploadStreamWithId: the driver inserts
+   * the chunks of one write concurrently and cannot tell whose chunks a failed upload may remove. Here
+   * chunks go in one at a time from n = 0, so the unique index hands the id to whoever stores chunk 0
+   * first; a put that lost never deletes the winner's chunks, and the files document (with size and
+   * sha256, known only at the end) is inserted last, so a blob is visible only when complete.
+   */
+  async put(bucket: Bucket, source: NodeJS.ReadableStream | Buffer, meta: BlobMeta, opts: PutOptions = {}): Promise<BlobInfo> {
+    const id = chooseId(bucket, opts);
+    const files = this.files(bucket);
+    const chunks = this.chunks(bucket);
+    if (await files.countDocuments({ _id: id }, { limit: 1 })) throw new BlobExistsError(bucket, id);
+
+    const meter = new Meter(opts.limit);
+    let stored = 0;
+    try {
+      for await (const data of cut(meter.pass(source), gridFsChunkSize)) {
+        await chunks.insertOne({ _id: new ObjectId(), files_id: id, n: stored, data });
+        stored += 1;
+      }
+      const doc: FilesDoc = {
+        _id: id,
+        length: meter.size,
+        chunkSize: gridFsChunkSize,
+        uploadDate: new Date(),
+        filename: meta.filename,
+        metadata: { owner: meta.owner, contentType: meta.contentType, sha256: meter.digest() },
+      };
+      await files.insertOne(doc);
+      return toInfo(doc);
+    } catch (err) {
+      // Once chunk 0 is ours the id is ours, so everything under it can go, a files document whose
+      // acknowledgement was lost included.
+      if (stored > 0) {
+        await files.deleteOne({ _id: id })
+          .then(() => chunks.deleteMany({ files_id: id }))
+          .catch((cleanupErr: unknown) => log.warn({ err: cleanupErr, bucket, id }, 'could not remove the chunks of a failed put'));
+      }
+      throw isDuplicateKey(err) ? new BlobExistsError(bucket, id) : err;
+    }
+  }
+
+  async stat(bucket: Bucket, id: string): Promise<BlobInfo | undefined> {
+    if (!isBlobId(id)) return undefined;
+    const doc = await this.files(bucket).findOne({ _id: id });
+    return doc ? toInfo(doc) : undefined;
+  }
+
+  async read(bucket: Bucket, id: string, range?: ByteRange): Promise<NodeJS.ReadableStream> {
+    const info = await this.stat(bucket, id);
+    if (!info) throw new NotFoundError('file');
+    if (range) checkRange(range, info.size);
+    // GridFS allows any _id type; the driver's signature only names ObjectId. Its `end` is exclusive.
+    const fileId = id as unknown as ObjectId;
+    return this.readers[bucket].openDownloadStream(fileId, range && { start: range.start, end: range.end + 1 });
+  }
+
+  async readAll(bucket: Bucket, id: string): Promise<Buffer> {
+    return collect(await this.read(bucket, id));
+  }
+
+  async delete(bucket: Bucket, id: string): Promise<boolean> {
+    if (!isBlobId(id)) return false;
+    // The files document first, so readers stop finding the blob before its chunks go.
+    const file = await this.files(bucket).deleteOne({ _id: id });
+    const chunks = await this.chunks(bucket).deleteMany({ files_id: id });
+    return file.deletedCount + chunks.deletedCount > 0;
+  }
+
+  async close(): Promise<void> {
+    await this.client.close();
+  }
+}
+
+/**
+ * Blobs in GridFS buckets 'videos' and 'mp3s' of the URI's database (default 'video2mp3'). Connects
+ * and creates the indexes before resolving; a database that is down fails within `connectTimeoutMs`
+ * with an error isTransient recognises.
+ */
+export async function createGridFsStore(uri: string, connectTimeoutMs = 5000): Promise<BlobStore> {
+  const client = new MongoClient(uri, { serverSelectionTimeoutMS: connectTimeoutMs, connectTimeoutMS: connectTimeoutMs, appName: 'video2mp3' });
+  try {
+    await client.connect();
+    const store = new GridFsStore(client, client.db(parseMongoUri(uri).dbName));
+    await store.ensureIndexes();
+    return store;
+  } catch (err) {
+    await client.close();
+    throw err;
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const handle = await fsp.open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+const errorCode = (err: unknown) => (err as NodeJS.ErrnoException | undefined)?.code;
+
+/**
+ * Each blob is a directory dir/<bucket>/<id>/ holding `data` and a `meta.json` sidecar. A put fills a
+ * hidden temp directory (names starting with '.' can never be ids), fsyncs it, and renames it into
+ * place: the rename is atomic and fails on an existing blob, so a crash never leaves half a blob under
+ * a real id and two puts of one id cannot both win.
+ */
+class DirectoryStore implements BlobStore {
+  constructor(private readonly dir: string) {}
+
+  private blobDir(bucket: Bucket, id: string): string {
+    return path.join(this.dir, bucket, id);
+  }
+
+  async put(bucket: Bucket, source: NodeJS.ReadableStream | Buffer, meta: BlobMeta, opts: PutOptions = {}): Promise<BlobInfo> {
+    const id = chooseId(bucket, opts);
+    const bucketDir = path.join(this.dir, bucket);
+    const target = this.blobDir(bucket, id);
+    await fsp.mkdir(bucketDir, { recursive: true });
+    if (await this.stat(bucket, id)) throw new BlobExistsError(bucket, id);
+
+    const temp = await fsp.mkdtemp(path.join(bucketDir, '.put-'));
+    try {
+      const meter = new Meter(opts.limit);
+      await pipeline(meter.pass(source), fs.createWriteStream(path.join(temp, 'data'), { flush: true }));
+      const info: BlobInfo = { id, ...pickMeta(meta), size: meter.size, sha256: meter.digest(), createdAt: new Date() };
+      await fsp.writeFile(path.join(temp, 'meta.json'), JSON.stringify(info), { flush: true });
+      await syncDir(temp);
+      await fsp.rename(temp, target);
+      await syncDir(bucketDir);
+      return info;
+    } catch (err) {
+      await fsp.rm(temp, { recursive: true, force: true });
+      if (errorCode(err) === 'ENOTEMPTY' || errorCode(err) === 'EEXIST') throw new BlobExistsError(bucket, id);
+      throw err;
+    }
+  }
+
+  async stat(bucket: Bucket, id: string): Promise<BlobInfo | undefined> {
+    if (!isBlobId(id)) return undefined;
+    let text: string;
+    try {
+      text = await fsp.readFile(path.join(this.blobDir(bucket, id), 'meta.json'), 'utf8');
+    } catch (err) {
+      if (errorCode(err) === 'ENOENT' || errorCode(err) === 'ENOTDIR') return undefined;
+      throw err;
+    }
+    const saved = JSON.parse(text) as Omit<BlobInfo, 'createdAt'> & { createdAt: string };
+    return { ...saved, id, createdAt: new Date(saved.createdAt) };
+  }
+
+  async read(bucket: Bucket, id: string, range?: ByteRange): Promise<NodeJS.ReadableStream> {
+    const info = await this.stat(bucket, id);
+    if (!info) throw new NotFoundError('file');
+    if (range) checkRange(range, info.size);
+    let handle: fsp.FileHandle;
+    try {
+      handle = await fsp.open(path.join(this.blobDir(bucket, id), 'data'), 'r');
+    } catch (err) {
+      if (errorCode(err) === 'ENOENT') throw new NotFoundError('file'); // deleted since the stat
+      throw err;
+    }
+    // The open handle keeps the bytes readable even if the blob is deleted mid-stream.
+    return handle.createReadStream(range ? { start: range.start, end: range.end } : {});
+  }
+
+  async readAll(bucket: Bucket, id: string): Promise<Buffer> {
+    return collect(await this.read(bucket, id));
+  }
+
+  async delete(bucket: Bucket, id: string): Promise<boolean> {
+    if (!isBlobId(id)) return false;
+    // Renamed away first, so the blob vanishes at once even if removing its files is interrupted.
+    const doomed = path.join(this.dir, bucket, `.delete-${newBlobId()}`);
+    try {
+      await fsp.rename(this.blobDir(bucket, id), doomed);
+    } catch (err) {
+      if (errorCode(err) === 'ENOENT') return false;
+      throw err;
+    }
+    await fsp.rm(doomed, { recursive: true, force: true });
+    return true;
+  }
+
+  async close(): Promise<void> {}
+}
+
+const pickMeta = ({ owner, filename, contentType }: BlobMeta): BlobMeta => ({ owner, filename, contentType });
+
+/** Blobs as files under dir/<bucket>/, for one machine (the embedded stack and tests). */
+export function createDirectoryStore(dir: string): BlobStore {
+  return new DirectoryStore(path.resolve(dir));
+}
+
+/** The instance's blob store: GridFS when MONGODB_URI is set, otherwise a directory in DATA_DIR. */
+export const getBlobs = lazyClient(
+  'blobs',
+  async () => {
+    const config = getConfig();
+    return config.mongodbUri ? createGridFsStore(config.mongodbUri, config.timeouts.storageConnectMs) : createDirectoryStore(path.join(config.dataDir, 'blobs'));
+  },
+  (store) => store.close(),
+);
+
+/** A description of the blob store for start-up logs, without credentials. */
+export function describeBlobs(config: Pick<Config, 'mongodbUri' | 'dataDir'>): string {
+  if (!config.mongodbUri) return `directory ${path.join(config.dataDir, 'blobs')}`;
+  const { hosts, dbName } = parseMongoUri(config.mongodbUri);
+  return `gridfs ${hosts}/${dbName}`;
+}

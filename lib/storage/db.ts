@@ -1,0 +1,73 @@
+/**
+ * lib/storage owns where state lives: the jobs/users database (knex on MySQL or SQLite, with its
+ * migrations) and the blob store for videos and MP3s (GridFS or a directory). Drivers for them are
+ * imported only here.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import knex, { type Knex } from 'knex';
+import { lazyClient } from '../core/clients';
+import { getConfig, type Config } from '../core/config';
+import { migrationSource } from './migrations';
+
+export type Db = Knex;
+
+/** MySQL through mysql2 when DATABASE_URL is set, otherwise an SQLite file in the data directory. */
+export function createDb(config: Pick<Config, 'databaseUrl' | 'dataDir' | 'timeouts'>): Db {
+  if (config.databaseUrl) {
+    return knex({
+      client: 'mysql2',
+      connection: { uri: config.databaseUrl, charset: 'utf8mb4', connectTimeout: config.timeouts.dbConnectMs } as Knex.MySql2ConnectionConfig,
+      pool: { min: 0, max: 10 },
+      acquireConnectionTimeout: config.timeouts.dbAcquireMs,
+    });
+  }
+  fs.mkdirSync(config.dataDir, { recursive: true });
+  return knex({
+    client: 'better-sqlite3',
+    connection: { filename: path.join(config.dataDir, 'video2mp3.sqlite') },
+    useNullAsDefault: true,
+    pool: {
+      min: 1,
+      max: 1,
+      afterCreate: (conn: { pragma(s: string): unknown }, done: (err: Error | null, conn: unknown) => void) => {
+        conn.pragma('journal_mode = WAL');
+        conn.pragma('busy_timeout = 5000');
+        done(null, conn);
+      },
+    },
+  });
+}
+
+/** True when an insert broke a primary key or unique index, on MySQL and on SQLite alike. */
+export const isDuplicateKey = (err: unknown): boolean =>
+  ['ER_DUP_ENTRY', 'SQLITE_CONSTRAINT_PRIMARYKEY', 'SQLITE_CONSTRAINT_UNIQUE'].includes((err as { code?: string }).code ?? '');
+
+/** Brings the schema up to date; safe to run from many instances at once (knex's migration lock). */
+export async function migrate(db: Db): Promise<string[]> {
+  const [, applied] = (await db.migrate.latest({ migrationSource })) as [number, string[]];
+  return applied;
+}
+
+/** The instance's database, migrated on first use. */
+export const getDb = lazyClient(
+  'db',
+  async () => {
+    const db = createDb(getConfig());
+    try {
+      await migrate(db);
+    } catch (err) {
+      await db.destroy();
+      throw err;
+    }
+    return db;
+  },
+  (db) => db.destroy(),
+);
+
+/** A description of the backend for start-up logs, without credentials. */
+export function describeDb(config: Pick<Config, 'databaseUrl' | 'dataDir'>): string {
+  if (!config.databaseUrl) return `sqlite ${path.join(config.dataDir, 'video2mp3.sqlite')}`;
+  const u = new URL(config.databaseUrl);
+  return `mysql ${u.host}${u.pathname}`;
+}

@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { convertFile, PARALLEL_MIN_SECONDS, type ConvertFileResult, type ConvertOptions } from '../lib/media/convert-file';
+import { convertFile, PARALLEL_MIN_SECONDS, type ConvertFileResult } from '../lib/media/convert-file';
+import type { Mp3Options as ConvertOptions } from '../lib/media/options';
 import { createEncoderPool } from '../lib/media/encoder-pool';
 import { scanMp3 } from '../lib/media/mp3-join';
 

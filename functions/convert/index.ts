@@ -11,3 +11,7 @@ export const handler = handleEvent([eventTypes.videoUploaded], async (event) => 
   const deps = { db: await getDb(), blobs: await getBlobs(), broker: await getBroker(), transcoder: await getTranscoder(), config: getConfig() };
   return { jobId: event.data.jobId, outcome: await convertJob(deps, event.data) };
 });
+
+// The instances are created and warmed at start, so the first event pays no compile or JIT warm-up;
+// a failure here shows again, and is answered, on the first event.
+void getTranscoder().then((t) => t.ready()).catch(() => undefined);

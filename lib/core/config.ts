@@ -2,6 +2,7 @@
  * lib/core owns what every other folder stands on: the configuration (parsed once, here), the logger,
  * the domain errors and the lazily created per-instance clients. It imports no other lib folder.
  */
+import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { configureLog } from './log';
@@ -46,6 +47,7 @@ export const envSchema = z.object({
   MAX_DURATION_SECONDS: int(1, 6 * 3600).default(3 * 3600),
   MAX_OUTPUT_BYTES: int(1024, 1024 * mib).default(300 * mib),
   CONVERT_TIMEOUT_SECONDS: int(10, 3600).default(540),
+  CONVERT_PARALLELISM: int(1, 64).optional(),
   KEEP_SOURCE: bool.default(false),
   SOURCE_PARALLELISM: int(1, 1000).default(1),
   SOURCE_RETRY: int(0, 100).default(5),
@@ -99,6 +101,8 @@ export interface Config {
     convertMs: number;
     shutdownMs: number;
   };
+  /** ffmpeg.wasm instances a conversion may use: CONVERT_PARALLELISM, at most the available cores. */
+  convertParallelism: number;
   keepSource: boolean;
   source: { parallelism: number; retry: number; backoffPolicy: 'exponential' | 'linear'; backoffDelayMs: number };
   /** The Knative service name when deployed; undefined on one machine. */
@@ -168,6 +172,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
       convertMs: e.CONVERT_TIMEOUT_SECONDS * 1000,
       shutdownMs: 30_000,
     }),
+    convertParallelism: Math.min(e.CONVERT_PARALLELISM ?? os.availableParallelism(), os.availableParallelism()),
     keepSource: e.KEEP_SOURCE,
     source: Object.freeze({
       parallelism: e.SOURCE_PARALLELISM,

@@ -13,53 +13,23 @@
 // a single-instance encoding at the same positions, whatever the container's timestamp precision.
 import fs from 'node:fs';
 import path from 'node:path';
-import { sampleRates } from '../options';
-import type { EncoderPool, EncodeTask } from './encoder-pool';
+import type { EncoderPool, EncodeRun, EncodeTask } from './encoder-pool';
 import { canJoin, joinMp3Segments, scanMp3, SAMPLES_PER_FRAME, SeamError, type SeamRule } from './mp3-join';
-
-export type ConvertFailureReason = 'no-audio' | 'corrupt' | 'unsupported' | 'too-long' | 'output-too-large';
-
-export interface FailureDetail {
-  durationSeconds?: number;
-  limit?: number;
-  format?: string;
-  empty?: boolean;
-}
-
-/** The input cannot be converted with these limits (retrying will not help). */
-export class ConvertFailure extends Error {
-  override readonly name = 'ConvertFailure';
-  constructor(readonly reason: ConvertFailureReason, readonly detail: FailureDetail = {}) {
-    super(reason);
-  }
-}
-
-/** The options do not fit the input (e.g. a trim start past its end). */
-export class InvalidConvertOptions extends Error {
-  override readonly name = 'InvalidConvertOptions';
-}
-
-export interface ConvertOptions {
-  bitrate?: number;
-  quality?: number;
-  sampleRate?: number;
-  channels?: 1 | 2;
-  start?: number;
-  end?: number;
-  title?: string;
-}
+import { measureMp3Duration } from './mp3-frames';
+import { sampleRates, type Mp3Options } from './options';
+import { chooseAudioStream, InvalidOptions, JobFailure, parseProbe, type ProbedStream } from './probe';
 
 export interface ConvertFileRequest {
   input: string;
   output: string;
-  options: ConvertOptions;
+  options: Mp3Options;
   maxDurationSeconds: number;
   maxOutputBytes: number;
   /** Segment files are written here (and removed before returning). Defaults to the output's folder. */
   workDir?: string;
   /** At most this many segments; 1 forces one instance. Defaults to the pool's size. */
   parallelism?: number;
-  /** Each ffmpeg run is stopped (its instance replaced) after this long. */
+  /** The conversion is stopped (its instances replaced, EncoderTimeoutError) after this long. */
   timeoutMs?: number;
   onProgress?: (p: { percent: number; timeSeconds: number }) => void;
 }
@@ -67,9 +37,11 @@ export interface ConvertFileRequest {
 export interface ConvertFileResult {
   durationSeconds: number;
   bytes: number;
-  /** Decoded samples (frames × samples per frame − encoder delay − padding), when the tag says. */
+  /** Decoded samples (frames × samples per frame − encoder delay − padding) at sampleRate, when known. */
   samples?: number;
   sampleRate?: number;
+  /** Memory of the last instance that ran, after its run. */
+  memory: EncodeRun['memory'];
   /** Segments encoded in parallel (1 = one instance). */
   segments: number;
   /** Where the segments were joined, in seconds of the MP3 (empty for one instance). */
@@ -90,100 +62,6 @@ const OUT = '/output.mp3';
 const PROBE_LINES = String.raw`^(Format .+ probed with|Input #|\s+(Duration|Stream #))`;
 const ENCODE_LINES = String.raw`^(Conversion failed!|/input: )|: partial file$`;
 
-// --- probing ---------------------------------------------------------------------------------
-
-interface ProbedStream {
-  index: number;
-  type: 'audio' | 'video' | 'other';
-  channels?: number;
-  sampleRate?: number;
-  isDefault: boolean;
-  isAttachedPicture: boolean;
-}
-
-export interface Probe {
-  detectedFormat?: string;
-  opened: boolean;
-  durationSeconds?: number;
-  streams: ProbedStream[];
-}
-
-const CHANNEL_LAYOUTS: Record<string, number> = {
-  mono: 1, stereo: 2, downmix: 2, quad: 4, hexagonal: 6, octagonal: 8, hexadecagonal: 16,
-};
-
-function parseChannels(description: string): number | undefined {
-  const layout = /\d+ Hz, ([^,]+)/.exec(description)?.[1]?.trim();
-  if (!layout) return undefined;
-  const named = CHANNEL_LAYOUTS[layout.replace(/\(.*\)$/, '')];
-  if (named) return named;
-  const counted = /^(\d+) channels/.exec(layout);
-  if (counted) return Number(counted[1]);
-  const dotted = /^(\d+)\.(\d+)/.exec(layout);
-  return dotted ? Number(dotted[1]) + Number(dotted[2]) : undefined;
-}
-
-function parseClock(text: string): number {
-  const [h, m, s] = text.split(':').map(Number);
-  return h * 3600 + m * 60 + s;
-}
-
-/** Reads what `ffmpeg -i input` printed about the input. */
-export function parseProbe(lines: string[]): Probe {
-  const probe: Probe = { opened: false, streams: [] };
-  let inInputBlock = false;
-  for (const line of lines) {
-    const detected = /^Format (.+) probed with size=\d+ and score=\d+/.exec(line);
-    if (detected) probe.detectedFormat = detected[1];
-    const header = /^Input #0, (.+), from '/.exec(line);
-    if (header) {
-      inInputBlock = header[1] !== '(null)';
-      probe.opened ||= inInputBlock;
-      continue;
-    }
-    if (!inInputBlock) continue;
-    if (!line.startsWith(' ')) {
-      inInputBlock = false;
-      continue;
-    }
-    const duration = /^\s+Duration: (\d+:\d+:\d+(?:\.\d+)?)/.exec(line);
-    if (duration) probe.durationSeconds = parseClock(duration[1]);
-    const stream = /^\s+Stream #0:(\d+).*?: (Audio|Video|Subtitle|Data|Attachment): (.*)$/.exec(line);
-    if (stream) {
-      const [, index, kind, description] = stream;
-      const rate = /, (\d+) Hz/.exec(description);
-      probe.streams.push({
-        index: Number(index),
-        type: kind === 'Audio' ? 'audio' : kind === 'Video' ? 'video' : 'other',
-        channels: kind === 'Audio' ? parseChannels(description) : undefined,
-        sampleRate: kind === 'Audio' && rate ? Number(rate[1]) : undefined,
-        isDefault: /\(default\)/.test(description),
-        isAttachedPicture: /\(attached pic\)/.test(description),
-      });
-    }
-  }
-  return probe;
-}
-
-/**
- * Picks the audio stream, or throws why the input cannot be converted:
- * - empty input, or bytes a demuxer recognised but could not open → 'corrupt';
- * - bytes no demuxer recognises, still images, containers with neither audio nor video → 'unsupported';
- * - a video without an audio stream → 'no-audio'.
- */
-export function chooseAudioStream(probe: Probe, inputBytes: number): ProbedStream {
-  if (inputBytes === 0) throw new ConvertFailure('corrupt', { empty: true });
-  if (!probe.opened) throw new ConvertFailure(probe.detectedFormat ? 'corrupt' : 'unsupported', { format: probe.detectedFormat });
-  const format = probe.detectedFormat ?? '';
-  if (/_pipe$|^image2$/.test(format)) throw new ConvertFailure('unsupported', { format });
-  const audio = probe.streams.filter((s) => s.type === 'audio');
-  if (audio.length === 0) {
-    const hasVideo = probe.streams.some((s) => s.type === 'video' && !s.isAttachedPicture);
-    throw new ConvertFailure(hasVideo ? 'no-audio' : 'unsupported', { format });
-  }
-  return audio.find((s) => s.isDefault) ?? audio[0];
-}
-
 // --- encoding --------------------------------------------------------------------------------
 
 interface EncodeSpan {
@@ -196,7 +74,7 @@ interface EncodeSpan {
   first: boolean;
 }
 
-function buildArgs(stream: ProbedStream, options: ConvertOptions, rate: number | undefined, span: EncodeSpan, maxOutputBytes: number): string[] {
+function buildArgs(stream: ProbedStream, options: Mp3Options, rate: number | undefined, span: EncodeSpan, maxOutputBytes: number): string[] {
   const args: string[] = [];
   if (options.start !== undefined && options.start > 0) args.push('-ss', String(options.start));
   args.push('-i', IN, '-map', `0:${stream.index}`, '-vn', '-sn', '-dn');
@@ -220,29 +98,12 @@ function buildArgs(stream: ProbedStream, options: ConvertOptions, rate: number |
   return args;
 }
 
-/** Duration and samples of an MP3 from its Xing/LAME tag (what the muxer writes), any MPEG version. */
-export function readMp3Tag(file: string): { samples: number; sampleRate: number } | undefined {
+/** Duration of the MP3 on disk, from its Xing/LAME tag (the first frame, within the first 64 KiB). */
+function readMp3Duration(file: string): number {
   const fd = fs.openSync(file, 'r');
   try {
     const head = Buffer.alloc(64 * 1024);
-    const n = fs.readSync(fd, head, 0, head.length, 0);
-    let at = 0;
-    if (n >= 10 && head.toString('latin1', 0, 3) === 'ID3') {
-      at = 10 + (((head[6] & 0x7f) << 21) | ((head[7] & 0x7f) << 14) | ((head[8] & 0x7f) << 7) | (head[9] & 0x7f));
-    }
-    if (at + 200 > n || head[at] !== 0xff || (head[at + 1] & 0xe6) !== 0xe2) return undefined;
-    const version = (head[at + 1] >> 3) & 3; // 3 MPEG-1, 2 MPEG-2, 0 MPEG-2.5
-    const rates: Record<number, number[]> = { 3: [44100, 48000, 32000], 2: [22050, 24000, 16000], 0: [11025, 12000, 8000] };
-    const sampleRate = rates[version]?.[(head[at + 2] >> 2) & 3];
-    if (!sampleRate) return undefined;
-    const mono = head[at + 3] >> 6 === 3;
-    const x = at + 4 + (version === 3 ? (mono ? 17 : 32) : mono ? 9 : 17);
-    if (!/^(Xing|Info)$/.test(head.toString('latin1', x, x + 4)) || !(head[x + 7] & 1)) return undefined;
-    const frames = head.readUInt32BE(x + 8);
-    const lame = x + 120;
-    const packed = head.readUIntBE(lame + 21, 3);
-    const perFrame = version === 3 ? 1152 : 576;
-    return { samples: Math.max(0, frames * perFrame - (packed >> 12) - (packed & 0xfff)), sampleRate };
+    return measureMp3Duration(head.subarray(0, fs.readSync(fd, head, 0, head.length, 0)));
   } finally {
     fs.closeSync(fd);
   }
@@ -253,24 +114,31 @@ function removeQuietly(file: string): void {
 }
 
 /**
- * Converts the host file `input` to the MP3 `output` with the pool's instances. Throws ConvertFailure
- * for inputs that cannot be converted, InvalidConvertOptions for options that do not fit the input,
+ * Converts the host file `input` to the MP3 `output` with the pool's instances. Throws JobFailure
+ * for inputs that cannot be converted, InvalidOptions for options that do not fit the input,
  * EncoderCrashError / EncoderTimeoutError when an instance failed. `output` exists only on success.
  */
 export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): Promise<ConvertFileResult> {
   const { input, output, options, maxDurationSeconds, maxOutputBytes } = req;
   const inputBytes = fs.statSync(input).size;
-  const run = (task: Omit<EncodeTask, 'timeoutMs'>) => pool.run({ ...task, timeoutMs: req.timeoutMs });
+  const deadline = req.timeoutMs === undefined ? undefined : performance.now() + req.timeoutMs;
+  let lastMemory: EncodeRun['memory'] | undefined;
+  // Every run gets what is left of the conversion's time.
+  const run = async (task: Omit<EncodeTask, 'timeoutMs'>) => {
+    const result = await pool.run({ ...task, timeoutMs: deadline === undefined ? undefined : Math.max(1, deadline - performance.now()) });
+    lastMemory = result.memory;
+    return result;
+  };
   const probed = await run({ args: ['-i', IN], files: [{ wasmPath: IN, hostPath: input, mode: 'read' }], keep: PROBE_LINES });
   const probe = parseProbe(probed.lines);
   const stream = chooseAudioStream(probe, inputBytes);
   const source = probe.durationSeconds;
   if (source !== undefined && source > maxDurationSeconds) {
-    throw new ConvertFailure('too-long', { durationSeconds: source, limit: maxDurationSeconds });
+    throw new JobFailure('too-long', { durationSeconds: source, limit: maxDurationSeconds });
   }
   const start = options.start ?? 0;
   if (source !== undefined && start >= source) {
-    throw new InvalidConvertOptions(`The trim start (${start} s) is at or past the end of the media (${source} s).`);
+    throw new InvalidOptions(`The trim start (${start} s) is at or past the end of the media (${source} s).`);
   }
   const spanEnd = Math.min(options.end ?? Infinity, source ?? Infinity);
   const span = Number.isFinite(spanEnd) ? spanEnd - start : undefined;
@@ -307,7 +175,7 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
       keep: ENCODE_LINES,
       onProgress: (t) => progressOf([(done[0] = Math.max(0, t - start))]),
     });
-    checkRun(result.lines, probe);
+    checkRun(result.lines);
   };
 
   try {
@@ -325,14 +193,14 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
       await encodeSingle();
     }
     const bytes = fs.statSync(output).size;
-    if (bytes > maxOutputBytes) throw new ConvertFailure('output-too-large', { limit: maxOutputBytes });
-    const tag = joined ?? readMp3Tag(output);
-    const durationSeconds = tag ? tag.samples / tag.sampleRate : 0;
-    if (durationSeconds === 0) throw new ConvertFailure('corrupt', { format: probe.detectedFormat });
-    if (source === undefined && durationSeconds > maxDurationSeconds) throw new ConvertFailure('too-long', { limit: maxDurationSeconds });
+    if (bytes > maxOutputBytes) throw new JobFailure('output-too-large', { limit: maxOutputBytes });
+    const durationSeconds = joined ? joined.samples / joined.sampleRate : readMp3Duration(output);
+    if (durationSeconds === 0) throw new JobFailure('corrupt');
+    if (source === undefined && durationSeconds > maxDurationSeconds) throw new JobFailure('too-long', { limit: maxDurationSeconds });
     // A frame's samples come out of the decoder delayed by the encoder delay (576) plus the decoder's 529.
     const seamSeconds = (joined?.seamFrames ?? []).map((f) => (f * SAMPLES_PER_FRAME - 1105) / joined!.sampleRate);
-    return { durationSeconds, bytes, samples: tag?.samples, sampleRate: tag?.sampleRate, segments, seamSeconds, singleReason: segments === 1 ? singleReason : undefined };
+    const samples = joined?.samples ?? (rate === undefined ? undefined : Math.round(durationSeconds * rate));
+    return { durationSeconds, bytes, samples, sampleRate: rate, memory: lastMemory!, segments, seamSeconds, singleReason: segments === 1 ? singleReason : undefined };
   } catch (error) {
     removeQuietly(output);
     throw error;
@@ -367,7 +235,7 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
       const results = await Promise.allSettled(runs);
       const failed = results.find((x): x is PromiseRejectedResult => x.status === 'rejected');
       if (failed) throw failed.reason;
-      for (const x of results) checkRun((x as PromiseFulfilledResult<{ lines: string[] }>).value.lines, probe);
+      for (const x of results) checkRun((x as PromiseFulfilledResult<{ lines: string[] }>).value.lines);
       const segments = files.map((file, i) => ({ path: file, layout: scanMp3(file), startFrame: startFrames[i] }));
       return joinMp3Segments(segments, output, SEAM_RULE);
     } finally {
@@ -377,6 +245,6 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
 }
 
 /** A read error on the input (not EOF) would otherwise give a silently short MP3. */
-function checkRun(lines: string[], probe: Probe): void {
-  if (lines.length > 0) throw new ConvertFailure('corrupt', { format: probe.detectedFormat });
+function checkRun(lines: string[]): void {
+  if (lines.length > 0) throw new JobFailure('corrupt');
 }

@@ -1,11 +1,11 @@
-// A fixed set of ffmpeg.wasm instances, each in its own worker thread (lib/media/encode-worker.ts),
+// A fixed set of ffmpeg.wasm instances, each in its own worker thread (lib/media/worker.ts),
 // created once per process and warmed at start. A run takes an idle instance (or waits for one); an
 // instance that crashes, exits or outlasts its timeout is terminated and replaced by a fresh, warmed
 // one, so no state leaks from a failed run into the next job.
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import type { EncodeReply, EncodeRequest, HostFileSpec } from './encode-worker';
+import type { EncodeReply, EncodeRequest, HostFileSpec, WorkerMemory } from './worker-protocol';
 
 export type { HostFileSpec };
 
@@ -31,6 +31,8 @@ export interface EncodeTask {
 export interface EncodeRun {
   lines: string[];
   ms: number;
+  /** The instance's thread memory after the run, for spotting growth across jobs. */
+  memory: WorkerMemory;
 }
 
 export interface EncoderPool {
@@ -80,7 +82,7 @@ export function createEncoderPool(opts: { size: number }): EncoderPool {
           return;
         }
         settle();
-        if (reply.kind === 'done') resolve({ lines: reply.lines, ms: reply.ms });
+        if (reply.kind === 'done') resolve({ lines: reply.lines, ms: reply.ms, memory: reply.memory });
         else reject(new EncoderCrashError(`The encoder crashed: ${reply.message}`));
       };
       const onError = (error: Error): void => {
@@ -168,14 +170,14 @@ export function createEncoderPool(opts: { size: number }): EncoderPool {
 }
 
 function spawnWorker(): Worker {
-  // Bundled (dist/convert/index.js) the worker is the sibling bundle encode-worker.js; from source
+  // Bundled (dist/convert/index.js) the worker is the sibling bundle transcode-worker.js; from source
   // (tsx, vitest) it is the .ts file, loaded through tsx's CommonJS hook inside the new thread.
   const here = __filename;
   const worker = /\.[cm]?js$/.test(here)
-    ? new Worker(path.join(__dirname, 'encode-worker.js'))
+    ? new Worker(path.join(__dirname, 'transcode-worker.js'))
     : new Worker(
         `require(${JSON.stringify(createRequire(here).resolve('tsx/cjs/api'))}).register();` +
-          `require(${JSON.stringify(path.join(path.dirname(here), 'encode-worker.ts'))});`,
+          `require(${JSON.stringify(path.join(path.dirname(here), 'worker.ts'))});`,
         { eval: true },
       );
   worker.unref();

@@ -203,3 +203,18 @@ describe('parallel segment encoding', () => {
     expect(fs.existsSync(path.join(dir, 'tiny.mp3'))).toBe(false);
   });
 });
+
+describe('the log of an audio-only run', () => {
+  it('when a 40 s MP4 with video is encoded, then ffmpeg hands over only INFO lines and above, not a trace line per packet', async () => {
+    const input = clip('mp4');
+    const output = path.join(dir, 'log.mp3');
+    const files = [{ wasmPath: '/input', hostPath: input, mode: 'read' as const }, { wasmPath: '/output.mp3', hostPath: output, mode: 'write' as const }];
+    const args = ['-i', '/input', '-map', '0:a:0', '-vn', '-c:a', 'libmp3lame', '-f', 'mp3', '/output.mp3'];
+    const full = await pool.run({ args, files, keep: String.raw`^Stream #|^\s+Stream #` });
+    const filtered = await pool.run({ args, files, keep: String.raw`^size=`, audioOnly: true });
+    expect(full.logLines).toBeGreaterThan(2000); // the mov demuxer's trace lines, one per packet
+    expect(filtered.logLines).toBeLessThan(200);
+    expect(filtered.lines.length).toBeGreaterThan(0); // progress still arrives
+    expect(fs.statSync(output).size).toBeGreaterThan(0);
+  });
+});

@@ -173,6 +173,7 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
       args,
       files: [{ wasmPath: IN, hostPath: input, mode: 'read' }, { wasmPath: OUT, hostPath: output, mode: 'write' }],
       keep: ENCODE_LINES,
+      audioOnly: true,
       onProgress: (t) => progressOf([(done[0] = Math.max(0, t - start))]),
     });
     checkRun(result.lines);
@@ -225,6 +226,7 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
           args,
           files: [{ wasmPath: IN, hostPath: input, mode: 'read' }, { wasmPath: OUT, hostPath: files[i], mode: 'write' }],
           keep: ENCODE_LINES,
+          audioOnly: true,
           onProgress: (t) => {
             // Segments after the first report time from the trim start while they decode up to their own start.
             done[i] = Math.max(0, t - start - fromSeconds);

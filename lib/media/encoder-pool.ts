@@ -24,12 +24,16 @@ export interface EncodeTask {
   files: HostFileSpec[];
   /** RegExp source: log lines to return (every other line is dropped inside the worker). */
   keep: string;
+  /** The run decodes no video: its log is cut to INFO and above, which saves formatting time. */
+  audioOnly?: boolean;
   timeoutMs?: number;
   onProgress?: (timeSeconds: number) => void;
 }
 
 export interface EncodeRun {
   lines: string[];
+  /** Log lines ffmpeg produced in all (kept or not). */
+  logLines: number;
   ms: number;
   /** The instance's thread memory after the run, for spotting growth across jobs. */
   memory: WorkerMemory;
@@ -82,7 +86,7 @@ export function createEncoderPool(opts: { size: number }): EncoderPool {
           return;
         }
         settle();
-        if (reply.kind === 'done') resolve({ lines: reply.lines, ms: reply.ms, memory: reply.memory });
+        if (reply.kind === 'done') resolve({ lines: reply.lines, logLines: reply.logLines, ms: reply.ms, memory: reply.memory });
         else reject(new EncoderCrashError(`The encoder crashed: ${reply.message}`));
       };
       const onError = (error: Error): void => {
@@ -149,7 +153,7 @@ export function createEncoderPool(opts: { size: number }): EncoderPool {
             replace(slot);
             await slot.warmed;
           }
-          return await request(slot.worker, { id: nextId++, kind: 'run', args: task.args, files: task.files, keep: task.keep }, task.onProgress, task.timeoutMs);
+          return await request(slot.worker, { id: nextId++, kind: 'run', args: task.args, files: task.files, keep: task.keep, audioOnly: task.audioOnly ?? false }, task.onProgress, task.timeoutMs);
         } catch (error) {
           if (error instanceof EncoderCrashError || error instanceof EncoderTimeoutError) replace(slot);
           throw error;

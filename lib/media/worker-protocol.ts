@@ -25,11 +25,13 @@ export type EncodeRequest =
       files: HostFileSpec[];
       /** Log lines matching this (a RegExp source) are returned; the others are dropped in the worker. */
       keep: string;
+      /** The run decodes no video: ffmpeg may skip formatting debug and trace messages. */
+      audioOnly: boolean;
     };
 
 export type EncodeReply =
   | { id: number; kind: 'progress'; timeSeconds: number }
-  | { id: number; kind: 'done'; lines: string[]; ms: number; memory: WorkerMemory }
+  | { id: number; kind: 'done'; lines: string[]; logLines: number; ms: number; memory: WorkerMemory }
   | { id: number; kind: 'crashed'; message: string };
 
 export interface WorkerMemory {

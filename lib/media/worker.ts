@@ -6,17 +6,32 @@ import { parentPort } from 'node:worker_threads';
 import { FFmpeg, type FFmpegCoreConstructor } from '@ffmpeg.wasm/main';
 import createCore from '@ffmpeg.wasm/core-mt';
 import { attachHostFile, type HostFile, type WasmFs } from './host-file';
+import { createLogFilter, type LogFilter } from './log-filter';
 import type { EncodeReply, EncodeRequest, WorkerMemory } from './worker-protocol';
 
 let ffmpeg: FFmpeg | undefined;
+let logFilter: LogFilter | undefined;
 let onLine: (line: string) => void = () => {};
 
 async function getFFmpeg(): Promise<FFmpeg> {
-  ffmpeg ??= await FFmpeg.create({
-    core: createCore as unknown as FFmpegCoreConstructor,
-    log: true,
-    logger: (_level, ...msg) => onLine(msg.length === 1 ? String(msg[0]) : msg.map(String).join(' ')),
-  });
+  if (!ffmpeg) {
+    ffmpeg = await FFmpeg.create({
+      core: createCore as unknown as FFmpegCoreConstructor,
+      log: true,
+      logger: (_level, ...msg) => onLine(msg.length === 1 ? String(msg[0]) : msg.map(String).join(' ')),
+    });
+    const ff = ffmpeg;
+    logFilter = createLogFilter(ff, (run) => {
+      let lines = 0;
+      onLine = () => lines++;
+      try {
+        run();
+      } finally {
+        onLine = () => {};
+      }
+      return lines;
+    });
+  }
   return ffmpeg;
 }
 
@@ -48,14 +63,19 @@ async function handle(request: EncodeRequest): Promise<EncodeReply> {
   const ff = await getFFmpeg();
   if (request.kind === 'warm') {
     warm(ff);
-    return { id: request.id, kind: 'done', lines: [], ms: performance.now() - started, memory: workerMemory() };
+    return { id: request.id, kind: 'done', lines: [], logLines: 0, ms: performance.now() - started, memory: workerMemory() };
   }
   const keep = new RegExp(request.keep);
+  // Audio-only runs pass on messages up to INFO (progress, errors); a probe, which may decode video
+  // with threads, keeps the original callback (lib/media/log-filter.ts).
+  logFilter?.set(request.audioOnly ? 32 : 'all');
   const lines: string[] = [];
+  let logLines = 0;
   const attached: HostFile[] = [];
   try {
     for (const f of request.files) attached.push(attachHostFile(ff.fs as unknown as WasmFs, f.wasmPath, f.hostPath, f.mode));
     runSync(ff, request.args, (line) => {
+      logLines++;
       if (keep.test(line)) lines.push(line);
       if (line.includes('size=')) {
         const t = PROGRESS.exec(line);
@@ -68,7 +88,7 @@ async function handle(request: EncodeRequest): Promise<EncodeReply> {
   } finally {
     for (const f of attached) f.close();
   }
-  return { id: request.id, kind: 'done', lines, ms: performance.now() - started, memory: workerMemory() };
+  return { id: request.id, kind: 'done', lines, logLines, ms: performance.now() - started, memory: workerMemory() };
 }
 
 function workerMemory(): WorkerMemory {

@@ -3,9 +3,8 @@
 // does not grow with the file. Long inputs are encoded in parallel segments and joined into one gapless
 // MP3 (lib/media/mp3-join.ts).
 //
-// The rule for parallel encoding: with a pool of K ≥ 2 instances, a known output sample rate of 32, 44.1
-// or 48 kHz (MPEG-1 Layer III, the only kind the join handles), a known span of at least
-// PARALLEL_MIN_SECONDS, the span is cut into K segments. Anything else, and any join that cannot be made
+// The rule for parallel encoding: with a pool of K ≥ 2 instances, a known output sample rate that MP3
+// has (8 to 48 kHz), a known span of at least PARALLEL_MIN_SECONDS, the span is cut into K segments. Anything else, and any join that cannot be made
 // exact (SeamError), is encoded by one instance.
 //
 // Every encoding, single or segment, decodes from the same point (the trim start, as an input seek) and
@@ -14,7 +13,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { EncoderPool, EncodeRun, EncodeTask } from './encoder-pool';
-import { canJoin, joinMp3Segments, scanMp3, SAMPLES_PER_FRAME, SeamError, type SeamRule } from './mp3-join';
+import { canJoin, joinMp3Segments, samplesPerFrame, scanMp3, SeamError, type SeamRule } from './mp3-join';
 import { measureMp3Duration } from './mp3-frames';
 import { sampleRates, type Mp3Options } from './options';
 import { chooseAudioStream, InvalidOptions, JobFailure, parseProbe, type ProbedStream } from './probe';
@@ -53,7 +52,7 @@ export interface ConvertFileResult {
 /** Spans shorter than this are encoded by one instance: splitting costs more than it saves. */
 export const PARALLEL_MIN_SECONDS = 30;
 
-/** Where seams may fall, in frames (1152 samples). */
+/** Where seams may fall, in frames (1152 samples at 32–48 kHz, 576 below). */
 export const SEAM_RULE: SeamRule = { warmupFrames: 16, searchFrames: 64, tailFrames: 8 };
 
 const IN = '/input';
@@ -149,7 +148,7 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
   const wanted = Math.max(1, Math.min(req.parallelism ?? pool.size, pool.size));
   const singleReason =
     wanted < 2 ? undefined
-    : rate === undefined || !canJoin(rate) ? `output sample rate ${rate ?? 'unknown'} Hz is not MPEG-1 Layer III`
+    : rate === undefined || !canJoin(rate) ? `the output sample rate is ${rate === undefined ? 'unknown' : `${rate} Hz, not an MP3 rate`}`
     : span === undefined ? 'the duration is unknown'
     : span < PARALLEL_MIN_SECONDS ? `the span (${span.toFixed(1)} s) is under ${PARALLEL_MIN_SECONDS} s`
     : undefined;
@@ -199,7 +198,7 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
     if (durationSeconds === 0) throw new JobFailure('corrupt');
     if (source === undefined && durationSeconds > maxDurationSeconds) throw new JobFailure('too-long', { limit: maxDurationSeconds });
     // A frame's samples come out of the decoder delayed by the encoder delay (576) plus the decoder's 529.
-    const seamSeconds = (joined?.seamFrames ?? []).map((f) => (f * SAMPLES_PER_FRAME - 1105) / joined!.sampleRate);
+    const seamSeconds = (joined?.seamFrames ?? []).map((f) => (f * samplesPerFrame(joined!.sampleRate) - 1105) / joined!.sampleRate);
     const samples = joined?.samples ?? (rate === undefined ? undefined : Math.round(durationSeconds * rate));
     return { durationSeconds, bytes, samples, sampleRate: rate, memory: lastMemory!, segments, seamSeconds, singleReason: segments === 1 ? singleReason : undefined };
   } catch (error) {
@@ -209,7 +208,8 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
 
   async function encodeParallel(k: number): Promise<{ samples: number; sampleRate: number; seamFrames: number[] }> {
     const r = rate!;
-    const totalFrames = Math.floor((endSample ?? Math.round(span! * r)) / SAMPLES_PER_FRAME);
+    const frameSamples = samplesPerFrame(r);
+    const totalFrames = Math.floor((endSample ?? Math.round(span! * r)) / frameSamples);
     const { warmupFrames, searchFrames, tailFrames } = SEAM_RULE;
     // Segment i starts warm-up frames before its share; all but the last run past the next seam window.
     const startFrames = Array.from({ length: k }, (_, i) => (i === 0 ? 0 : Math.max(0, Math.round((i * totalFrames) / k) - warmupFrames)));
@@ -219,9 +219,9 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
     const done = startFrames.map(() => 0);
     try {
       const runs = startFrames.map((from, i) => {
-        const to = i === k - 1 ? endSample : (startFrames[i + 1] + warmupFrames + searchFrames + tailFrames + 2) * SAMPLES_PER_FRAME;
-        const args = buildArgs(stream, options, r, { fromSample: from * SAMPLES_PER_FRAME, toSample: to, first: i === 0 }, maxOutputBytes);
-        const fromSeconds = (from * SAMPLES_PER_FRAME) / r;
+        const to = i === k - 1 ? endSample : (startFrames[i + 1] + warmupFrames + searchFrames + tailFrames + 2) * frameSamples;
+        const args = buildArgs(stream, options, r, { fromSample: from * frameSamples, toSample: to, first: i === 0 }, maxOutputBytes);
+        const fromSeconds = (from * frameSamples) / r;
         return run({
           args,
           files: [{ wasmPath: IN, hostPath: input, mode: 'read' }, { wasmPath: OUT, hostPath: files[i], mode: 'write' }],

@@ -14,40 +14,53 @@
 // padding, music length, music CRC, tag CRC). The decoded sample count is exact: the last segment's
 // padding ends the file where a single encoding would.
 //
-// Only MPEG-1 Layer III (32, 44.1, 48 kHz: 1152 samples a frame) is joined. Lower sample rates are
-// MPEG-2/2.5 (576-sample frames, other side info): `canJoin` says no and the caller encodes in one
-// instance.
+// Layer III of MPEG-1 (32, 44.1, 48 kHz: 1152 samples a frame, 9-bit main_data_begin) and of MPEG-2
+// and 2.5 (8 to 24 kHz: 576 samples a frame, 8-bit main_data_begin, shorter side info) are joined:
+// every sample rate LAME encodes.
 import fs from 'node:fs';
 
-export const SAMPLES_PER_FRAME = 1152;
+/** Samples in one Layer III frame at this sample rate. */
+export function samplesPerFrame(sampleRate: number): number {
+  return sampleRate >= 32000 ? 1152 : 576;
+}
 
-/** Whether segments at this output sample rate can be joined (MPEG-1 Layer III). */
+const RATES: Record<number, number[]> = { 3: [44100, 48000, 32000], 2: [22050, 24000, 16000], 0: [11025, 12000, 8000] };
+
+/** Whether segments at this output sample rate can be joined (any Layer III rate). */
 export function canJoin(sampleRate: number): boolean {
-  return sampleRate === 32000 || sampleRate === 44100 || sampleRate === 48000;
+  return Object.values(RATES).some((rates) => rates.includes(sampleRate));
 }
 
 const BITRATES_V1_L3 = [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 0];
-const RATES_V1 = [44100, 48000, 32000, 0];
+const BITRATES_V2_L3 = [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160, 0];
 
 interface FrameHeader {
   length: number;
   sampleRate: number;
+  /** MPEG-2 or 2.5 (low sampling frequencies). */
+  lsf: boolean;
   mono: boolean;
   crc: boolean;
 }
 
+/** Bytes of a frame's side info. */
+const sideInfoLength = (h: { lsf: boolean; mono: boolean }): number => (h.lsf ? (h.mono ? 9 : 17) : h.mono ? 17 : 32);
+
 /** Bytes of a frame before its main data: header, CRC, side info. */
-const payloadStart = (h: { mono: boolean; crc: boolean }): number => 4 + (h.crc ? 2 : 0) + (h.mono ? 17 : 32);
+const payloadStart = (h: { lsf: boolean; mono: boolean; crc: boolean }): number => 4 + (h.crc ? 2 : 0) + sideInfoLength(h);
 
 function parseHeader(b: Uint8Array, at: number): FrameHeader | undefined {
-  if (b[at] !== 0xff || (b[at + 1] & 0xfe) !== 0xfa) return undefined; // sync, MPEG-1, Layer III
-  const bitrate = BITRATES_V1_L3[b[at + 2] >> 4] * 1000;
-  const sampleRate = RATES_V1[(b[at + 2] >> 2) & 3];
+  if (b[at] !== 0xff || (b[at + 1] & 0xe6) !== 0xe2) return undefined; // sync, Layer III
+  const version = (b[at + 1] >> 3) & 3;
+  const sampleRate = RATES[version]?.[(b[at + 2] >> 2) & 3];
+  const lsf = version !== 3;
+  const bitrate = (lsf ? BITRATES_V2_L3 : BITRATES_V1_L3)[b[at + 2] >> 4] * 1000;
   if (!bitrate || !sampleRate) return undefined;
   const padding = (b[at + 2] >> 1) & 1;
   return {
-    length: Math.floor((144 * bitrate) / sampleRate) + padding,
+    length: Math.floor(((lsf ? 72 : 144) * bitrate) / sampleRate) + padding,
     sampleRate,
+    lsf,
     mono: b[at + 3] >> 6 === 3,
     crc: (b[at + 1] & 1) === 0,
   };
@@ -58,6 +71,7 @@ export interface Mp3Layout {
   /** Bytes before the first frame (the ID3v2 tag). */
   audioStart: number;
   sampleRate: number;
+  lsf: boolean;
   mono: boolean;
   crc: boolean;
   /** The Xing/Info frame (the first frame), or undefined when the file has none. */
@@ -96,9 +110,10 @@ export function scanMp3(path: string): Mp3Layout {
     const audioStart = at;
     const first = need(at, 4);
     const firstHeader = first === undefined ? undefined : parseHeader(buf, first);
-    if (!firstHeader) throw new Error('Not an MPEG-1 Layer III file: no frame where the audio should start.');
-    const layout: Mp3Layout = { audioStart, sampleRate: firstHeader.sampleRate, mono: firstHeader.mono, crc: firstHeader.crc, frameOffsets: [], mainDataBegin: [] };
-    const xingOffset = 4 + (firstHeader.mono ? 17 : 32);
+    if (!firstHeader) throw new Error('Not an MPEG Layer III file: no frame where the audio should start.');
+    const { sampleRate, lsf, mono, crc } = firstHeader;
+    const layout: Mp3Layout = { audioStart, sampleRate, lsf, mono, crc, frameOffsets: [], mainDataBegin: [] };
+    const xingOffset = 4 + sideInfoLength(firstHeader);
     const tagAt = need(at, Math.min(firstHeader.length, size - at));
     if (tagAt !== undefined && /^(Xing|Info)$/.test(buf.toString('latin1', tagAt + xingOffset, tagAt + xingOffset + 4))) {
       const lame = tagAt + xingOffset + 120;
@@ -110,10 +125,10 @@ export function scanMp3(path: string): Mp3Layout {
       const i = need(at, 6);
       const header = i === undefined ? undefined : parseHeader(buf, i);
       if (i === undefined || !header || at + header.length > size) break;
-      if (header.mono !== layout.mono || header.crc !== layout.crc || header.sampleRate !== layout.sampleRate) break;
+      if (header.mono !== mono || header.crc !== crc || header.sampleRate !== sampleRate) break;
       const side = i + 4 + (header.crc ? 2 : 0);
       layout.frameOffsets.push(at);
-      layout.mainDataBegin.push((buf[side] << 1) | (buf[side + 1] >> 7));
+      layout.mainDataBegin.push(lsf ? buf[side] : (buf[side] << 1) | (buf[side + 1] >> 7));
       at += header.length;
     }
     layout.frameOffsets.push(at);
@@ -126,7 +141,7 @@ export function scanMp3(path: string): Mp3Layout {
 export interface JoinSegment {
   path: string;
   layout: Mp3Layout;
-  /** Index of this segment's first frame in the whole file (its start in samples / 1152). */
+  /** Index of this segment's first frame in the whole file (its start in samples / samples per frame). */
   startFrame: number;
 }
 
@@ -189,7 +204,7 @@ function crc16(crc: number, bytes: Uint8Array): number {
 export interface JoinResult {
   frames: number;
   bytes: number;
-  /** Decoded samples: frames × 1152 − encoder delay − padding. */
+  /** Decoded samples: frames × samples per frame − encoder delay − padding. */
   samples: number;
   sampleRate: number;
   /** Index in the whole file of each seam's first frame from the next segment. */
@@ -267,7 +282,8 @@ export function joinMp3Segments(segments: JoinSegment[], outPath: string, rule: 
     rewriteTag(tagFrame, tag.xingOffset, { frames, bytes, frameEnds, delay: tag.delay, padding, crc });
     fs.writeSync(out, tagFrame, 0, tagFrame.length, head.layout.audioStart);
     const seamFrames = segments.slice(1).map((seg, i) => seg.startFrame + ranges[i + 1].from);
-    return { frames, bytes, samples: frames * SAMPLES_PER_FRAME - tag.delay - padding, sampleRate: head.layout.sampleRate, seamFrames };
+    const samples = frames * samplesPerFrame(head.layout.sampleRate) - tag.delay - padding;
+    return { frames, bytes, samples, sampleRate: head.layout.sampleRate, seamFrames };
   } finally {
     fs.closeSync(out);
   }
@@ -345,5 +361,10 @@ export function rewriteTag(
   frame.writeUIntBE((Math.min(f.delay, 4095) << 12) | Math.min(f.padding, 4095), x + 141, 3);
   frame.writeUInt32BE(f.bytes, x + 148);
   frame.writeUInt16BE(f.crc, x + 152);
-  frame.writeUInt16BE(crc16(0, frame.subarray(0, 190)), x + 154);
+  // As ffmpeg's muxer: the CRC of the frame's first 190 bytes, taken while the tag CRC field is still
+  // zero (it falls inside them when the side info is short) and the frame zero-padded to 190 bytes.
+  frame.writeUInt16BE(0, x + 154);
+  const first190 = Buffer.alloc(190);
+  frame.copy(first190, 0, 0, Math.min(190, frame.length));
+  frame.writeUInt16BE(crc16(0, first190), x + 154);
 }

@@ -54,8 +54,8 @@ export interface TranscoderOptions {
    */
   parallelism?: number;
   /**
-   * Folder for this process's segment files: a subfolder per process, and the subfolders of dead
-   * processes are removed when a transcoder is created (crash recovery). Default: the OS temp folder.
+   * Where temporary files go: a subfolder per transcoder, named after its process; the subfolders of
+   * dead processes are removed when a transcoder is created (crash recovery). Default: the OS temp folder.
    */
   tempDir?: string;
 }
@@ -166,17 +166,16 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
 }
 
 /**
- * This process's folder for segment files, `<parent>/video2mp3-convert-<pid>`. Folders left by
- * processes that no longer run (a crash, a kill) are removed first.
+ * This transcoder's folder for temporary files, `<parent>/video2mp3-convert-<pid>-<random>`. Folders
+ * left by processes that no longer run (a crash, a kill) are removed first.
  */
 function createProcessTempDir(parent: string): string {
   for (const name of fs.existsSync(parent) ? fs.readdirSync(parent) : []) {
-    const pid = name.startsWith(TEMP_PREFIX) ? Number(name.slice(TEMP_PREFIX.length)) : Number.NaN;
+    const pid = name.startsWith(TEMP_PREFIX) ? Number.parseInt(name.slice(TEMP_PREFIX.length), 10) : Number.NaN;
     if (Number.isInteger(pid) && pid !== process.pid && !isRunning(pid)) fs.rmSync(path.join(parent, name), { recursive: true, force: true });
   }
-  const dir = path.join(parent, `${TEMP_PREFIX}${process.pid}`);
-  fs.mkdirSync(dir, { recursive: true });
-  return dir;
+  fs.mkdirSync(parent, { recursive: true });
+  return fs.mkdtempSync(path.join(parent, `${TEMP_PREFIX}${process.pid}-`));
 }
 
 function isRunning(pid: number): boolean {

@@ -185,6 +185,14 @@ describe('parallel segment encoding', () => {
     if (options.start !== undefined) expect(Math.abs(c.parallel.durationSeconds - (options.end! - options.start))).toBeLessThan(1 / 44100);
   });
 
+  it('when the audio ends long before the video, then the MP3 is as long as the audio, whichever way it was encoded', async () => {
+    const file = path.join(dir, 'short-audio.mp4');
+    execFileSync('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-y', '-f', 'lavfi', '-i', video, '-f', 'lavfi', '-i', `sine=frequency=440:sample_rate=44100:duration=12`, ...X264, '-c:a', 'aac', '-b:a', '48k', file]);
+    const c = await convertBoth(file, {}, 'short-audio');
+    expect(Math.abs(c.single.durationSeconds - 12)).toBeLessThan(0.1);
+    expect(c.parallel.samples).toBe(c.single.samples);
+  });
+
   it(`when the span is under ${PARALLEL_MIN_SECONDS} s, then one instance encodes it`, async () => {
     const c = await convertBoth(clip('mp4'), { start: 5, end: 30 }, 'mp4-short');
     expect(c.parallel.segments).toBe(1);

@@ -4,8 +4,9 @@
 // MP3 (lib/media/mp3-join.ts).
 //
 // The rule for parallel encoding: with a pool of K ≥ 2 instances, a known output sample rate that MP3
-// has (8 to 48 kHz), a known span of at least PARALLEL_MIN_SECONDS, the span is cut into K segments. Anything else, and any join that cannot be made
-// exact (SeamError), is encoded by one instance.
+// has (8 to 48 kHz) and a known span of at least PARALLEL_MIN_SECONDS, the span is cut into K
+// segments. Anything else, and any join that cannot be made exact (SeamError), is encoded by one
+// instance.
 //
 // Every encoding, single or segment, decodes from the same point (the trim start, as an input seek) and
 // cuts by sample count after resampling (aresample + atrim), so a segment's samples are exactly those of
@@ -60,8 +61,6 @@ const OUT = '/output.mp3';
 /** Log lines a conversion reads: the probe's summary and trace lines, failures, nothing else. */
 const PROBE_LINES = String.raw`^(Format .+ probed with|Input #|\s+(Duration|Stream #))`;
 const ENCODE_LINES = String.raw`^(Conversion failed!|/input: )|: partial file$`;
-
-// --- encoding --------------------------------------------------------------------------------
 
 interface EncodeSpan {
   /** First and one-past-last output sample (relative to the trim start) of this encoding. */
@@ -173,7 +172,7 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
       files: [{ wasmPath: IN, hostPath: input, mode: 'read' }, { wasmPath: OUT, hostPath: output, mode: 'write' }],
       keep: ENCODE_LINES,
       audioOnly: true,
-      onProgress: (t) => progressOf([(done[0] = Math.max(0, t - start))]),
+      onProgress: (t) => progressOf([(done[0] = t)]), // output time: 0 at the trim start
     });
     checkRun(result.lines);
   };
@@ -228,8 +227,8 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
           keep: ENCODE_LINES,
           audioOnly: true,
           onProgress: (t) => {
-            // Segments after the first report time from the trim start while they decode up to their own start.
-            done[i] = Math.max(0, t - start - fromSeconds);
+            // Output time counts from the trim start: a segment's own part begins at fromSeconds.
+            done[i] = Math.max(0, t - fromSeconds);
             progressOf(done);
           },
         });
@@ -238,7 +237,14 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
       const failed = results.find((x): x is PromiseRejectedResult => x.status === 'rejected');
       if (failed) throw failed.reason;
       for (const x of results) checkRun((x as PromiseFulfilledResult<{ lines: string[] }>).value.lines);
-      const segments = files.map((file, i) => ({ path: file, layout: scanMp3(file), startFrame: startFrames[i] }));
+      const segments = files.map((file, i) => {
+        try {
+          return { path: file, layout: scanMp3(file), startFrame: startFrames[i] };
+        } catch (error) {
+          // E.g. the audio ends before the container does, and a segment got no audio at all.
+          throw new SeamError(`Segment ${i} is not an MP3 that can be joined.`, { cause: error });
+        }
+      });
       return joinMp3Segments(segments, output, SEAM_RULE);
     } finally {
       for (const file of files) removeQuietly(file);

@@ -36,10 +36,16 @@ interface Container {
   readinessProbe?: Probe;
   livenessProbe?: Probe;
   resources?: { requests?: Record<string, string>; limits?: Record<string, string> };
+  volumeMounts?: { name: string; mountPath: string }[];
   securityContext?: { runAsNonRoot?: boolean; allowPrivilegeEscalation?: boolean; capabilities?: { drop?: string[] } };
 }
 interface KService extends K8sObject {
-  spec: { template: { metadata?: { annotations?: Record<string, string> }; spec: { containerConcurrency?: number; timeoutSeconds?: number; containers: Container[] } } };
+  spec: {
+    template: {
+      metadata?: { annotations?: Record<string, string> };
+      spec: { containerConcurrency?: number; timeoutSeconds?: number; containers: Container[]; volumes?: { name: string; emptyDir?: { sizeLimit?: string } }[] };
+    };
+  };
 }
 interface ClusterRef { name?: string; namespace?: string }
 interface Queue extends K8sObject { spec: { name: string; durable?: boolean; autoDelete?: boolean; type?: string; arguments?: Record<string, unknown>; rabbitmqClusterReference: ClusterRef } }
@@ -372,6 +378,18 @@ describe('manifests and the code agree', () => {
     for (const fn of CLUSTER_LOCAL) expect(service(fn).metadata.labels?.['networking.knative.dev/visibility'], fn).toBe('cluster-local');
   });
 
+  it('when convert converts the largest upload, then its temporary files fit the emptyDir at /tmp (the root filesystem is read-only)', () => {
+    const { limits } = loadConfig(configMap().data);
+    const c = container('convert');
+    const mount = c.volumeMounts?.find((m) => m.mountPath === '/tmp');
+    const volume = service('convert').spec.template.spec.volumes?.find((v) => v.name === mount?.name);
+    const gib = (q: string | undefined) => Number(/^(\d+)Gi$/.exec(q ?? '')?.[1] ?? 0) * 1024 ** 3;
+    // One job at a time (containerConcurrency 1): its input, its segments and the joined MP3.
+    const needed = limits.uploadBytes + 2 * limits.outputBytes;
+    expect(gib(volume?.emptyDir?.sizeLimit)).toBeGreaterThanOrEqual(needed);
+    expect(gib(c.resources?.limits?.['ephemeral-storage'])).toBeGreaterThanOrEqual(needed);
+  });
+
   it('when the longest video the configuration allows is converted, then it ends before the converter\'s own timeout, which ends before Knative\'s', () => {
     // Measured by `npm run bench` on 2 cores: the function's path (blob read, wasm conversion, blob write)
     // takes ~2.0 s per 120 s of 720p H.264/AAC. Only the audio is decoded (-vn), so resolution hardly
@@ -396,8 +414,10 @@ describe('manifests and the code agree', () => {
     expect(c.livenessProbe?.httpGet?.path).toBe('/healthz');
     // Knative probes the serving port itself and rejects any other.
     expect(c.readinessProbe?.httpGet?.port).toBeUndefined();
-    expect(Object.keys(c.resources?.requests ?? {}).sort()).toEqual(['cpu', 'memory']);
-    expect(Object.keys(c.resources?.limits ?? {}).sort()).toEqual(['cpu', 'memory']);
+    // convert keeps its temporary files on disk (an emptyDir), so it also asks for ephemeral storage.
+    const kinds = fn === 'convert' ? ['cpu', 'ephemeral-storage', 'memory'] : ['cpu', 'memory'];
+    expect(Object.keys(c.resources?.requests ?? {}).sort()).toEqual(kinds);
+    expect(Object.keys(c.resources?.limits ?? {}).sort()).toEqual(kinds);
     expect(c.securityContext).toMatchObject({ runAsNonRoot: true, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
     expect(service(fn).spec.template.spec.timeoutSeconds, fn).toBeGreaterThan(0);
   });

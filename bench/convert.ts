@@ -9,6 +9,8 @@
 //   BENCH_MONGODB_URI).
 // Readiness = a fresh process from before importing the converter until its instances are compiled
 // and warmed (transcoder.ready()), the median of three. BENCH_INPUTS=10s,120s limits the clips.
+// BENCH_LARGE=1 adds the large-input part: ~200 MB and ~2 GB MP4s (the 2 min clip repeated, remuxed),
+// each converted once in a fresh process, with that process's peak RSS against native ffmpeg's.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -106,6 +108,42 @@ function functionPathCase(transcoder: Transcoder, store: BlobStore): Case {
   };
 }
 
+/** Child mode: one conversion of a large file in a fresh process; prints its time and peak RSS. */
+async function largeChild(file: string): Promise<void> {
+  const { createTranscoder } = await import('../lib/media/transcode');
+  const transcoder = createTranscoder({ ...LIMITS, parallelism: os.availableParallelism() });
+  await transcoder.ready();
+  const started = performance.now();
+  const result = await transcoder.transcode(file, `${file}.mp3`, OPTIONS);
+  const ms = performance.now() - started;
+  await transcoder.close();
+  fs.rmSync(`${file}.mp3`, { force: true });
+  process.stdout.write(`${JSON.stringify({ ms, maxRssMB: process.resourceUsage().maxRSS / 1024, segments: result.segments })}\n`);
+}
+
+async function largePart(dir: string, clip: string): Promise<void> {
+  console.log('\nLarge inputs (BENCH_LARGE=1): one conversion each, in a fresh process.');
+  const clipBytes = fs.statSync(clip).size;
+  for (const targetBytes of [200e6, 2.1e9]) {
+    const file = path.join(dir, `large-${Math.round(targetBytes / 1e6)}MB.mp4`);
+    const loops = Math.max(0, Math.ceil(targetBytes / clipBytes) - 1);
+    await run(NATIVE_FFMPEG, ['-hide_banner', '-loglevel', 'error', '-y', '-stream_loop', String(loops), '-i', clip, '-c', 'copy', file]);
+    const output = await run(process.execPath, [...process.execArgv, __filename, '--large', file]);
+    const wasm = JSON.parse(output.trim().split('\n').at(-1)!) as { ms: number; maxRssMB: number; segments: number };
+    const started = performance.now();
+    const native = await run(NATIVE_FFMPEG, ['-hide_banner', '-nostdin', '-y', '-benchmark', '-i', file, '-map', '0:a:0', '-vn', ...NATIVE_LAME_ARGS, '-f', 'mp3', `${file}.mp3`]);
+    const nativeMs = performance.now() - started;
+    const nativeRss = Number(/maxrss=(\d+)kB/.exec(native)?.[1] ?? 0) / 1024;
+    console.log(
+      `  ${(fs.statSync(file).size / 1e9).toFixed(2)} GB (${Math.round(((loops + 1) * 120) / 60)} min): wasm ${(wasm.ms / 1000).toFixed(1)} s, ` +
+        `peak RSS ${Math.round(wasm.maxRssMB)} MB (${wasm.segments} segments); native ${(nativeMs / 1000).toFixed(1)} s, peak RSS ${Math.round(nativeRss)} MB; ` +
+        `${round(wasm.ms / nativeMs, 2)}× native`,
+    );
+    fs.rmSync(file, { force: true });
+    fs.rmSync(`${file}.mp3`, { force: true });
+  }
+}
+
 /** Child mode: time from before the import until the instances are compiled and warmed. */
 async function readyChild(parallelism: number): Promise<void> {
   const started = performance.now();
@@ -183,6 +221,9 @@ async function main(): Promise<void> {
     console.log(`\n${line(header)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n${rows.map(line).join('\n')}\n`);
     console.log(`Convert readiness (import → instances compiled and warmed, median of 3 fresh processes): one instance ${Math.round(readySingle)} ms, ${cores} instances ${Math.round(readyParallel)} ms.`);
     console.log(`${ROUNDS} interleaved rounds per input, ${cores} cores; peak RSS of this process ${Math.round(process.resourceUsage().maxRSS / 1024)} MB.`);
+    if (process.env.BENCH_LARGE === '1') {
+      await largePart(dir, list.find((i) => i.seconds === 120)?.file ?? (await makeInput(dir, 120)));
+    }
     console.log(`Total bench time ${round((performance.now() - benchStarted) / 1000, 1)} s.`);
   } finally {
     await Promise.all([single.close(), parallel.close()]);
@@ -192,7 +233,9 @@ async function main(): Promise<void> {
 }
 
 const readyIndex = process.argv.indexOf('--ready');
-(readyIndex >= 0 ? readyChild(Number(process.argv[readyIndex + 1])) : main()).catch((error: unknown) => {
+const largeIndex = process.argv.indexOf('--large');
+const mode = readyIndex >= 0 ? readyChild(Number(process.argv[readyIndex + 1])) : largeIndex >= 0 ? largeChild(process.argv[largeIndex + 1]) : main();
+mode.catch((error: unknown) => {
   console.error(error);
   process.exitCode = 1;
 });

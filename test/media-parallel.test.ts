@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { convertFile, PARALLEL_MIN_SECONDS, type ConvertFileResult } from '../lib/media/convert-file';
+import { convertFile, PARALLEL_MIN_SECONDS, segmentStarts, type ConvertFileResult } from '../lib/media/convert-file';
 import type { Mp3Options as ConvertOptions } from '../lib/media/options';
 import { createEncoderPool } from '../lib/media/encoder-pool';
 import { joinMp3Segments, samplesPerFrame, scanMp3 } from '../lib/media/mp3-join';
@@ -245,5 +245,17 @@ describe('the Xing/LAME tag rewrite', () => {
     const result = joinMp3Segments([{ path: file, layout: scanMp3(file), startFrame: 0 }], out, { warmupFrames: 0, searchFrames: 0, tailFrames: 0 });
     expect(fs.readFileSync(out).equals(fs.readFileSync(file))).toBe(true);
     expect(result.samples).toBe(decode(file).pcm.length / channels);
+  });
+});
+
+describe('the split into segments', () => {
+  it.each([2, 3, 4])('when %i segments each decode from the start, then later ones encode less and all take the same time', (k) => {
+    const decodeCost = 0.15;
+    const starts = segmentStarts(k, decodeCost);
+    const ends = [...starts.slice(1), 1];
+    const times = starts.map((s, i) => decodeCost * s + (1 + decodeCost) * (ends[i] - s));
+    for (const t of times) expect(t).toBeCloseTo(times[0], 6);
+    expect(starts[0]).toBe(0);
+    expect(segmentStarts(k, 0)).toEqual(Array.from({ length: k }, (_, i) => expect.closeTo(i / k, 6)));
   });
 });

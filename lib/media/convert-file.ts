@@ -50,6 +50,36 @@ export interface ConvertFileResult {
   singleReason?: string;
 }
 
+/**
+ * Decoding (and demuxing) a second of input costs about this fraction of encoding it (native and wasm
+ * alike on this kind of machine). Every segment decodes from the trim start, so later segments are
+ * given less to encode, and all finish together.
+ */
+const DECODE_COST = 0.15;
+
+/**
+ * Where each of `k` segments starts, as a fraction of the span: segment i decodes [0, s_i) and then
+ * decodes and encodes its share, so shares shrink as starts grow (equal finishing times).
+ */
+export function segmentStarts(k: number, decodeCost = DECODE_COST): number[] {
+  const starts = (time: number): number[] => {
+    const s = [0];
+    for (let i = 1; i < k; i++) s.push(s[i - 1] + (time - decodeCost * s[i - 1]) / (1 + decodeCost));
+    return s;
+  };
+  // The per-segment time that makes the shares add up to the whole span.
+  let low = 0;
+  let high = 1 + decodeCost;
+  for (let n = 0; n < 50; n++) {
+    const mid = (low + high) / 2;
+    const s = starts(mid);
+    const last = s[k - 1] + (mid - decodeCost * s[k - 1]) / (1 + decodeCost);
+    if (last > 1) high = mid;
+    else low = mid;
+  }
+  return starts(low);
+}
+
 /** Spans shorter than this are encoded by one instance: splitting costs more than it saves. */
 export const PARALLEL_MIN_SECONDS = 30;
 
@@ -211,7 +241,7 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
     const totalFrames = Math.floor((endSample ?? Math.round(span! * r)) / frameSamples);
     const { warmupFrames, searchFrames, tailFrames } = SEAM_RULE;
     // Segment i starts warm-up frames before its share; all but the last run past the next seam window.
-    const startFrames = Array.from({ length: k }, (_, i) => (i === 0 ? 0 : Math.max(0, Math.round((i * totalFrames) / k) - warmupFrames)));
+    const startFrames = segmentStarts(k).map((share, i) => (i === 0 ? 0 : Math.max(0, Math.round(share * totalFrames) - warmupFrames)));
     const dir = req.workDir ?? path.dirname(output);
     const base = path.join(dir, `.${path.basename(output)}.${process.pid}.${Date.now().toString(36)}`);
     const files = startFrames.map((_, i) => `${base}.seg${i}.mp3`);

@@ -38,6 +38,16 @@ declare -A INSTALL=(
 for tool in kubectl kn minikube; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed or not on PATH: install it (${INSTALL[$tool]}), see $DOCS."
 done
+# Each function is deployed with `kn service apply NAME --filename … --image … --annotation-revision …`,
+# which needs kn to apply those flags on top of the file: kn ≥ 1.0 does (docs/deploy.md, "Tools").
+KN_MIN_MAJOR=1 KN_MIN_MINOR=0
+if [[ "$(kn version 2>/dev/null)" =~ Version:[[:space:]]*v?([0-9]+)\.([0-9]+) ]]; then
+  if (( BASH_REMATCH[1] < KN_MIN_MAJOR || (BASH_REMATCH[1] == KN_MIN_MAJOR && BASH_REMATCH[2] < KN_MIN_MINOR) )); then
+    die "kn ${BASH_REMATCH[1]}.${BASH_REMATCH[2]} is too old: kn ≥ $KN_MIN_MAJOR.$KN_MIN_MINOR is needed (kn service apply with --filename and --image), see $DOCS."
+  fi
+else
+  die "cannot tell which kn this is ('kn version' shows no Version): kn ≥ $KN_MIN_MAJOR.$KN_MIN_MINOR is needed, see $DOCS."
+fi
 kubectl cluster-info --request-timeout=5s >/dev/null 2>&1 \
   || die "no Kubernetes cluster answers on the current kubectl context ($(kubectl config current-context 2>/dev/null || echo 'none set')). Create one with 'kn quickstart minikube', see $DOCS."
 missing=()

@@ -1,6 +1,7 @@
-// The whole product on one machine: every function under /<name>/ on one port, plus the local
-// stand-in for the Knative RabbitMQ sources feeding convert and notify. Embedded backends unless
-// DATABASE_URL, MONGODB_URI, AMQP_URL or SMTP_URL say otherwise.
+// The whole product on one machine: auth, upload and download under /<name>/ on PORT (bound to HOST,
+// loopback by default), convert and notify on a loopback-only port of their own fed by the local
+// stand-in for the Knative RabbitMQ sources: events are not taken from the public listener.
+// Embedded backends unless DATABASE_URL, MONGODB_URI, AMQP_URL or SMTP_URL say otherwise.
 import path from 'node:path';
 import { handlers } from '../functions/all';
 import { describeBlobs } from '../lib/storage/blobs';
@@ -8,20 +9,27 @@ import { functionNames, getConfig } from '../lib/core/config';
 import { describeDb, getDb } from '../lib/storage/db';
 import { log } from '../lib/core/log';
 import { describeBroker, getBroker } from '../lib/messaging/queue';
-import { bodyLimit, createServer, listen } from '../lib/http/serve';
+import { bodyLimit, createServer, eventFunctions, listen, listenInternal } from '../lib/http/serve';
 import { startPipelineSources } from '../lib/messaging/source';
 
 async function main() {
   const config = getConfig();
   await getDb(); // migrate before taking requests
-  const server = createServer(functionNames.map((name) => ({ prefix: `/${name}`, name, handler: handlers[name], bodyLimit: bodyLimit(name, config) })));
+  const mount = (name: (typeof functionNames)[number]) => ({ prefix: `/${name}`, name, handler: handlers[name], bodyLimit: bodyLimit(name, config) });
+  const publicNames = functionNames.filter((n) => !eventFunctions.includes(n));
+  const server = createServer(publicNames.map(mount), config);
+  const internal = createServer(eventFunctions.map(mount), config);
+  const internalPort = await listenInternal(internal);
   let sources: { stop(): Promise<void> }[] = [];
-  const port = await listen(server, config, async () => {
+  await listen(server, config, async () => {
     await Promise.all(sources.map((s) => s.stop()));
+    await new Promise((resolve) => internal.close(resolve));
   });
-  sources = await startPipelineSources(await getBroker(), `http://127.0.0.1:${port}`, config);
+  sources = await startPipelineSources(await getBroker(), `http://127.0.0.1:${internalPort}`, config);
   log.info({
-    functions: Object.fromEntries(functionNames.map((n) => [n, `${config.publicUrl}/${n}/`])),
+    functions: Object.fromEntries(publicNames.map((n) => [n, `${config.publicUrl}/${n}/`])),
+    listen: `${config.host}:${config.port}`,
+    eventReceivers: `http://127.0.0.1:${internalPort} (loopback only)`,
     database: describeDb(config),
     storage: describeBlobs(config),
     queue: describeBroker(config),

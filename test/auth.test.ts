@@ -14,7 +14,8 @@ describe.each(backends())('auth on $name backends', ({ env }) => {
   let call: (p: string, init?: RequestInit) => Promise<Response>;
 
   beforeAll(async () => {
-    stack = await startStack({ ...env, LOGIN_MAX_FAILURES: '3', LOGIN_WINDOW_SECONDS: '60' });
+    // The test client stands in for the ingress: one trusted hop, so X-Forwarded-For names the client.
+    stack = await startStack({ ...env, LOGIN_MAX_FAILURES: '3', LOGIN_WINDOW_SECONDS: '60', TRUST_PROXY: '1' });
     call = (p, init) => fetch(`${stack.url}/auth${p}`, init);
   });
   afterAll(() => stack.close());
@@ -160,6 +161,34 @@ describe.each(backends())('auth on $name backends', ({ env }) => {
     expect(statuses[12]).toBe(429);
   });
 
+  it('when the email is the longest valid one, then a wrong password is 401 (not 500) and the lockout still works', async () => {
+    // 254 characters: the longest address signup accepts; the throttle key must not overflow its column.
+    const local = `u${randomBytes(8).toString('hex')}`.padEnd(64, 'x');
+    const domain = `${'d'.repeat(63)}.${'e'.repeat(63)}.${'f'.repeat(254 - 64 - 1 - 128 - 4)}.com`;
+    const email = `${local}@${domain}`;
+    expect(email).toHaveLength(254);
+    const password = 'correct horse battery';
+    expect((await call('/signup', json({ email, password }))).status).toBe(201);
+    for (let i = 0; i < 3; i++) {
+      const res = await call('/login', json({ email, password: 'wrong-password' }));
+      expect(res.status).toBe(401);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe('invalid_credentials');
+    }
+    const locked = await call('/login', json({ email, password }));
+    expect(locked.status).toBe(429);
+    expect(Number(locked.headers.get('retry-after'))).toBeGreaterThan(0);
+  });
+
+  it('when the client sits behind the trusted proxy, then an address prepended to X-Forwarded-For does not unlock a locked one', async () => {
+    const locked = `198.51.100.${Math.floor(Math.random() * 250)}`;
+    const attempt = (xff: string) => call('/login', { method: 'POST', headers: { 'content-type': 'application/json', 'x-forwarded-for': xff }, body: JSON.stringify({ email: newEmail(), password: 'wrong-password' }) });
+    for (let i = 0; i < 12; i++) expect((await attempt(locked)).status).toBe(401);
+    expect((await attempt(locked)).status).toBe(429);
+    // The proxy appends the real peer last; whatever the client wrote before it is not believed.
+    expect((await attempt(`192.0.2.1, ${locked}`)).status).toBe(429);
+    expect((await attempt(`192.0.2.2, 192.0.2.3, ${locked}`)).status).toBe(429);
+  });
+
   it('when login gets an SQL-looking email or no credentials, then 401 or 400, never 500', async () => {
     expect((await call('/login', json({ email: "' OR '1'='1", password: "' OR '1'='1" }))).status).toBe(401);
     expect((await call('/login', { method: 'POST' })).status).toBe(400);
@@ -186,6 +215,7 @@ describe.each(backends())('auth on $name backends', ({ env }) => {
       ['no header', () => undefined],
       ['a malformed header', () => 'Bearer not-a-token'],
       ['a Basic header', () => 'Basic dXNlcjpwYXNz'],
+      ['a payload that is not JSON', () => 'Bearer eyJhbGciOiJFUzI1NiIsInR5cCI6IkpXVCJ9.AAAA.AAAA'],
       ['a tampered signature', () => `Bearer ${good.slice(0, -4)}${good.slice(-4) === 'AAAA' ? 'BBBB' : 'AAAA'}`],
       ['a tampered payload', () => {
         const [h, , s] = good.split('.');
@@ -226,5 +256,44 @@ describe.each(backends())('auth on $name backends', ({ env }) => {
     const res = await call('/nope');
     expect(res.status).toBe(404);
     expect(await res.json()).toEqual({ error: { code: 'not_found', message: expect.any(String) } });
+  });
+});
+
+describe.each(backends())('the signup limit on $name backends', ({ env }) => {
+  it('when one address signs up many times, then 429 with Retry-After once it used its hourly signups', async () => {
+    const local = await startStack({ ...env, SIGNUP_MAX_PER_HOUR: '3', TRUST_PROXY: 'loopback' });
+    try {
+      const from = `198.51.100.${Math.floor(Math.random() * 250)}`;
+      const signup = (ip: string) => fetch(`${local.url}/auth/signup`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-forwarded-for': ip }, body: JSON.stringify({ email: newEmail(), password: 'password-123' }) });
+      const statuses = [];
+      for (let i = 0; i < 5; i++) statuses.push((await signup(from)).status);
+      expect(statuses).toEqual([201, 201, 201, 429, 429]);
+      const refused = await signup(from);
+      expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+      expect(await refused.json()).toEqual({ error: { code: 'too_many_requests', message: expect.stringContaining('signups') } });
+      expect((await signup(`203.0.113.${Math.floor(Math.random() * 250)}`)).status).toBe(201); // another address has its own budget
+    } finally {
+      await local.close();
+    }
+  });
+
+  it('when a client rotates X-Forwarded-For, then it is ignored: the connection\'s address is counted', async () => {
+    const stack = await startStack({ ...env, SIGNUP_MAX_PER_HOUR: '2' });
+    try {
+      const statuses = [];
+      for (let i = 0; i < 5; i++) {
+        const res = await fetch(`${stack.url}/auth/signup`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-forwarded-for': `203.0.113.${i + 1}` },
+          body: JSON.stringify({ email: newEmail(), password: 'password-123' }),
+        });
+        statuses.push(res.status);
+      }
+      // All five come from 127.0.0.1: at most two get through (fewer if this run already used some).
+      expect(statuses.filter((s) => s === 201).length).toBeLessThanOrEqual(2);
+      expect(statuses.slice(2)).toEqual([429, 429, 429]);
+    } finally {
+      await stack.close();
+    }
   });
 });

@@ -16,7 +16,10 @@ describe('configuration', () => {
       smtpUrl: undefined,
       jwt: { ttlSeconds: 3600, issuer: 'video2mp3', audience: 'video2mp3' },
       limits: { uploadBytes: 200 * 1024 * 1024 },
-      source: { parallelism: 1, retry: 5, backoffPolicy: 'exponential', backoffDelayMs: 200 },
+      sources: {
+        video: { parallelism: 4, retry: 5, backoffPolicy: 'exponential', backoffDelayMs: 200 },
+        mp3: { parallelism: 1, retry: 5, backoffPolicy: 'exponential', backoffDelayMs: 200 },
+      },
     });
     expect(config.dataDir).toBe(path.resolve('.data'));
     expect(Object.isFrozen(config) && Object.isFrozen(config.jwt)).toBe(true);
@@ -33,12 +36,35 @@ describe('configuration', () => {
     ['JWT_PRIVATE_KEY', 'not a pem'],
     ['LINK_SECRET', 'short'],
     ['KEEP_SOURCE', 'maybe'],
-    ['SOURCE_BACKOFF_POLICY', 'random'],
-    ['SOURCE_BACKOFF_DELAY', '200ms'],
+    ['VIDEO_SOURCE_BACKOFF_POLICY', 'random'],
+    ['MP3_SOURCE_BACKOFF_DELAY', '200ms'],
+    ['VIDEO_SOURCE_PARALLELISM', '0'],
     ['MAX_UPLOAD_BYTES', '-1'],
+    ['TRUST_PROXY', 'everyone'],
+    ['TRUST_PROXY', '10.0.0.0/8; rm -rf'],
+    ['MAX_JOBS_IN_FLIGHT', '0'],
+    ['MAX_CONVERSION_SECONDS_PER_DAY', '10'],
+    ['SIGNUP_MAX_PER_HOUR', '0'],
+    ['REQUEST_TIMEOUT_SECONDS', '0'],
   ])('when %s is %j, then start fails naming the variable', (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [name]: value })).toThrow(new RegExp(`${name}:`));
+  });
+
+  it('when HOST and TRUST_PROXY are not set, then the public listener is loopback only and X-Forwarded-For is not believed', () => {
+    expect(loadConfig({})).toMatchObject({ host: '127.0.0.1', trustProxy: false, quotas: { jobsInFlight: 3, conversionSecondsPerDay: 21_600 }, signup: { maxPerHour: 10 } });
+    expect(loadConfig({ K_SERVICE: 'auth' }).host).toBe('0.0.0.0'); // Knative's queue-proxy reaches the container on the pod's network
+    expect(loadConfig({ HOST: '0.0.0.0' }).host).toBe('0.0.0.0');
+  });
+
+  it.each([
+    ['false', false],
+    ['true', true],
+    ['2', 2],
+    ['loopback, 10.244.0.0/16', ['loopback', '10.244.0.0/16']],
+    ['fd00::/8', ['fd00::/8']],
+  ])('when TRUST_PROXY is %j, then it parses to %j', (value, expected) => {
+    expect(loadConfig({ TRUST_PROXY: value }).trustProxy).toEqual(expected);
   });
 
   it('when a function runs on Knative without its backends, then it refuses to start and names what is missing', () => {
@@ -49,7 +75,7 @@ describe('configuration', () => {
   it('when the README configuration table is read, then it lists every variable the code reads, and no other', () => {
     const readme = fs.readFileSync(path.join(__dirname, '../README.md'), 'utf8');
     const section = readme.slice(readme.indexOf('## Configuration'), readme.indexOf('## Build'));
-    const documented = [...section.matchAll(/^\| `([A-Z_]+)` \|/gm)].map((m) => m[1]);
+    const documented = [...section.matchAll(/^\| `([A-Z0-9_]+)` \|/gm)].map((m) => m[1]);
     expect(documented.sort()).toEqual(Object.keys(envSchema.shape).sort());
   });
 

@@ -5,7 +5,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { HTTP } from 'cloudevents';
 import { simpleParser } from 'mailparser';
+import { conversionSucceeded } from '../lib/messaging/events';
 import { parseBuffer } from 'music-metadata';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getBroker } from '../lib/messaging/queue';
@@ -109,7 +111,7 @@ describe('npm start, as a person runs it (no services configured)', () => {
 
   it('when it starts, then it names its embedded backends, and an uploaded clip ends as an .eml in the outbox with a working link', async () => {
     const root = path.resolve(__dirname, '..');
-    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'npm-start-'));
+    const dataDir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'npm-start-')), 'data'); // npm start creates it
     const port = await freePort();
     let output = '';
     child = spawn(process.execPath, ['--import', 'tsx', 'scripts/start.ts'], {
@@ -139,10 +141,28 @@ describe('npm start, as a person runs it (no services configured)', () => {
     const file = await eventually(async () => (fs.existsSync(outbox) ? fs.readdirSync(outbox).find((f) => f.endsWith('.eml')) : undefined), 30_000, 'the .eml');
     const mail = await simpleParser(fs.readFileSync(path.join(outbox, file)));
     const link = /https?:\/\/\S+\/links\/[\w.-]+/.exec(mail.text!)![0];
-    expect(output).toContain(link); // npm start prints the link and the .eml's path
+    // npm start names the .eml and when its link expires, but never writes the link (a bearer credential) to the log.
     expect(output).toContain(path.join(outbox, file));
+    expect(output).toMatch(/"linkExpiresAt":"\d{4}-/);
+    expect(output).not.toContain(link.split('/links/')[1]);
     const mp3 = await fetch(link);
     expect(mp3.status).toBe(200);
     expect(mp3.headers.get('content-type')).toBe('audio/mpeg');
+
+    // The data it keeps is readable by its user only.
+    expect(fs.statSync(dataDir).mode & 0o777).toBe(0o700);
+    expect(fs.statSync(path.join(dataDir, 'video2mp3.sqlite')).mode & 0o777).toBe(0o600);
+
+    // Events are not taken from the public port: a forged outcome for this job, naming the sender's
+    // own address, is refused there and mails nothing.
+    const jobId = ((await res.json()) as { jobId: string }).jobId;
+    const forged = HTTP.binary(conversionSucceeded({ jobId, owner: 'x', email: 'attacker@example.com', filename: 'x.mp4', mp3BlobId: jobId, durationSeconds: 1, bytes: 1 }));
+    for (const fn of ['notify', 'convert']) {
+      const refused = await fetch(`${base}/${fn}/`, { method: 'POST', headers: forged.headers as Record<string, string>, body: forged.body as string });
+      expect(refused.status).toBe(404);
+      expect(await refused.json()).toEqual({ error: { code: 'not_found', message: expect.any(String) } });
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    expect(fs.readdirSync(outbox).filter((f) => f.endsWith('.eml'))).toEqual([file]);
   });
 });

@@ -45,7 +45,7 @@ describe.each(backends())('uploads and downloads on $name backends', ({ name, en
     const d = (await broker.get('video'))!;
     expect(d.message.messageId).toBe(`${jobId}.uploaded`);
     const req = toCloudEventRequest(d.message, { queue: 'video' });
-    const res = await fetch(`${stack.url}/convert/`, { method: 'POST', headers: req.headers, body: req.body });
+    const res = await fetch(`${stack.internalUrl}/convert/`, { method: 'POST', headers: req.headers, body: req.body });
     expect(res.status).toBe(200);
     d.ack();
     await (await getBroker()).purge('mp3');

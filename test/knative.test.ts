@@ -11,6 +11,7 @@ import Ajv, { type ValidateFunction } from 'ajv';
 import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
 import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet';
 import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
+import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
 import { Namespace } from 'kubernetes-models/v1/Namespace';
 import { Secret } from 'kubernetes-models/v1/Secret';
 import { Service as CoreService } from 'kubernetes-models/v1/Service';
@@ -148,6 +149,7 @@ const modelValidators: Record<string, (o: K8sObject) => void> = {
   'v1/Service': (o) => new CoreService(o as never).validate(),
   'apps/v1/StatefulSet': (o) => new StatefulSet(o as never).validate(),
   'apps/v1/Deployment': (o) => new Deployment(o as never).validate(),
+  'networking.k8s.io/v1/NetworkPolicy': (o) => new NetworkPolicy(o as never).validate(),
   'serving.knative.dev/v1/Service': (o) => new KnativeService(o as never).validate(),
 };
 
@@ -275,9 +277,51 @@ describe('manifests and the code agree', () => {
     const keys = Object.keys(data);
     for (const key of keys) expect(Object.keys(envSchema.shape), key).toContain(key);
     expect(keys.filter((k) => SECRET_SETTINGS.includes(k as EnvName))).toEqual([]);
-    // Knative sets PORT and K_SERVICE; the SOURCE_* settings are the RabbitmqSources' own fields.
-    expect(keys.filter((k) => k === 'PORT' || k === 'K_SERVICE' || k.startsWith('SOURCE_'))).toEqual([]);
+    // Knative sets PORT and K_SERVICE; the *_SOURCE_* settings are the RabbitmqSources' own fields.
+    expect(keys.filter((k) => k === 'PORT' || k === 'K_SERVICE' || k.includes('_SOURCE_'))).toEqual([]);
     expect(() => loadConfig(data)).not.toThrow();
+  });
+
+  it('when the NetworkPolicy is read, then it covers exactly convert and notify and admits only the sources\' adapters, the activator/autoscaler and the ingress', () => {
+    interface Selector { matchLabels?: Record<string, string>; matchExpressions?: { key: string; operator: string; values: string[] }[] }
+    interface Peer { podSelector?: Selector; namespaceSelector?: Selector; ipBlock?: unknown }
+    const policy = one<K8sObject & { spec: { podSelector: Selector; policyTypes: string[]; ingress: { from?: Peer[]; ports?: unknown[] }[] } }>('NetworkPolicy', 'event-receivers');
+    const values = (sel: Selector | undefined, key: string) =>
+      sel?.matchLabels?.[key] !== undefined ? [sel.matchLabels[key]] : sel?.matchExpressions?.find((e) => e.key === key && e.operator === 'In')?.values;
+    expect(values(policy.spec.podSelector, 'serving.knative.dev/service')?.sort()).toEqual([...CLUSTER_LOCAL].sort());
+    expect(policy.spec.policyTypes).toEqual(['Ingress']);
+    const peers = policy.spec.ingress.flatMap((rule) => {
+      expect(rule.from?.length, 'a rule without `from` admits everyone').toBeGreaterThan(0);
+      return rule.from!;
+    });
+    for (const peer of peers) {
+      expect(peer.ipBlock, 'no address ranges').toBeUndefined();
+      expect(peer.podSelector, 'an empty pod selector admits every pod').toBeDefined();
+      expect(Object.keys(peer.podSelector!).length).toBeGreaterThan(0);
+    }
+    // The adapters: pods in this namespace (no namespaceSelector) labelled with our sources' names.
+    const adapters = peers.find((p) => !p.namespaceSelector)!;
+    expect(values(adapters.podSelector, 'eventing.knative.dev/source')).toEqual(['rabbitmq-source-controller']);
+    expect(values(adapters.podSelector, 'eventing.knative.dev/SourceName')?.sort()).toEqual(all<Source>('RabbitmqSource').map((s) => s.metadata.name).sort());
+    const inNamespace = (ns: string) => peers.find((p) => values(p.namespaceSelector, 'kubernetes.io/metadata.name')?.includes(ns));
+    expect(values(inNamespace('knative-serving')?.podSelector, 'app')?.sort()).toEqual(['activator', 'autoscaler']);
+    expect(values(inNamespace('kourier-system')?.podSelector, 'app')).toEqual(['3scale-kourier-gateway']);
+    expect(peers).toHaveLength(3);
+    // The public functions are not covered: their callers are on the internet, behind the ingress.
+    for (const fn of PUBLIC) expect(values(policy.spec.podSelector, 'serving.knative.dev/service')).not.toContain(fn);
+  });
+
+  it('when a NetworkPolicy is malformed, then its model rejects it (the check is not vacuous)', () => {
+    const policy = structuredClone(one<K8sObject & { spec: Record<string, unknown> }>('NetworkPolicy', 'event-receivers'));
+    policy.spec.policyTypes = 'Ingress';
+    expect(validate(policy)).not.toEqual([]);
+  });
+
+  it('when the ConfigMap sets TRUST_PROXY, then it trusts named hops only, never every client', () => {
+    const config = loadConfig(configMap().data);
+    expect(Array.isArray(config.trustProxy)).toBe(true);
+    expect(config.trustProxy).toContain('loopback');
+    expect(config.trustProxy).not.toContain('0.0.0.0/0');
   });
 
   it('when the Secrets are looked for, then only templates exist, with placeholders instead of values', () => {
@@ -345,21 +389,24 @@ describe('manifests and the code agree', () => {
     }
   });
 
-  it('when the sources are read, then each feeds its function from a predeclared queue with the code\'s delivery settings', () => {
+  it('when the sources are read, then each feeds its function from a predeclared queue with the local stand-in\'s defaults', () => {
     expect(all<Source>('RabbitmqSource').map((s) => s.spec.rabbitmqResourcesConfig.queueName).sort()).toEqual(topology.queues.map((q) => q.name).sort());
+    const { sources } = loadConfig({});
     for (const [queue, fn] of Object.entries(SINKS)) {
       const s = source(queue);
+      expect(s.metadata.name, 'the stand-in names each source after its queue').toBe(queue);
       expect(s.spec.rabbitmqClusterReference.name).toBe(one('RabbitmqCluster', 'rabbitmq').metadata.name);
       expect(s.spec.rabbitmqResourcesConfig.predeclared).toBe(true);
       expect(s.spec.sink.ref).toEqual({ apiVersion: 'serving.knative.dev/v1', kind: 'Service', name: fn });
-      expect(s.spec.delivery).toEqual({
-        retry: codeDefaults.SOURCE_RETRY,
-        backoffPolicy: codeDefaults.SOURCE_BACKOFF_POLICY,
-        backoffDelay: codeDefaults.SOURCE_BACKOFF_DELAY,
+      const prefix = queue.toUpperCase();
+      const defaults = codeDefaults as Record<string, unknown>;
+      expect(s.spec.delivery, queue).toEqual({
+        retry: defaults[`${prefix}_SOURCE_RETRY`],
+        backoffPolicy: defaults[`${prefix}_SOURCE_BACKOFF_POLICY`],
+        backoffDelay: defaults[`${prefix}_SOURCE_BACKOFF_DELAY`],
       });
-      expect(s.spec.rabbitmqResourcesConfig.parallelism).toBeGreaterThanOrEqual(codeDefaults.SOURCE_PARALLELISM);
+      expect(s.spec.rabbitmqResourcesConfig.parallelism, queue).toBe(sources[queue as keyof typeof sources].parallelism);
     }
-    expect(source('mp3').spec.rabbitmqResourcesConfig.parallelism).toBe(codeDefaults.SOURCE_PARALLELISM);
   });
 
   it('when the video queue fills, then convert scales from zero with one conversion per pod, up to the source\'s parallelism', () => {
@@ -505,7 +552,9 @@ function sandbox(fakes: readonly string[] = FAKES) {
     const calls = fs.readFileSync(log, 'utf8').split('\n').filter(Boolean).map((line) => line.split('\t'));
     return { status: result.status, stdout: result.stdout, stderr: result.stderr, calls };
   };
-  return { dir, run, deploy: (env: Record<string, string> = {}) => run('scripts/deploy.sh', [], env) };
+  /** The fake kn alone, as deploy.sh would call it from the sandbox. */
+  const kn = (args: string[]) => spawnSync(path.join(bin, 'kn'), args, { cwd: dir, encoding: 'utf8', env: { PATH: `${bin}:${sys}`, FAKE_LOG: log } });
+  return { dir, run, kn, deploy: (env: Record<string, string> = {}) => run('scripts/deploy.sh', [], env) };
 }
 
 const has = (call: string[], ...parts: string[]) => parts.every((p) => call.includes(p));
@@ -536,7 +585,7 @@ describe('scripts/deploy.sh', () => {
     // Order: secrets checked before anything is built; backends ready before functions; functions before sources.
     const firstBuild = indexOf(calls, (c) => c[0] === 'npm');
     expect(indexOf(calls, (c) => has(c, 'get', 'secret', 'video2mp3-jwt'))).toBeLessThan(firstBuild);
-    const firstKn = indexOf(calls, (c) => c[0] === 'kn');
+    const firstKn = indexOf(calls, (c) => has(c, 'kn', 'service', 'apply'));
     for (const target of ['rabbitmqcluster/rabbitmq', 'statefulset/mysql', 'statefulset/mongodb', 'queues.rabbitmq.com', 'deployment/mailpit']) {
       const waited = indexOf(calls, (c) => c[0] === 'kubectl' && (c.includes('wait') || c.includes('rollout')) && c.includes(target));
       expect(waited, target).toBeGreaterThan(firstBuild);
@@ -574,6 +623,31 @@ describe('scripts/deploy.sh', () => {
     expect(calls.filter((c) => c.includes('apply') || c.includes('build'))).toEqual([]);
   });
 
+  it('when kn is older than 1.0, then it stops naming the minimum before changing anything', () => {
+    const { status, stderr, calls } = sandbox().deploy({ FAKE_KN_VERSION: 'v0.26.0' });
+    expect(status).not.toBe(0);
+    expect(stderr).toContain('kn 0.26 is too old: kn ≥ 1.0 is needed');
+    expect(calls.filter((c) => c.includes('apply') || c.includes('build'))).toEqual([]);
+  });
+
+  it.each([
+    ['an unknown flag', ['--image', `dev.local/auth:${VERSION}`, '--env-from', 'secret:x'], /unknown flag: --env-from/],
+    ['another service\'s image', ['--image', `dev.local/upload:${VERSION}`], /image 'dev.local\/upload:.*' is not dev.local\/auth:<tag>/],
+    ['no image', [], /image '' is not/],
+    ['a malformed annotation', ['--image', `dev.local/auth:${VERSION}`, '--annotation-revision', '=x'], /invalid annotation/],
+    ['a malformed env', ['--image', `dev.local/auth:${VERSION}`, '--env', '1X=y'], /invalid env/],
+    ['another namespace', ['--image', `dev.local/auth:${VERSION}`, '--namespace', 'default'], /not in namespace 'default'/],
+  ])('when kn service apply gets %s, then the fake kn refuses it (kn would, or would deploy the wrong thing)', (_what, flags, message) => {
+    const box = sandbox();
+    const base = ['service', 'apply', 'auth', '--namespace', NAMESPACE, '--filename', 'knative/40-services/auth.yaml'];
+    expect(box.kn([...base, '--image', `dev.local/auth:${VERSION}`, '--annotation-revision', 'video2mp3/config-sha=0123456789ab', '--env', 'A=b']).status).toBe(0);
+    const wrongName = box.kn(['service', 'apply', 'upload', '--namespace', NAMESPACE, '--filename', 'knative/40-services/auth.yaml', '--image', `dev.local/upload:${VERSION}`]);
+    expect(wrongName.stderr).toMatch(/doesn't match name from file/);
+    const run = box.kn([...base, ...flags]);
+    expect(run.status).not.toBe(0);
+    expect(run.stderr).toMatch(message);
+  });
+
   it('when no cluster answers, then it says so and changes nothing', () => {
     const { status, stderr, calls } = sandbox().deploy({ FAKE_CLUSTER_DOWN: '1' });
     expect(status).not.toBe(0);
@@ -595,14 +669,14 @@ describe('scripts/deploy.sh', () => {
     expect(status).not.toBe(0);
     expect(stderr).toContain('missing Secrets in namespace video2mp3: video2mp3-jwt video2mp3-links');
     expect(stderr).toContain('docs/deploy.md');
-    expect(calls.filter((c) => c[0] === 'npm' || c[0] === 'kn' || c.includes('image'))).toEqual([]);
+    expect(calls.filter((c) => c[0] === 'npm' || (c[0] === 'kn' && c[1] !== 'version') || c.includes('image'))).toEqual([]);
   });
 
   it('when the Minikube profile is not running, then images.sh says which and nothing is deployed', () => {
     const { status, stderr, calls } = sandbox().deploy({ FAKE_MINIKUBE_DOWN: '1' });
     expect(status).not.toBe(0);
     expect(stderr).toContain("minikube profile 'knative' is not running");
-    expect(calls.filter((c) => c[0] === 'kn')).toEqual([]);
+    expect(calls.filter((c) => c[0] === 'kn' && c[1] !== 'version')).toEqual([]);
   });
 
   it('when a bundle is missing, then images.sh names it before building any image', () => {

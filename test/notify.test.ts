@@ -10,10 +10,12 @@ import { leaseMs } from '../lib/mail/notify';
 import { backends, startStack, uniqueName, type Stack } from './support/stack';
 import { smtpUrl, smtpUser, startSmtp, type SmtpServer } from './support-smtp';
 import { freePort } from './support/net';
+import { newJobId } from '../lib/pipeline/jobs';
+import { randomUUID } from 'node:crypto';
 
 const succeededData = (over: Partial<ConversionSucceeded> = {}): ConversionSucceeded => ({
-  jobId: uniqueName('job'),
-  owner: 'owner-1',
+  jobId: newJobId(),
+  owner: randomUUID(),
   email: `${uniqueName('to')}@example.com`,
   filename: 'Holiday video.mp4',
   mp3BlobId: 'blob-1',
@@ -23,8 +25,8 @@ const succeededData = (over: Partial<ConversionSucceeded> = {}): ConversionSucce
 });
 
 const failedData = (over: Partial<ConversionFailed> = {}): ConversionFailed => ({
-  jobId: uniqueName('job'),
-  owner: 'owner-1',
+  jobId: newJobId(),
+  owner: randomUUID(),
   email: `${uniqueName('to')}@example.com`,
   filename: 'Silent film.mp4',
   reason: 'conversion',
@@ -32,8 +34,29 @@ const failedData = (over: Partial<ConversionFailed> = {}): ConversionFailed => (
   ...over,
 });
 
+/**
+ * Makes the rows an event stands for: the owner's account and the job, ended the way the event says
+ * (notify believes the database, not the event). Returns the data unchanged, for building the event.
+ */
+async function seeded<T extends ConversionSucceeded | ConversionFailed>(data: T): Promise<T> {
+  const db = await getDb();
+  const now = Date.now();
+  if (!(await db('users').where({ id: data.owner }).first())) {
+    await db('users').insert({ id: data.owner, email: data.email, password_hash: 'x', created_at: now });
+  }
+  const done = 'mp3BlobId' in data;
+  const fields = done
+    ? { status: 'done', mp3_blob_id: data.mp3BlobId, mp3_bytes: data.bytes, duration_seconds: data.durationSeconds }
+    : { status: 'failed', error: data.message };
+  await db('jobs').insert({
+    id: data.jobId, owner_id: data.owner, owner_email: data.email, filename: data.filename, content_type: 'video/mp4', options: '{}',
+    video_bytes: 1, video_sha256: '0'.repeat(64), attempts: 1, created_at: now, updated_at: now, ...fields,
+  });
+  return data;
+}
+
 type Event = ReturnType<typeof conversionSucceeded>;
-const post = (stack: Stack, event: Event) => fetch(`${stack.url}/notify/`, { method: 'POST', ...toHttp(event) });
+const post = (stack: Stack, event: Event) => fetch(`${stack.internalUrl}/notify/`, { method: 'POST', ...toHttp(event) });
 const row = async (jobId: string, outcome: string) => (await getDb())('notifications').where({ job_id: jobId, outcome }).first();
 const mailsTo = (smtp: SmtpServer, email: string) => smtp.received.filter((m) => m.envelope.to.includes(email));
 
@@ -68,7 +91,7 @@ describe.each(backends())('notify on $name backends', (backend) => {
     });
 
     it('when a conversion succeeds, then one email names the file, duration, size, job id and a signed expiring link', async () => {
-      const data = succeededData();
+      const data = await seeded(succeededData());
       const res = await post(stack, conversionSucceeded(data));
       expect(res.status).toBe(200);
       expect(await res.json()).toMatchObject({ jobId: data.jobId, outcome: 'succeeded', status: 'sent' });
@@ -102,7 +125,7 @@ describe.each(backends())('notify on $name backends', (backend) => {
     });
 
     it('when a conversion fails, then one email names the file and the reason in plain words, without a link', async () => {
-      const data = failedData();
+      const data = await seeded(failedData());
       const res = await post(stack, conversionFailed(data));
       expect(res.status).toBe(200);
 
@@ -119,7 +142,7 @@ describe.each(backends())('notify on $name backends', (backend) => {
     });
 
     it('when the same event is delivered again, then no second email is sent', async () => {
-      const data = succeededData();
+      const data = await seeded(succeededData());
       expect((await post(stack, conversionSucceeded(data))).status).toBe(200);
       const again = await post(stack, conversionSucceeded(data));
       expect(again.status).toBe(200);
@@ -128,7 +151,7 @@ describe.each(backends())('notify on $name backends', (backend) => {
     });
 
     it('when the same event is delivered three times at once, then exactly one email is sent', async () => {
-      const data = succeededData();
+      const data = await seeded(succeededData());
       const responses = await Promise.all([1, 2, 3].map(() => post(stack, conversionSucceeded(data))));
       expect(responses.map((r) => r.status)).toEqual([200, 200, 200]);
       const statuses = await Promise.all(responses.map(async (r) => ((await r.json()) as { status: string }).status));
@@ -136,18 +159,50 @@ describe.each(backends())('notify on $name backends', (backend) => {
       expect(mailsTo(smtp, data.email)).toHaveLength(1);
     });
 
-    it('when a succeeded and a failed event arrive for one job, then each outcome gets its own email', async () => {
-      const data = succeededData();
-      await post(stack, conversionSucceeded(data));
-      await post(stack, conversionFailed(failedData({ jobId: data.jobId, email: data.email })));
-      expect(mailsTo(smtp, data.email).map((m) => m.parsed.subject).sort()).toEqual([
-        'Your MP3 is ready: Holiday video.mp4',
-        'Your video could not be converted: Silent film.mp4',
-      ]);
+    it('when a forged succeeded event names another user\'s job and the sender\'s address, then only the real owner is mailed, with the database\'s facts', async () => {
+      const real = await seeded(succeededData());
+      const attacker = `${uniqueName('attacker')}@example.com`;
+      const forged = { ...real, owner: randomUUID(), email: attacker, filename: 'Click here.mp4', durationSeconds: 1, bytes: 1 };
+      const res = await post(stack, conversionSucceeded(forged));
+      expect(res.status).toBe(200);
+      expect(await res.json()).toMatchObject({ status: 'sent' });
+      expect(mailsTo(smtp, attacker)).toHaveLength(0);
+      const [mail, ...more] = mailsTo(smtp, real.email);
+      expect(more).toHaveLength(0);
+      expect(mail!.parsed.subject).toBe('Your MP3 is ready: Holiday video.mp4');
+      expect(mail!.parsed.text).toContain('2 min 5 s');
+      expect(await row(real.jobId, 'succeeded')).toMatchObject({ recipient: real.email });
+    });
+
+    it.each([
+      ['a job that failed', () => seeded(failedData())],
+      ['a job still converting', async () => {
+        const data = await seeded(failedData());
+        await (await getDb())('jobs').where({ id: data.jobId }).update({ status: 'converting', error: null });
+        return data;
+      }],
+      ['a job that does not exist', async () => failedData()],
+    ])('when a succeeded event names %s, then nothing is sent and the job\'s one notification is not used up', async (_label, make) => {
+      const data = await make();
+      const before = smtp.received.length;
+      const res = await post(stack, conversionSucceeded(succeededData({ jobId: data.jobId, owner: data.owner, email: data.email })));
+      expect(res.status).toBe(200); // acked: a redelivery would not change what the database says
+      expect(await res.json()).toMatchObject({ status: 'ignored' });
+      expect(smtp.received.length).toBe(before);
+      expect(await row(data.jobId, 'succeeded')).toBeUndefined();
+    });
+
+    it('when a failed event names a job that is done, then nothing is sent; the real succeeded event still mails the owner', async () => {
+      const data = await seeded(succeededData());
+      const forged = await post(stack, conversionFailed(failedData({ jobId: data.jobId, owner: data.owner, email: data.email, message: 'Log in at evil.example to fix it' })));
+      expect(await forged.json()).toMatchObject({ status: 'ignored' });
+      expect(mailsTo(smtp, data.email)).toHaveLength(0);
+      expect(await (await post(stack, conversionSucceeded(data))).json()).toMatchObject({ status: 'sent' });
+      expect(mailsTo(smtp, data.email).map((m) => m.parsed.subject)).toEqual(['Your MP3 is ready: Holiday video.mp4']);
     });
 
     it('when an earlier attempt crashed mid-way (a stale "sending" row), then the redelivery sends the one email', async () => {
-      const data = succeededData();
+      const data = await seeded(succeededData());
       const stale = Date.now() - leaseMs(stack.config) - 1000;
       await (await getDb())('notifications').insert({
         job_id: data.jobId, outcome: 'succeeded', status: 'sending', recipient: data.email, created_at: stale, updated_at: stale,
@@ -160,7 +215,7 @@ describe.each(backends())('notify on $name backends', (backend) => {
     });
 
     it('when another delivery is sending right now, then this one waits for it and sends nothing', async () => {
-      const data = succeededData();
+      const data = await seeded(succeededData());
       const db = await getDb();
       const now = Date.now();
       await db('notifications').insert({ job_id: data.jobId, outcome: 'succeeded', status: 'sending', recipient: data.email, created_at: now, updated_at: now });
@@ -174,7 +229,7 @@ describe.each(backends())('notify on $name backends', (backend) => {
     });
 
     it('when the server rejects the recipient for good (550), then the event is acked, recorded as rejected, and never resent', async () => {
-      const data = succeededData({ email: `nobody-${uniqueName('x')}@example.com` });
+      const data = await seeded(succeededData({ email: `nobody-${uniqueName('x')}@example.com` }));
       const res = await post(stack, conversionSucceeded(data));
       expect(res.status).toBe(200);
       expect(await res.json()).toMatchObject({ status: 'rejected' });
@@ -189,7 +244,7 @@ describe.each(backends())('notify on $name backends', (backend) => {
     });
 
     it('when the server answers 451 (try later), then 503 for a retry, and the retry sends the one email', async () => {
-      const data = succeededData({ email: `greylisted-${uniqueName('x')}@example.com` });
+      const data = await seeded(succeededData({ email: `greylisted-${uniqueName('x')}@example.com` }));
       const first = await post(stack, conversionSucceeded(data));
       expect(first.status).toBe(503);
       expect(await first.json()).toMatchObject({ error: { code: 'unavailable' } });
@@ -203,7 +258,7 @@ describe.each(backends())('notify on $name backends', (backend) => {
 
     it('when the filename is hostile, then it is escaped in HTML and adds no header or recipient', async () => {
       const filename = '<script>alert(1)</script>\r\nBcc: evil@x.io.mp4';
-      for (const event of [conversionSucceeded(succeededData({ filename })), conversionFailed(failedData({ filename, message: 'Bad <b>file</b>\r\nBcc: evil@x.io' }))]) {
+      for (const event of [conversionSucceeded(await seeded(succeededData({ filename }))), conversionFailed(await seeded(failedData({ filename, message: 'Bad <b>file</b>\r\nBcc: evil@x.io' })))]) {
         const { email } = event.data as { email: string };
         expect((await post(stack, event)).status).toBe(200);
         const [mail, ...more] = mailsTo(smtp, email);
@@ -230,7 +285,7 @@ describe.each(backends())('notify on $name backends', (backend) => {
       ['succeeded data without an email', toHttp(conversionSucceeded({ ...succeededData(), email: undefined } as unknown as ConversionSucceeded)), /invalid .*succeeded data: email/],
     ])('when the request is %s, then 400 with a JSON error (dead-lettered, not retried) and no email', async (_name, request, message) => {
       const before = smtp.received.length;
-      const res = await fetch(`${stack.url}/notify/`, { method: 'POST', ...request });
+      const res = await fetch(`${stack.internalUrl}/notify/`, { method: 'POST', ...request });
       expect(res.status).toBe(400);
       const body = (await res.json()) as { error: { code: string; message: string } };
       expect(body.error.code).toBe('bad_request');
@@ -253,7 +308,7 @@ describe.each(backends())('notify on $name backends', (backend) => {
     });
 
     it('then 503 (the source retries), and once it is back the redelivery sends exactly one email', async () => {
-      const data = succeededData();
+      const data = await seeded(succeededData());
       const down = await post(stack, conversionSucceeded(data));
       expect(down.status).toBe(503);
       expect(down.headers.get('retry-after')).toBe('5');
@@ -283,7 +338,7 @@ describe.each(backends())('notify on $name backends', (backend) => {
     });
 
     it('then 503, not a permanent rejection: the event is retried and dead-lettered for replay, never marked done', async () => {
-      const data = succeededData();
+      const data = await seeded(succeededData());
       const res = await post(stack, conversionSucceeded(data));
       expect(res.status).toBe(503);
       expect(await row(data.jobId, 'succeeded')).toMatchObject({ status: 'sending' });
@@ -301,15 +356,16 @@ describe.each(backends())('notify on $name backends', (backend) => {
     });
 
     it('then each job outcome is written once as an .eml file in DATA_DIR/outbox, carrying the link', async () => {
-      const data = succeededData();
-      for (const event of [conversionSucceeded(data), conversionSucceeded(data), conversionFailed(failedData({ jobId: data.jobId, email: data.email }))]) {
+      const data = await seeded(succeededData());
+      const failed = await seeded(failedData());
+      for (const event of [conversionSucceeded(data), conversionSucceeded(data), conversionFailed(failed)]) {
         expect((await post(stack, event)).status).toBe(200);
       }
       const outbox = path.join(stack.config.dataDir, 'outbox');
-      const files = fs.readdirSync(outbox).filter((f) => f.includes(data.jobId));
+      const files = fs.readdirSync(outbox).filter((f) => f.includes(data.jobId) || f.includes(failed.jobId));
       expect(files).toHaveLength(2); // one per outcome, no temporary files left behind
-      expect(files.filter((f) => new RegExp(`^\\d+-${data.jobId}-succeeded\\.eml$`).test(f))).toHaveLength(1);
-      expect(files.filter((f) => new RegExp(`^\\d+-${data.jobId}-failed\\.eml$`).test(f))).toHaveLength(1);
+      expect(files.filter((f) => f.endsWith(`-${data.jobId}-succeeded.eml`) && /^\d+-/.test(f))).toHaveLength(1);
+      expect(files.filter((f) => f.endsWith(`-${failed.jobId}-failed.eml`) && /^\d+-/.test(f))).toHaveLength(1);
 
       const success = await simpleParser(fs.readFileSync(path.join(outbox, files.find((f) => f.includes('-succeeded'))!)));
       expect(success.to).toMatchObject({ text: data.email });

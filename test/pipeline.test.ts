@@ -125,7 +125,7 @@ describe.each(backends())('conversion through the event path on $name backends',
     original.ack();
     await broker.publish('video', original.message);
     await broker.publish('video', original.message);
-    stack.sources[0] = await startSource(broker, { ...stack.config.source, parallelism: 2, queue: 'video', sink: `${stack.url}/convert/` });
+    stack.sources[0] = await startSource(broker, { ...stack.config.sources.video, parallelism: 2, queue: 'video', sink: `${stack.internalUrl}/convert/` });
     expect((await waitForEnd(stack, user, jobId)).status).toBe('done');
     await eventually(async () => ((await broker.depth('video')) === 0 ? true : undefined));
     await new Promise((r) => setTimeout(r, 1500)); // let the second delivery finish
@@ -161,15 +161,15 @@ describe.runIf(services)('conversion when things break (real services)', () => {
     const mongo = new URL(services!.env.MONGODB_URI!);
     const proxy = await startProxy({ host: mongo.hostname, port: Number(mongo.port) });
     mongo.host = `127.0.0.1:${proxy.port}`;
-    stack = await startStack({ ...services!.env, MONGODB_URI: mongo.toString(), SOURCE_RETRY: '10', SOURCE_BACKOFF_DELAY: 'PT0.5S' });
+    stack = await startStack({ ...services!.env, MONGODB_URI: mongo.toString(), VIDEO_SOURCE_RETRY: '10', VIDEO_SOURCE_BACKOFF_DELAY: 'PT0.5S' });
     await (await getBroker()).purge('video');
     const user = await newUser(stack);
     const jobId = await uploadFile(stack, user, readFixture('mp4'), 'retry.mp4');
     await proxy.down();
     const statuses: number[] = [];
-    const server = stack.server;
+    const server = stack.internalServer;
     server.on('request', (req, res) => { if (req.headers['ce-type']) res.on('finish', () => statuses.push(res.statusCode)); });
-    stack.sources.push(await startSource(await getBroker(), { ...stack.config.source, retry: 10, backoffDelayMs: 500, queue: 'video', sink: `${stack.url}/convert/` }));
+    stack.sources.push(await startSource(await getBroker(), { ...stack.config.sources.video, retry: 10, backoffDelayMs: 500, queue: 'video', sink: `${stack.internalUrl}/convert/` }));
     await eventually(async () => (statuses.includes(503) ? true : undefined), 30_000, 'a 503');
     const row = await (await getDb())('jobs').where({ id: jobId }).first();
     expect(row.status).not.toBe('failed');
@@ -196,7 +196,7 @@ describe.runIf(services)('conversion when things break (real services)', () => {
     await eventually(async () => (await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false)) || undefined, 20_000, 'converter up');
 
     const jobId = await uploadFile(stack, user, fs.readFileSync(path.join(root, 'test/fixtures/long-5min.mp4')), 'long.mp4');
-    stack.sources.push(await startSource(await getBroker(), { ...stack.config.source, retry: 8, backoffDelayMs: 500, queue: 'video', sink: `http://127.0.0.1:${port}/` }));
+    stack.sources.push(await startSource(await getBroker(), { ...stack.config.sources.video, retry: 8, backoffDelayMs: 500, queue: 'video', sink: `http://127.0.0.1:${port}/` }));
     await eventually(async () => {
       const row = await (await getDb())('jobs').where({ id: jobId }).first();
       return row.status === 'converting' && row.attempts === 1 ? true : undefined;

@@ -7,7 +7,7 @@ import { closeClients } from '../lib/core/clients';
 import { loadConfig } from '../lib/core/config';
 import { conversionSucceeded, toAmqp } from '../lib/messaging/events';
 import { createBroker, type Broker, type Consumer } from '../lib/messaging/queue';
-import { backoff, startSource, toCloudEventRequest } from '../lib/messaging/source';
+import { backoff, InvalidCloudEventError, startSource, toCloudEventRequest } from '../lib/messaging/source';
 import { backends, eventually } from './support/stack';
 
 interface Received {
@@ -105,14 +105,29 @@ describe.each(backends())('the local event source on $name backends', ({ env }) 
     await eventually(async () => (received.length === 6 ? true : undefined), 10_000);
     expect(most).toBe(2);
   });
+
+  it('when parallelism is 1 and the sink is slow, then the rest are prefetched, and stopping gives every message back', async () => {
+    let release!: () => void;
+    const hold = new Promise<void>((r) => { release = r; });
+    respond = async () => { await hold; return 200; };
+    await run({ parallelism: 1 }, 4);
+    await eventually(async () => (received.length === 1 && (await broker.depth('mp3')) === 0 ? true : undefined), 10_000, 'one request, none ready');
+    await consumer!.stop();
+    consumer = undefined;
+    release();
+    await eventually(async () => ((await broker.depth('mp3')) === 4 ? true : undefined), 10_000, 'all four back in the queue');
+    expect(received).toHaveLength(1);
+    expect(await broker.depth('mp3.dlq')).toBe(0);
+  });
 });
 
 describe('how the source maps messages and waits', () => {
   it('when a message has no ce- headers, then it becomes a dev.knative.rabbitmq.event as the real source does', () => {
-    const req = toCloudEventRequest({ body: Buffer.from('{}'), contentType: 'application/json', messageId: 'm1', headers: { 'x-death': 'x', foo: 'bar' } }, { queue: 'video', name: 'video-source' });
+    const req = toCloudEventRequest({ body: Buffer.from('{}'), contentType: 'application/json', messageId: 'm1', headers: { 'x-death': 'x', foo: 'bar' }, timestamp: 1_790_000_000 }, { queue: 'video' });
     expect(req.headers).toEqual({
       'ce-specversion': '1.0', 'ce-id': 'm1', 'ce-type': 'dev.knative.rabbitmq.event',
-      'ce-source': '/apis/v1/namespaces/default/rabbitmqsources/video-source#video', 'content-type': 'application/json',
+      'ce-source': '/apis/v1/namespaces/video2mp3/rabbitmqsources/video#video', 'ce-subject': 'm1', 'ce-time': '2026-09-21T14:13:20Z',
+      'content-type': 'application/json', 'kn-namespace': 'video2mp3',
     });
   });
 
@@ -121,11 +136,27 @@ describe('how the source maps messages and waits', () => {
     const req = toCloudEventRequest({ ...msg, headers: { ...msg.headers, 'x-first-death-queue': 'mp3' } }, { queue: 'mp3' });
     expect(req.headers).not.toHaveProperty('ce-x-first-death-queue');
     expect(req.headers['ce-type']).toBe('io.github.video2mp3.conversion.succeeded');
+    expect(req.headers['ce-source']).toBe('/video2mp3');
   });
 
-  it('when backing off, then exponential doubles and linear adds the delay', () => {
-    expect([0, 1, 2].map((n) => backoff({ backoffPolicy: 'exponential', backoffDelayMs: 200 }, n))).toEqual([200, 400, 800]);
-    expect([0, 1, 2].map((n) => backoff({ backoffPolicy: 'linear', backoffDelayMs: 200 }, n))).toEqual([200, 400, 600]);
+  it.each([
+    ['no type', { 'ce-specversion': '1.0', 'ce-id': 'a', 'ce-source': '/s' }],
+    ['a type that is empty', { 'ce-specversion': '1.0', 'ce-id': 'a', 'ce-type': '', 'ce-source': '/s' }],
+    ['a time that is not one', { 'ce-specversion': '1.0', 'ce-id': 'a', 'ce-type': 't', 'ce-time': 'yesterday' }],
+  ])('when a message claims to be a CloudEvent with %s, then it is refused before any request', (_what, headers) => {
+    expect(() => toCloudEventRequest({ body: Buffer.from('{}'), contentType: 'application/json', messageId: 'm', headers }, { queue: 'mp3' })).toThrow(InvalidCloudEventError);
+  });
+
+  it('when a structured CloudEvent arrives, then it is sent in binary mode', () => {
+    const body = Buffer.from(JSON.stringify({ specversion: '1.0', id: 's1', type: 't', source: '/s', datacontenttype: 'application/json', data: { a: 1 } }));
+    const req = toCloudEventRequest({ body, contentType: 'application/cloudevents+json', messageId: 's1', headers: {} }, { queue: 'mp3' });
+    expect(req.headers).toMatchObject({ 'ce-id': 's1', 'ce-type': 't', 'ce-source': '/s', 'content-type': 'application/json' });
+    expect(JSON.parse(req.body.toString())).toEqual({ a: 1 });
+  });
+
+  it('when backing off, then retry n waits delay × 2^n (exponential) or delay × n (linear), as the adapter does', () => {
+    expect([1, 2, 3].map((n) => backoff({ backoffPolicy: 'exponential', backoffDelayMs: 200 }, n))).toEqual([400, 800, 1600]);
+    expect([1, 2, 3].map((n) => backoff({ backoffPolicy: 'linear', backoffDelayMs: 200 }, n))).toEqual([200, 400, 600]);
   });
 });
 

@@ -1,4 +1,4 @@
-import { credentialsSchema, getLoginThrottle, logIn, readCredentials, signUp } from '../../lib/auth/accounts';
+import { credentialsSchema, getLoginThrottle, getSignupThrottle, logIn, readCredentials, signUp } from '../../lib/auth/accounts';
 import { authenticate, jwks, signAccessToken } from '../../lib/auth/tokens';
 import { clientIp, createRouter, handle, parseJson } from '../../lib/http/router';
 import { getDb } from '../../lib/storage/db';
@@ -7,7 +7,7 @@ const router = createRouter();
 
 router.post('/signup', async (req, res) => {
   const credentials = parseJson(req, credentialsSchema);
-  res.status(201).json(await signUp(await getDb(), credentials));
+  res.status(201).json(await signUp(await getDb(), await getSignupThrottle(), credentials, clientIp(req)));
 });
 
 router.post('/login', async (req, res) => {

@@ -10,7 +10,7 @@ import { getDb, type Db } from '../storage/db';
 import { BadInputError, InvalidCredentialsError } from '../core/errors';
 import { log } from '../core/log';
 import { dummyHash, hashPassword, verifyPassword } from './passwords';
-import { createLoginThrottle, type LoginThrottle } from './throttle';
+import { createLoginThrottle, createSignupThrottle, type LoginThrottle, type SignupThrottle } from './throttle';
 import { createUser, findUserByEmail, normalizeEmail } from './users';
 
 export const credentialsSchema = z.object({
@@ -26,8 +26,16 @@ export const getLoginThrottle = lazyClient(
   async () => {},
 );
 
-/** Creates an account; 409 if the email is taken. */
-export async function signUp(db: Db, { email, password }: Credentials) {
+/** The signup limit of this instance, sharing the instance's database. */
+export const getSignupThrottle = lazyClient(
+  'signup-throttle',
+  async () => createSignupThrottle(await getDb(), getConfig()),
+  async () => {},
+);
+
+/** Creates an account; 429 when the address made too many signups, 409 if the email is taken. */
+export async function signUp(db: Db, throttle: SignupThrottle, { email, password }: Credentials, ip: string) {
+  await throttle.take(ip);
   const user = await createUser(db, email, await hashPassword(password));
   log.info({ userId: user.id }, 'user signed up');
   return { id: user.id, email: user.email };

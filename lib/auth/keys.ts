@@ -27,7 +27,7 @@ function readOrCreate(file: string, create: () => string): string {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
-  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
   try {
     fs.writeFileSync(file, create(), { mode: 0o600, flag: 'wx' });
   } catch (err) {

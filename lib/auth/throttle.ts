@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { RateLimiterMySQL, RateLimiterSQLite, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Config } from '../core/config';
 import type { Db } from '../storage/db';
@@ -9,6 +10,18 @@ export interface LoginThrottle {
   recordFailure(email: string, ip: string): Promise<void>;
   recordSuccess(email: string): Promise<void>;
 }
+
+export interface SignupThrottle {
+  /** Counts a signup from `ip`; throws 429 once the address has used its signups for the hour. */
+  take(ip: string): Promise<void>;
+}
+
+/**
+ * Keys are a hash of the email or address: of fixed length (43 characters), so any valid email
+ * fits the store's key column (VARCHAR(255) on MySQL, with the prefix), and no email is stored in
+ * the clear in the throttle table.
+ */
+const keyOf = (value: string) => createHash('sha256').update(value).digest('base64url');
 
 function createLimiter(db: Db, keyPrefix: string, points: number, duration: number): Promise<RateLimiterAbstract> {
   return new Promise((resolve, reject) => {
@@ -42,14 +55,29 @@ export async function createLoginThrottle(db: Db, config: Pick<Config, 'login'>)
   };
   return {
     async check(email, ip) {
-      const ms = Math.max(await lockedFor(byEmail, email), await lockedFor(byIp, ip));
+      const ms = Math.max(await lockedFor(byEmail, keyOf(email)), await lockedFor(byIp, keyOf(ip)));
       if (ms > 0) throw new TooManyRequestsError(ms / 1000);
     },
     async recordFailure(email, ip) {
-      await Promise.all([consume(byEmail, email), consume(byIp, ip)]);
+      await Promise.all([consume(byEmail, keyOf(email)), consume(byIp, keyOf(ip))]);
     },
     async recordSuccess(email) {
-      await byEmail.delete(email);
+      await byEmail.delete(keyOf(email));
+    },
+  };
+}
+
+/** At most SIGNUP_MAX_PER_HOUR signups (attempts, taken or not) per client address and hour, counted in the database. */
+export async function createSignupThrottle(db: Db, config: Pick<Config, 'signup'>): Promise<SignupThrottle> {
+  const byIp = await createLimiter(db, 'signup', config.signup.maxPerHour, 3600);
+  return {
+    async take(ip) {
+      try {
+        await byIp.consume(keyOf(ip));
+      } catch (err) {
+        if (err instanceof RateLimiterRes) throw new TooManyRequestsError(err.msBeforeNext / 1000, 'too many signups from this address, try again later');
+        throw err;
+      }
     },
   };
 }

@@ -16,6 +16,11 @@ export async function findUserByEmail(db: Db, email: string): Promise<User | und
   return row && { id: row.id, email: row.email, passwordHash: row.password_hash };
 }
 
+export async function findUserById(db: Db, id: string): Promise<User | undefined> {
+  const row = await db('users').where({ id }).first();
+  return row && { id: row.id, email: row.email, passwordHash: row.password_hash };
+}
+
 /** Inserts a user; 409 when the email is taken (the unique index decides, so races are safe too). */
 export async function createUser(db: Db, email: string, passwordHash: string): Promise<User> {
   const user = { id: randomUUID(), email: normalizeEmail(email), passwordHash };

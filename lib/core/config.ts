@@ -17,6 +17,13 @@ const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' |
 const urlWith = (...schemes: string[]) =>
   z.string().refine((v) => schemes.some((s) => v.startsWith(`${s}://`)), `must be a ${schemes.join(' or ')} URL`);
 const pem = z.string().refine((v) => v.includes('-----BEGIN'), 'must be a PEM block').transform((v) => v.replace(/\\n/g, '\n'));
+const backoffPolicy = z.enum(['exponential', 'linear']);
+// TRUST_PROXY: false/true, a number of proxy hops in front, or a comma-separated list of proxy
+// addresses and CIDRs (what express's `trust proxy` accepts).
+const trustProxy = z.string().trim().refine(
+  (v) => /^(true|false|\d{1,2})$/.test(v) || v.split(',').every((p) => /^[0-9a-fA-F.:]+(\/\d{1,3})?$|^(loopback|linklocal|uniquelocal)$/.test(p.trim())),
+  'must be true, false, a hop count, or comma-separated addresses/CIDRs',
+).transform((v): boolean | number | string[] => (v === 'true' ? true : v === 'false' ? false : /^\d+$/.test(v) ? Number(v) : v.split(',').map((p) => p.trim())));
 const isoDuration = z.string().regex(/^PT(\d+(\.\d+)?S|\d+M(\d+(\.\d+)?S)?)$/, 'must be an ISO-8601 duration such as PT0.2S or PT1M');
 
 /**
@@ -25,6 +32,10 @@ const isoDuration = z.string().regex(/^PT(\d+(\.\d+)?S|\d+M(\d+(\.\d+)?S)?)$/, '
  */
 export const envSchema = z.object({
   PORT: int(1, 65535).default(8080),
+  HOST: z.string().min(1).optional(),
+  TRUST_PROXY: trustProxy.default(false),
+  REQUEST_TIMEOUT_SECONDS: int(1, 3600).default(60),
+  HEADERS_TIMEOUT_SECONDS: int(1, 600).default(20),
   DATA_DIR: z.string().min(1).default('./.data'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   PUBLIC_URL: urlWith('http', 'https').optional(),
@@ -43,16 +54,25 @@ export const envSchema = z.object({
   LINK_TTL_SECONDS: int(60, 30 * 86_400).default(7 * 86_400),
   LOGIN_MAX_FAILURES: int(1, 1000).default(5),
   LOGIN_WINDOW_SECONDS: int(1, 86_400).default(900),
+  SIGNUP_MAX_PER_HOUR: int(1, 100_000).default(10),
+  MAX_JOBS_IN_FLIGHT: int(1, 1000).default(3),
+  MAX_CONVERSION_SECONDS_PER_DAY: int(60, 30 * 86_400).default(6 * 3600),
   MAX_UPLOAD_BYTES: int(1024, 1024 * mib).default(200 * mib),
   MAX_DURATION_SECONDS: int(1, 6 * 3600).default(3 * 3600),
   MAX_OUTPUT_BYTES: int(1024, 1024 * mib).default(300 * mib),
   CONVERT_TIMEOUT_SECONDS: int(10, 3600).default(540),
   CONVERT_PARALLELISM: int(1, 64).optional(),
   KEEP_SOURCE: bool.default(false),
-  SOURCE_PARALLELISM: int(1, 1000).default(1),
-  SOURCE_RETRY: int(0, 100).default(5),
-  SOURCE_BACKOFF_POLICY: z.enum(['exponential', 'linear']).default('exponential'),
-  SOURCE_BACKOFF_DELAY: isoDuration.default('PT0.2S'),
+  // The local stand-in for each RabbitmqSource (`video`, `mp3`), with its manifest's values as defaults
+  // (knative/50-sources.yaml; test/knative.test.ts compares them).
+  VIDEO_SOURCE_PARALLELISM: int(1, 1000).default(4),
+  VIDEO_SOURCE_RETRY: int(0, 100).default(5),
+  VIDEO_SOURCE_BACKOFF_POLICY: backoffPolicy.default('exponential'),
+  VIDEO_SOURCE_BACKOFF_DELAY: isoDuration.default('PT0.2S'),
+  MP3_SOURCE_PARALLELISM: int(1, 1000).default(1),
+  MP3_SOURCE_RETRY: int(0, 100).default(5),
+  MP3_SOURCE_BACKOFF_POLICY: backoffPolicy.default('exponential'),
+  MP3_SOURCE_BACKOFF_DELAY: isoDuration.default('PT0.2S'),
   K_SERVICE: z.string().optional(),
 });
 export type Env = z.infer<typeof envSchema>;
@@ -70,8 +90,22 @@ export const deployedRequirements: Record<FunctionName, EnvName[]> = {
   notify: ['DATABASE_URL', 'SMTP_URL', 'LINK_SECRET', 'DOWNLOAD_URL'],
 };
 
+/** A RabbitmqSource's `parallelism` and `delivery` settings. */
+export interface SourceSettings {
+  /** HTTP requests in flight (prefetch is fixed at 100, as in the real adapter). */
+  parallelism: number;
+  retry: number;
+  backoffPolicy: 'exponential' | 'linear';
+  /** Retry n waits backoffDelayMs × 2^n (exponential) or × n (linear), n = 1…retry. */
+  backoffDelayMs: number;
+}
+
 export interface Config {
   port: number;
+  /** The public listener's address: loopback on one machine unless HOST says otherwise; every interface on Knative. */
+  host: string;
+  /** Whose X-Forwarded-For to believe (express `trust proxy`): false = nobody, the socket's peer is the client. */
+  trustProxy: boolean | number | string[];
   dataDir: string;
   logLevel: Env['LOG_LEVEL'];
   /** Where clients reach the stack; links and Location headers are built from it. */
@@ -85,6 +119,8 @@ export interface Config {
   jwt: { privateKey?: string; publicKey?: string; issuer: string; audience: string; ttlSeconds: number };
   links: { secret?: string; ttlSeconds: number };
   login: { maxFailures: number; windowSeconds: number };
+  signup: { maxPerHour: number };
+  quotas: { jobsInFlight: number; conversionSecondsPerDay: number };
   limits: { uploadBytes: number; durationSeconds: number; outputBytes: number };
   /**
    * How long each kind of outside work may take, in one place: connecting to a backend fails within
@@ -100,11 +136,15 @@ export interface Config {
     mailSendMs: number;
     convertMs: number;
     shutdownMs: number;
+    /** A request (headers and body) must arrive within these; answered 408. Uploads have their own idle timeout. */
+    requestMs: number;
+    headersMs: number;
   };
   /** ffmpeg.wasm instances a conversion may use: CONVERT_PARALLELISM, at most the available cores. */
   convertParallelism: number;
   keepSource: boolean;
-  source: { parallelism: number; retry: number; backoffPolicy: 'exponential' | 'linear'; backoffDelayMs: number };
+  /** The local stand-ins for the RabbitmqSources, by source (= queue) name. */
+  sources: Readonly<{ video: SourceSettings; mp3: SourceSettings }>;
   /** The Knative service name when deployed; undefined on one machine. */
   service?: string;
 }
@@ -139,6 +179,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
   const publicUrl = (e.PUBLIC_URL ?? `http://localhost:${e.PORT}`).replace(/\/+$/, '');
   return Object.freeze({
     port: e.PORT,
+    host: e.HOST ?? (e.K_SERVICE ? '0.0.0.0' : '127.0.0.1'),
+    trustProxy: Array.isArray(e.TRUST_PROXY) ? Object.freeze(e.TRUST_PROXY) as string[] : e.TRUST_PROXY,
     dataDir: path.resolve(e.DATA_DIR),
     logLevel: e.LOG_LEVEL,
     publicUrl,
@@ -157,6 +199,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
     }),
     links: Object.freeze({ secret: e.LINK_SECRET, ttlSeconds: e.LINK_TTL_SECONDS }),
     login: Object.freeze({ maxFailures: e.LOGIN_MAX_FAILURES, windowSeconds: e.LOGIN_WINDOW_SECONDS }),
+    signup: Object.freeze({ maxPerHour: e.SIGNUP_MAX_PER_HOUR }),
+    quotas: Object.freeze({ jobsInFlight: e.MAX_JOBS_IN_FLIGHT, conversionSecondsPerDay: e.MAX_CONVERSION_SECONDS_PER_DAY }),
     limits: Object.freeze({
       uploadBytes: e.MAX_UPLOAD_BYTES,
       durationSeconds: e.MAX_DURATION_SECONDS,
@@ -171,14 +215,24 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
       mailSendMs: 20_000,
       convertMs: e.CONVERT_TIMEOUT_SECONDS * 1000,
       shutdownMs: 30_000,
+      requestMs: e.REQUEST_TIMEOUT_SECONDS * 1000,
+      headersMs: e.HEADERS_TIMEOUT_SECONDS * 1000,
     }),
     convertParallelism: Math.min(e.CONVERT_PARALLELISM ?? os.availableParallelism(), os.availableParallelism()),
     keepSource: e.KEEP_SOURCE,
-    source: Object.freeze({
-      parallelism: e.SOURCE_PARALLELISM,
-      retry: e.SOURCE_RETRY,
-      backoffPolicy: e.SOURCE_BACKOFF_POLICY,
-      backoffDelayMs: parseIsoSeconds(e.SOURCE_BACKOFF_DELAY),
+    sources: Object.freeze({
+      video: Object.freeze({
+        parallelism: e.VIDEO_SOURCE_PARALLELISM,
+        retry: e.VIDEO_SOURCE_RETRY,
+        backoffPolicy: e.VIDEO_SOURCE_BACKOFF_POLICY,
+        backoffDelayMs: parseIsoSeconds(e.VIDEO_SOURCE_BACKOFF_DELAY),
+      }),
+      mp3: Object.freeze({
+        parallelism: e.MP3_SOURCE_PARALLELISM,
+        retry: e.MP3_SOURCE_RETRY,
+        backoffPolicy: e.MP3_SOURCE_BACKOFF_POLICY,
+        backoffDelayMs: parseIsoSeconds(e.MP3_SOURCE_BACKOFF_DELAY),
+      }),
     }),
     service: e.K_SERVICE,
   });

@@ -62,6 +62,15 @@ export class LengthRequiredError extends DomainError {
   }
 }
 
+/** The request did not arrive (headers or body) within the server's time limit. */
+export class RequestTimeoutError extends DomainError {
+  override name = 'RequestTimeoutError';
+  readonly code = 'request_timeout';
+  constructor() {
+    super('the request took too long to arrive');
+  }
+}
+
 /** More bytes than the configured limit; the message names the limit. */
 export class TooLargeError extends DomainError {
   override name = 'TooLargeError';

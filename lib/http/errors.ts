@@ -1,7 +1,7 @@
 import type http from 'node:http';
 import {
   BadInputError, ConflictError, DomainError, GoneError, InvalidCredentialsError, isTransient, LengthRequiredError, NotFoundError,
-  RangeNotSatisfiableError, TooLargeError, TooManyRequestsError, UnauthorizedError, UnavailableError, UnsupportedMediaError,
+  RangeNotSatisfiableError, RequestTimeoutError, TooLargeError, TooManyRequestsError, UnauthorizedError, UnavailableError, UnsupportedMediaError,
 } from '../core/errors';
 import { log } from '../core/log';
 
@@ -17,6 +17,7 @@ function statusOf(err: DomainError): { status: number; headers?: Record<string, 
   if (err instanceof UnauthorizedError) return { status: 401, headers: { 'WWW-Authenticate': 'Bearer' } };
   if (err instanceof InvalidCredentialsError) return { status: 401, headers: { 'WWW-Authenticate': 'Basic realm="video2mp3"' } };
   if (err instanceof NotFoundError) return { status: 404 };
+  if (err instanceof RequestTimeoutError) return { status: 408, headers: { Connection: 'close' } };
   if (err instanceof ConflictError) return { status: 409 };
   if (err instanceof GoneError) return { status: 410 };
   if (err instanceof LengthRequiredError) return { status: 411 };
@@ -55,5 +56,6 @@ export function writeError(req: http.IncomingMessage, res: http.ServerResponse, 
     res.destroy();
     return;
   }
-  res.writeHead(status, { ...headers, 'Content-Type': 'application/json; charset=utf-8' }).end(JSON.stringify(body));
+  const text = JSON.stringify(body);
+  res.writeHead(status, { ...headers, 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) }).end(text);
 }

@@ -34,6 +34,9 @@ export function parseMultipart(headers: Record<string, string | string[] | undef
       const chunks: Buffer[] = [];
       stream.on('data', (c: Buffer) => chunks.push(c));
       stream.on('limit', () => { truncated = true; });
+      // A body cut before its closing boundary errors the part too; unheard, that error would be thrown
+      // out of bb.end() as a 500. busboy's own 'error' (below) answers 400.
+      stream.on('error', () => {});
       stream.on('end', () => {
         file = { filename: info.filename ?? '', contentType: info.mimeType, data: Buffer.concat(chunks) };
       });

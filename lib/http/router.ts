@@ -10,21 +10,30 @@ export type { Request, Response, Router };
 /** A router for one function's paths; async handlers' rejections reach writeError. */
 export const createRouter = (): Router => express.Router({ strict: false });
 
-/** Express error middleware: body-parser's errors (malformed JSON, …) become JSON 4xx too. */
-export function errorMiddleware(err: unknown, req: Request, res: Response, _next: NextFunction): void {
-  const status = (err as { status?: unknown }).status;
-  const type = (err as { type?: unknown }).type;
+/**
+ * The client's mistakes that express and body-parser report as plain errors with a 4xx `status`:
+ * malformed JSON, an unreadable body, a path whose percent escapes do not decode (a URIError from
+ * the router's parameter decoding). They become a BadInputError (400) instead of a 500.
+ */
+export function fromExpress(err: unknown): unknown {
+  if (err instanceof URIError) return new BadInputError('the path has a malformed percent escape', { cause: err });
+  const status = (err as { status?: unknown } | undefined)?.status;
+  const type = (err as { type?: unknown } | undefined)?.type;
   if (typeof status === 'number' && status >= 400 && status < 500 && typeof type === 'string') {
-    writeError(req, res, new BadInputError(type === 'entity.parse.failed' ? 'the body is not valid JSON' : `the body could not be read (${type})`));
-    return;
+    return new BadInputError(type === 'entity.parse.failed' ? 'the body is not valid JSON' : `the body could not be read (${type})`, { cause: err });
   }
-  writeError(req, res, err);
+  return err;
+}
+
+/** Express error middleware: express's and body-parser's client errors become JSON 4xx too. */
+export function errorMiddleware(err: unknown, req: Request, res: Response, _next: NextFunction): void {
+  writeError(req, res, fromExpress(err));
 }
 
 /** The function handler for a router: unmatched paths are 404, errors go through writeError. */
 export function handle(router: Router) {
   return (req: Request, res: Response): void => {
-    router(req, res, (err?: unknown) => writeError(req, res, err ?? new NotFoundError('route')));
+    router(req, res, (err?: unknown) => writeError(req, res, err ? fromExpress(err) : new NotFoundError('route')));
   };
 }
 
@@ -44,11 +53,13 @@ export function parseWith<T extends z.ZodType>(schema: T, input: unknown): z.inf
   return result.data;
 }
 
-/** The client's address; behind Knative's ingress the first X-Forwarded-For entry. */
+/**
+ * The client's address. X-Forwarded-For counts only as far as TRUST_PROXY trusts the hops in front
+ * (express's `trust proxy`, set on every function's app by createServer): by default it is ignored
+ * and the connection's peer is the client, so a client cannot pick its own address.
+ */
 export function clientIp(req: Request): string {
-  const forwarded = req.headers['x-forwarded-for'];
-  const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0]?.trim();
-  return first || req.socket.remoteAddress || 'unknown';
+  return req.ip || req.socket.remoteAddress || 'unknown';
 }
 
 /** Middleware: the route needs a valid bearer token; its claims are in `res.locals.user`. */

@@ -7,9 +7,9 @@ import { getTestServer } from '@google-cloud/functions-framework/testing';
 import http from 'node:http';
 import { closeClients } from '../core/clients';
 import { loadConfig, setConfig, type Config, type FunctionName } from '../core/config';
-import { LengthRequiredError, NotFoundError, TooLargeError, UnsupportedMediaError } from '../core/errors';
+import { BadInputError, LengthRequiredError, NotFoundError, RequestTimeoutError, TooLargeError, UnsupportedMediaError } from '../core/errors';
 import { log } from '../core/log';
-import { writeError } from './errors';
+import { toErrorResponse, writeError } from './errors';
 import { errorMiddleware } from './router';
 
 export interface Mount {
@@ -21,7 +21,49 @@ export interface Mount {
   bodyLimit: number;
 }
 
-type Listener = http.RequestListener & { use(fn: unknown): void };
+type Listener = http.RequestListener & { use(fn: unknown): void; set(name: string, value: unknown): void };
+
+export type ServeOptions = Pick<Config, 'timeouts' | 'trustProxy'>;
+
+/**
+ * A request whose body has not fully arrived in time is answered 408 and its connection closed. The
+ * upload function takes long bodies (a large video over a slow link), so there the limit is on idle
+ * time between bytes rather than on the whole request.
+ */
+function limitRequestTime(req: http.IncomingMessage, res: http.ServerResponse, idle: boolean, ms: number): void {
+  const expire = () => {
+    if (req.complete) return;
+    log.info({ method: req.method, url: req.url, idle }, 'request timed out');
+    res.setHeader('Connection', 'close');
+    if (res.headersSent) res.destroy();
+    else writeError(req, res, new RequestTimeoutError());
+    res.once('finish', () => req.socket.destroy());
+  };
+  if (idle) {
+    req.setTimeout(ms, expire); // on the request, so node's server does not just drop the socket
+    res.once('close', () => req.socket.setTimeout(0));
+    return;
+  }
+  const timer = setTimeout(expire, ms);
+  res.once('close', () => clearTimeout(timer));
+}
+
+/**
+ * Errors of a connection before a request exists (headers too slow, malformed HTTP, too many header
+ * bytes) get the same JSON error body as everything else, written straight to the socket.
+ */
+function onClientError(err: NodeJS.ErrnoException, socket: import('node:stream').Duplex): void {
+  const error = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? new RequestTimeoutError()
+    : err.code === 'HPE_HEADER_OVERFLOW' ? new TooLargeError(16 * 1024, 'the request headers')
+      : new BadInputError('the request is not valid HTTP');
+  const { status, body } = toErrorResponse(error);
+  const text = JSON.stringify(body);
+  if (socket.writable && (socket as { bytesWritten?: number }).bytesWritten === 0) {
+    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+      `Content-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`);
+  }
+  socket.destroy();
+}
 
 /**
  * An HTTP server for functions, each on its prefix. Each handler is registered with
@@ -31,17 +73,20 @@ type Listener = http.RequestListener & { use(fn: unknown): void };
  * the framework buffers them). The framework buffers whole bodies (up to 1 GiB) before a handler
  * runs, so the size limit is enforced here, from Content-Length, first.
  */
-export function createServer(mounts: Mount[]): http.Server {
+export function createServer(mounts: Mount[], opts: ServeOptions): http.Server {
   const routes = mounts
     .map((m) => {
       ff.http(m.name, m.handler);
       const app = getTestServer(m.name).listeners('request')[0] as Listener;
+      app.set('trust proxy', opts.trustProxy);
       app.use(errorMiddleware);
       return { ...m, app };
     })
     .sort((a, b) => b.prefix.length - a.prefix.length);
 
-  return http.createServer((req, res) => {
+  // Node's own whole-request timeout is off (it would cut long uploads); limitRequestTime does it per
+  // route. Headers must still arrive within headersMs, checked every second.
+  const server = http.createServer({ requestTimeout: 0, headersTimeout: opts.timeouts.headersMs, connectionsCheckingInterval: 1000 }, (req, res) => {
     const url = req.url ?? '/';
     if (url === '/healthz') {
       res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"status":"ok"}');
@@ -61,14 +106,17 @@ export function createServer(mounts: Mount[]): http.Server {
       res.setHeader('Connection', 'close'); // don't read a body we refuse
       return writeError(req, res, new TooLargeError(route.bodyLimit));
     }
+    limitRequestTime(req, res, route.name === 'upload', opts.timeouts.requestMs);
     req.url = url.slice(route.prefix.length) || '/';
     if (req.url.startsWith('?')) req.url = `/${req.url}`;
     route.app(req, res);
   });
+  server.on('clientError', onClientError);
+  return server;
 }
 
 /** Listens, and on SIGTERM/SIGINT stops taking requests, finishes the ones in flight, closes clients. */
-export function listen(server: http.Server, config: Pick<Config, 'port' | 'timeouts'>, onClose?: () => Promise<void>): Promise<number> {
+export function listen(server: http.Server, config: Pick<Config, 'port' | 'host' | 'timeouts'>, onClose?: () => Promise<void>): Promise<number> {
   const shutdown = (signal: string) => {
     log.info({ signal }, 'shutting down');
     server.close(() => {
@@ -85,12 +133,26 @@ export function listen(server: http.Server, config: Pick<Config, 'port' | 'timeo
   process.once('SIGINT', shutdown);
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(config.port, () => {
+    server.listen(config.port, config.host, () => {
       const address = server.address();
       resolve(typeof address === 'object' && address ? address.port : config.port);
     });
   });
 }
+
+/**
+ * Listens on a free loopback port: `npm start`'s event receivers (convert, notify) are reachable only
+ * from this machine, never on the public listener. Resolves to the port.
+ */
+export function listenInternal(server: http.Server): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port));
+  });
+}
+
+/** Functions that receive events: on one machine they are served only on the loopback listener. */
+export const eventFunctions: readonly FunctionName[] = ['convert', 'notify'];
 
 /** How large a request body each function accepts. */
 export function bodyLimit(name: FunctionName, config: Pick<Config, 'limits'>): number {
@@ -104,7 +166,7 @@ export async function serveFunction(name: FunctionName, handler: ff.HttpFunction
   try {
     const config = loadConfig(process.env, name);
     setConfig(config);
-    const server = createServer([{ prefix: '', name, handler, bodyLimit: bodyLimit(name, config) }]);
+    const server = createServer([{ prefix: '', name, handler, bodyLimit: bodyLimit(name, config) }], config);
     const port = await listen(server, config);
     log.info({ function: name, port }, 'function listening');
   } catch (err) {

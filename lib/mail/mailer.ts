@@ -101,7 +101,7 @@ export function createMailer(config: Pick<Config, 'smtpUrl' | 'mailFrom' | 'data
       const info = await transport.sendMail({
         from: config.mailFrom, to: msg.to, subject: msg.subject, text: msg.text, html: msg.html, messageId: `<${msg.messageId}>`,
       });
-      await fs.mkdir(outbox, { recursive: true });
+      await fs.mkdir(outbox, { recursive: true, mode: 0o700 });
       const file = path.join(outbox, `${Date.now()}-${safeName(msg.key)}.eml`);
       await writeAtomically(file, info.message as Buffer);
       return { messageId: info.messageId, outboxFile: file };

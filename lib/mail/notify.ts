@@ -7,6 +7,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { getConfig, type Config } from '../core/config';
 import { UnavailableError } from '../core/errors';
 import { log } from '../core/log';
+import { findUserById } from '../auth/users';
+import { eventTypes } from '../messaging/events';
+import { findJob, type Job } from '../pipeline/jobs';
 import { isDuplicateKey, type Db } from '../storage/db';
 import { composeMessage, outcomeOf, type Outcome, type OutcomeEvent } from './compose';
 import { PermanentMailError, type Mailer } from './mailer';
@@ -16,8 +19,12 @@ export type { Outcome, OutcomeEvent };
 export interface NotifyResult {
   jobId: string;
   outcome: Outcome;
-  /** sent: the server accepted it now; rejected: refused for good, recorded; duplicate: an earlier delivery already did it. */
-  status: 'sent' | 'rejected' | 'duplicate';
+  /**
+   * sent: the server accepted it now; rejected: refused for good, recorded; duplicate: an earlier
+   * delivery already did it; ignored: the database does not back the event (no such job, or the job
+   * is not in the state the event claims), so nothing is sent.
+   */
+  status: 'sent' | 'rejected' | 'duplicate' | 'ignored';
   messageId?: string;
 }
 
@@ -61,7 +68,32 @@ async function claim(db: Db, key: { job_id: string; outcome: Outcome }, recipien
 }
 
 /**
- * Sends the one email for a job outcome, however often the event is delivered: the notifications
+ * The event as the database tells it. An event is only a hint that a job may have ended: anyone who
+ * can reach the receiver can post one, so the job, its state, its owner and the owner's address are
+ * read here, and every field the email shows comes from those rows, never from the event.
+ */
+async function confirm(db: Db, event: OutcomeEvent): Promise<{ event: OutcomeEvent } | { ignored: string }> {
+  const job = await findJob(db, event.data.jobId);
+  if (!job) return { ignored: 'no such job' };
+  const wanted = event.type === eventTypes.conversionSucceeded ? 'done' : 'failed';
+  if (job.status !== wanted) return { ignored: `the job is ${job.status}, not ${wanted}` };
+  const owner = await findUserById(db, job.ownerId);
+  if (!owner) return { ignored: 'the owner has no account' };
+  return { event: fromJob(event, job, owner.email) };
+}
+
+function fromJob(event: OutcomeEvent, job: Job, email: string): OutcomeEvent {
+  const base = { jobId: job.id, owner: job.ownerId, email, filename: job.filename };
+  if (event.type === eventTypes.conversionSucceeded) {
+    if (!job.mp3BlobId) throw new Error(`job ${job.id} is done without an MP3`);
+    return { ...event, data: { ...base, mp3BlobId: job.mp3BlobId, durationSeconds: job.durationSeconds ?? 0, bytes: job.mp3Bytes ?? 0 } };
+  }
+  return { ...event, data: { ...base, reason: 'conversion', message: job.error ?? 'The file could not be converted.' } };
+}
+
+/**
+ * Sends the one email for a job outcome, however often the event is delivered, to the job owner's
+ * address from the database and only if the job really ended that way (`confirm`): the notifications
  * row (primary key job_id + outcome) records it. Returns normally when sent, already sent, or
  * permanently rejected (ack); throws UnavailableError (503, the source retries) when the mail
  * server is down or answers 4xx.
@@ -81,12 +113,18 @@ async function claim(db: Db, key: { job_id: string; outcome: Outcome }, recipien
 export async function notifyOutcome(
   db: Db,
   mailer: Mailer,
-  event: OutcomeEvent,
+  hint: OutcomeEvent,
   opts: { config?: Readonly<Config>; leaseMs?: number } = {},
 ): Promise<NotifyResult> {
   const config = opts.config ?? getConfig();
+  const outcome = outcomeOf(hint);
+  const confirmed = await confirm(db, hint);
+  if ('ignored' in confirmed) {
+    log.warn({ jobId: hint.data.jobId, outcome, reason: confirmed.ignored }, 'outcome event not backed by the database; nothing sent');
+    return { jobId: hint.data.jobId, outcome, status: 'ignored' };
+  }
+  const { event } = confirmed;
   const { jobId, email } = event.data;
-  const outcome = outcomeOf(event);
   const key = { job_id: jobId, outcome };
 
   const stamp = await claim(db, key, email, opts.leaseMs ?? leaseMs(config));
@@ -112,7 +150,8 @@ export async function notifyOutcome(
   await db('notifications').where(key).update({ status: 'sent', message_id: sent.messageId, error: null, updated_at: Date.now() });
 
   if (sent.outboxFile) {
-    log.info({ jobId, outcome, to: email, outbox: sent.outboxFile, link: message.link?.url }, 'email written to the outbox');
+    // The link is a bearer credential for days: the log names the job and the expiry, never the token.
+    log.info({ jobId, outcome, outbox: sent.outboxFile, linkExpiresAt: message.link?.expiresAt.toISOString() }, 'email written to the outbox');
   } else {
     log.info({ jobId, outcome, messageId: sent.messageId }, 'email sent');
   }

@@ -88,6 +88,10 @@ export const SEAM_RULE: SeamRule = { warmupFrames: 16, searchFrames: 64, tailFra
 
 const IN = '/input';
 const OUT = '/output.mp3';
+// Decoders opened on the input (ffmpeg opens them while probing streams, even ones never encoded, such
+// as a cover picture or a video track) refuse frames larger than this, whatever dimensions the input
+// declares: a 16000×16000 image would otherwise cost ~750 MB to decode. 4096×4096 covers 4K video.
+const INPUT_LIMITS = ['-max_pixels', String(4096 * 4096)];
 /** Log lines a conversion reads: the probe's summary and trace lines, failures, nothing else. */
 const PROBE_LINES = String.raw`^(Format .+ probed with|Input #|\s+(Duration|Stream #))`;
 const ENCODE_LINES = String.raw`^(Conversion failed!|/input: )|: partial file$`;
@@ -105,7 +109,7 @@ interface EncodeSpan {
 function buildArgs(stream: ProbedStream, options: Mp3Options, rate: number | undefined, span: EncodeSpan, maxOutputBytes: number): string[] {
   const args: string[] = [];
   if (options.start !== undefined && options.start > 0) args.push('-ss', String(options.start));
-  args.push('-i', IN, '-map', `0:${stream.index}`, '-vn', '-sn', '-dn');
+  args.push(...INPUT_LIMITS, '-i', IN, '-map', `0:${stream.index}`, '-vn', '-sn', '-dn');
   if (rate !== undefined) {
     const trim = [span.fromSample > 0 ? `start_sample=${span.fromSample}` : '', span.toSample !== undefined ? `end_sample=${span.toSample}` : '']
       .filter(Boolean)
@@ -157,7 +161,7 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
     lastMemory = result.memory;
     return result;
   };
-  const probed = await run({ args: ['-i', IN], files: [{ wasmPath: IN, hostPath: input, mode: 'read' }], keep: PROBE_LINES });
+  const probed = await run({ args: [...INPUT_LIMITS, '-i', IN], files: [{ wasmPath: IN, hostPath: input, mode: 'read' }], keep: PROBE_LINES });
   const probe = parseProbe(probed.lines);
   const stream = chooseAudioStream(probe, inputBytes);
   const source = probe.durationSeconds;

@@ -14,7 +14,9 @@ export const mp3OptionsSchema = z
     channels: num.int().refine((v) => v === 1 || v === 2, 'must be 1 or 2').transform((v) => v as 1 | 2).optional(),
     start: num.min(0).max(86_400).optional(),
     end: num.gt(0).max(86_400).optional(),
-    title: z.string().trim().min(1).max(200).refine((v) => !/\p{Cc}/u.test(v), 'must not contain control characters').optional(),
+    // Bidi controls (U+202A–E, U+2066–9, U+200E/F) are dropped: an ID3 title cannot make itself read backwards.
+    title: z.string().transform((v) => v.replace(/[\u200E\u200F\u202A-\u202E\u2066-\u2069]/g, ''))
+      .pipe(z.string().trim().min(1).max(200).refine((v) => !/\p{Cc}/u.test(v), 'must not contain control characters')).optional(),
   })
   .strict()
   .refine((o) => o.bitrate === undefined || o.quality === undefined, { message: 'give either bitrate (CBR) or quality (VBR), not both', path: ['bitrate'] })

@@ -67,7 +67,7 @@ export interface Transcoder {
    * TranscodeError for inputs that cannot be converted, RangeError for invalid options, and a plain
    * Error when the converter itself failed (its instances are then replaced; a retry may work).
    */
-  transcode(input: string, output: string, options: Mp3Options, call?: { timeoutMs?: number }): Promise<TranscodeResult>;
+  transcode(input: string, output: string, options: Mp3Options, call?: { timeoutMs?: number; maxDurationSeconds?: number }): Promise<TranscodeResult>;
   /** Resolves once every instance is created and warmed: the first job pays no start-up. */
   ready(): Promise<void>;
   /**
@@ -96,7 +96,7 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
   let tail: Promise<unknown> = Promise.resolve();
   let closed = false;
 
-  async function runJob(input: string, output: string, options: Mp3Options, timeoutMs: number | undefined): Promise<TranscodeResult> {
+  async function runJob(input: string, output: string, options: Mp3Options, timeoutMs: number | undefined, maxDurationSeconds: number): Promise<TranscodeResult> {
     const startedAt = performance.now();
     let lastProgressAt = -Infinity;
     let lastPercent = 0;
@@ -113,7 +113,7 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
         input,
         output,
         options,
-        maxDurationSeconds: opts.maxDurationSeconds,
+        maxDurationSeconds,
         maxOutputBytes: opts.maxOutputBytes,
         workDir,
         timeoutMs,
@@ -150,7 +150,9 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
       } catch (error) {
         return Promise.reject(error);
       }
-      const job = tail.then(() => runJob(input, output, options, call?.timeoutMs ?? opts.timeoutMs));
+      // A caller may lower the duration limit for one call (a user's remaining daily quota), never raise it.
+      const maxDuration = Math.min(opts.maxDurationSeconds, call?.maxDurationSeconds ?? Infinity);
+      const job = tail.then(() => runJob(input, output, options, call?.timeoutMs ?? opts.timeoutMs, maxDuration));
       tail = job.catch(() => undefined);
       return job;
     },

@@ -50,6 +50,8 @@ export interface AmqpMessage {
   contentType: string;
   messageId: string;
   headers: Record<string, string>;
+  /** AMQP `timestamp` property, in seconds (set when published; the source maps it to ce-time). */
+  timestamp?: number;
 }
 
 /**

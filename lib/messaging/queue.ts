@@ -65,6 +65,7 @@ const toMessage = (m: ConsumeMessage | GetMessage): AmqpMessage => ({
   contentType: m.properties.contentType as string,
   messageId: m.properties.messageId as string,
   headers: Object.fromEntries(Object.entries(m.properties.headers ?? {}).map(([k, v]) => [k, String(v)])),
+  timestamp: typeof m.properties.timestamp === 'number' ? m.properties.timestamp : undefined,
 });
 
 interface Connection {
@@ -127,7 +128,7 @@ export function createAmqpBroker(url: string, connectTimeoutMs = 5000): Broker {
           contentType: message.contentType,
           messageId: message.messageId,
           headers: message.headers,
-          timestamp: Math.floor(Date.now() / 1000),
+          timestamp: message.timestamp ?? Math.floor(Date.now() / 1000),
         });
         await ch.waitForConfirms();
       });
@@ -201,9 +202,16 @@ export function createAmqpBroker(url: string, connectTimeoutMs = 5000): Broker {
   };
 }
 
+interface MemoryConsumer {
+  prefetch: number;
+  /** Delivered, neither acked nor dead-lettered yet: back to the queue if the consumer stops. */
+  unsettled: Set<{ message: AmqpMessage; settled: boolean }>;
+  onDelivery: (d: Delivery) => void;
+}
+
 interface MemoryQueue {
   ready: AmqpMessage[];
-  consumers: { prefetch: number; inFlight: number; onDelivery: (d: Delivery) => void }[];
+  consumers: MemoryConsumer[];
 }
 
 /** The embedded default: the same contract in process memory (what is queued is lost on exit). */
@@ -217,17 +225,17 @@ export function createMemoryBroker(): Broker {
   const dispatch = (name: string) => {
     const queue = q(name);
     for (const consumer of queue.consumers) {
-      while (consumer.inFlight < consumer.prefetch && queue.ready.length > 0) {
-        const message = queue.ready.shift()!;
-        consumer.inFlight++;
-        let settled = false;
+      while (consumer.unsettled.size < consumer.prefetch && queue.ready.length > 0) {
+        const entry = { message: queue.ready.shift()!, settled: false };
+        consumer.unsettled.add(entry);
         const settle = (dead: boolean) => {
-          if (settled) return;
-          settled = true;
-          consumer.inFlight--;
-          if (dead) q(`${name}.dlq`).ready.push(message);
+          if (entry.settled) return;
+          entry.settled = true;
+          consumer.unsettled.delete(entry);
+          if (dead) q(`${name}.dlq`).ready.push(entry.message);
           setImmediate(() => dispatch(name));
         };
+        const { message } = entry;
         setImmediate(() => consumer.onDelivery({ message, persistent: true, ack: () => settle(false), deadLetter: () => settle(true) }));
       }
     }
@@ -238,12 +246,17 @@ export function createMemoryBroker(): Broker {
       dispatch(queue);
     },
     async consume(queue, prefetch, onDelivery) {
-      const consumer = { prefetch, inFlight: 0, onDelivery };
+      const consumer: MemoryConsumer = { prefetch, unsettled: new Set(), onDelivery };
       q(queue).consumers.push(consumer);
       dispatch(queue);
       return {
         async stop() {
           q(queue).consumers = q(queue).consumers.filter((c) => c !== consumer);
+          // As RabbitMQ does when a consumer's channel closes: what it had not settled is queued again.
+          const requeue = [...consumer.unsettled].map((entry) => { entry.settled = true; return entry.message; });
+          consumer.unsettled.clear();
+          q(queue).ready.unshift(...requeue);
+          dispatch(queue);
         },
       };
     },

@@ -11,6 +11,7 @@ import { defaultTitle, mp3Filename } from './filenames';
 import { conversionFailed, conversionSucceeded, toAmqp, type VideoUploaded } from '../messaging/events';
 import { clearVideo, completeConversion, countAttempt, failConversion, findJob, markPublished, startConversion, type Job } from './jobs';
 import { log } from '../core/log';
+import { remainingConversionSeconds } from './quotas';
 import type { Broker } from '../messaging/queue';
 import { createTranscoder, TranscodeError, type Transcoder } from '../media/transcode';
 
@@ -43,10 +44,10 @@ export interface ConvertDeps {
   blobs: BlobStore;
   broker: Broker;
   transcoder: Transcoder;
-  config: Pick<Config, 'keepSource'>;
+  config: Pick<Config, 'keepSource' | 'quotas' | 'limits'>;
 }
 
-export type ConvertOutcome = 'converted' | 'failed' | 'already-done' | 'already-failed' | 'unknown-job';
+export type ConvertOutcome = 'converted' | 'failed' | 'already-done' | 'already-failed' | 'unknown-job' | 'not-convertible';
 
 /**
  * Handles one `video.uploaded` delivery. Safe to repeat: a job that is done or failed converts
@@ -66,12 +67,18 @@ export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promi
     if (!job.publishedAt) await publishFailure(deps, job, job.error ?? 'the conversion failed');
     return 'already-failed';
   }
+  // The event is a hint (anyone reaching the receiver can post one): only the row's state and the
+  // row's video and options count, and only a job waiting for its conversion gets one.
+  if (job.status !== 'converting') return 'not-convertible';
   const video = job.videoBlobId ? await blobs.stat('videos', job.videoBlobId) : undefined;
   if (!job.videoBlobId || !video) return fail(deps, job, 'The uploaded video is no longer stored.');
   if ((await countAttempt(db, job.id)) > maxAttempts) {
     return fail(deps, job, `The conversion stopped ${maxAttempts} times without finishing, so it was given up.`);
   }
 
+  // The owner's daily quota bounds this conversion too: a short file declaring hours is stopped at probe.
+  const allowed = await remainingConversionSeconds(db, job.ownerId, job.id, deps.config);
+  if (allowed <= 0) return fail(deps, job, 'Your daily conversion quota is used up; upload the file again tomorrow.');
   // Conversion from disk: the video is streamed to a file, converted file to file, and the MP3 streamed
   // to the store, so memory does not grow with either. Both files are removed on every path (and by
   // the transcoder's crash recovery if this process dies first).
@@ -85,8 +92,12 @@ export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promi
   try {
     await pipeline(await blobs.read('videos', job.videoBlobId), fs.createWriteStream(inputFile));
     try {
-      result = await transcoder.transcode(inputFile, outputFile, { ...job.options, title: job.options.title ?? defaultTitle(job.filename) });
+      const options = { ...job.options, title: job.options.title ?? defaultTitle(job.filename) };
+      result = await transcoder.transcode(inputFile, outputFile, options, { maxDurationSeconds: allowed });
     } catch (err) {
+      if (err instanceof TranscodeError && err.reason === 'too-long' && allowed < deps.config.limits.durationSeconds) {
+        return await fail(deps, job, `${err.message} (what is left of your daily conversion quota of ${deps.config.quotas.conversionSecondsPerDay} seconds)`);
+      }
       if (err instanceof TranscodeError) return await fail(deps, job, err.message);
       if (err instanceof RangeError) return await fail(deps, job, `The conversion options are invalid: ${err.message}`);
       throw new UnavailableError('the converter', { cause: err }); // it broke, not the input: retry (bounded by maxAttempts)

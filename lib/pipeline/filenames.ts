@@ -24,8 +24,11 @@ export function cleanFilename(raw: string | undefined): string {
 /** A file name without its extension (`holiday.mp4` → `holiday`). */
 export const withoutExtension = (filename: string) => filename.replace(/\.[^./]{1,10}$/, '');
 
-/** The original name with its extension turned into .mp3. */
-export const mp3Filename = (filename: string) => `${withoutExtension(filename) || 'audio'}.mp3`;
+/** The original name with its extension turned into .mp3 (for Content-Disposition), cleaned again for rows stored before names were. */
+export const mp3Filename = (filename: string) => `${withoutExtension(filename.replace(unsafe, '')) || 'audio'}.mp3`;
 
 /** The ID3 title when the user gave none: the file's name without its extension. */
-export const defaultTitle = (filename: string) => withoutExtension(filename) || filename;
+export const defaultTitle = (filename: string) => {
+  const name = filename.replace(unsafe, '');
+  return withoutExtension(name) || name || 'audio';
+};

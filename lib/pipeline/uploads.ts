@@ -6,6 +6,7 @@ import { BadInputError, TooLargeError, UnsupportedMediaError } from '../core/err
 import { cleanFilename } from './filenames';
 import { toAmqp, videoUploaded } from '../messaging/events';
 import { createJob, deleteJob, newJobId, type Job } from './jobs';
+import { checkQuotas } from './quotas';
 import { log } from '../core/log';
 import type { Mp3Options } from '../media/options';
 import type { Broker } from '../messaging/queue';
@@ -30,7 +31,7 @@ export interface UploadDeps {
   db: Db;
   blobs: BlobStore;
   broker: Broker;
-  config: Pick<Config, 'limits'>;
+  config: Pick<Config, 'limits' | 'quotas'>;
 }
 
 /**
@@ -41,6 +42,7 @@ export interface UploadDeps {
 export async function acceptUpload(deps: UploadDeps, owner: { id: string; email: string }, upload: Upload): Promise<Job> {
   const { db, blobs, broker, config } = deps;
   if (upload.data.length > config.limits.uploadBytes) throw new TooLargeError(config.limits.uploadBytes);
+  await checkQuotas(db, owner.id, config);
   const contentType = await sniffMedia(upload.data);
   const filename = cleanFilename(upload.filename);
   const jobId = newJobId();

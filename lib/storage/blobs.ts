@@ -331,7 +331,7 @@ class DirectoryStore implements BlobStore {
     const id = chooseId(bucket, opts);
     const bucketDir = path.join(this.dir, bucket);
     const target = this.blobDir(bucket, id);
-    await fsp.mkdir(bucketDir, { recursive: true });
+    await fsp.mkdir(bucketDir, { recursive: true, mode: 0o700 });
     if (await this.stat(bucket, id)) throw new BlobExistsError(bucket, id);
 
     const temp = await fsp.mkdtemp(path.join(bucketDir, '.put-'));

@@ -22,10 +22,16 @@ export function createDb(config: Pick<Config, 'databaseUrl' | 'dataDir' | 'timeo
       acquireConnectionTimeout: config.timeouts.dbAcquireMs,
     });
   }
-  fs.mkdirSync(config.dataDir, { recursive: true });
+  // Users' password hashes, jobs and keys live here: readable by this user only (SQLite gives its WAL
+  // and shared-memory files the database file's mode).
+  fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  fs.chmodSync(config.dataDir, 0o700);
+  const filename = path.join(config.dataDir, 'video2mp3.sqlite');
+  fs.closeSync(fs.openSync(filename, 'a', 0o600));
+  fs.chmodSync(filename, 0o600);
   return knex({
     client: 'better-sqlite3',
-    connection: { filename: path.join(config.dataDir, 'video2mp3.sqlite') },
+    connection: { filename },
     useNullAsDefault: true,
     pool: {
       min: 1,

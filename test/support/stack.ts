@@ -7,7 +7,7 @@ import { handlers } from '../../functions/all';
 import { closeClients } from '../../lib/core/clients';
 import { functionNames, loadConfig, setConfig, type Config } from '../../lib/core/config';
 import { getBroker, type Consumer } from '../../lib/messaging/queue';
-import { bodyLimit, createServer } from '../../lib/http/serve';
+import { bodyLimit, createServer, eventFunctions, listenInternal } from '../../lib/http/serve';
 import { startPipelineSources, startSource } from '../../lib/messaging/source';
 
 export interface Backend {
@@ -34,9 +34,14 @@ export function backends(): Backend[] {
 }
 
 export interface Stack {
+  /** The public listener: auth, upload, download. */
   url: string;
+  /** The loopback-only listener of the event receivers: convert, notify (as `npm start` serves them). */
+  internalUrl: string;
   config: Readonly<Config>;
   server: http.Server;
+  /** The loopback listener of convert and notify. */
+  internalServer: http.Server;
   /** The running event sources; a test may stop, replace or add to them. */
   sources: Consumer[];
   close(): Promise<void>;
@@ -51,9 +56,14 @@ export interface Stack {
 export async function startStack(env: Record<string, string> = {}, opts: { sources?: boolean | 'video' } = {}): Promise<Stack> {
   await closeClients();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-test-'));
-  const base = { DATA_DIR: dataDir, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' };
+  // Every test signs users up from 127.0.0.1 and many queue several jobs at once: the per-address
+  // signup limit and the jobs-in-flight quota are lifted unless a test sets them.
+  const base = { DATA_DIR: dataDir, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn', SIGNUP_MAX_PER_HOUR: '100000', MAX_JOBS_IN_FLIGHT: '1000' };
   const limits = loadConfig({ ...base, ...env });
-  const server = createServer(functionNames.map((name) => ({ prefix: `/${name}`, name, handler: handlers[name], bodyLimit: bodyLimit(name, limits) })));
+  const mount = (name: (typeof functionNames)[number]) => ({ prefix: `/${name}`, name, handler: handlers[name], bodyLimit: bodyLimit(name, limits) });
+  const server = createServer(functionNames.filter((n) => !eventFunctions.includes(n)).map(mount), limits);
+  const internal = createServer(eventFunctions.map(mount), limits);
+  const internalUrl = `http://127.0.0.1:${await listenInternal(internal)}`;
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as { port: number };
   // Links and Location headers point at this server, as PUBLIC_URL does for `npm start`.
@@ -61,17 +71,21 @@ export async function startStack(env: Record<string, string> = {}, opts: { sourc
   setConfig(config);
   const url = `http://127.0.0.1:${port}`;
   const sources = opts.sources === 'video'
-    ? [await startSource(await getBroker(), { ...config.source, queue: 'video', sink: `${url}/convert/` })]
-    : opts.sources ? await startPipelineSources(await getBroker(), url, config) : [];
+    ? [await startSource(await getBroker(), { ...config.sources.video, queue: 'video', sink: `${internalUrl}/convert/` })]
+    : opts.sources ? await startPipelineSources(await getBroker(), internalUrl, config) : [];
   const stack: Stack = {
     url,
+    internalUrl,
     config,
     server,
+    internalServer: internal,
     sources,
     async close() {
       await Promise.all(stack.sources.map((s) => s.stop()));
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
+      for (const s of [server, internal]) {
+        s.closeAllConnections();
+        await new Promise((resolve) => s.close(resolve));
+      }
       await closeClients();
     },
   };

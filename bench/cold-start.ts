@@ -1,0 +1,108 @@
+// `npm run bench` (second part): cold start of each bundled HTTP function, from `node dist/<fn>/index.js`
+// to the first answer of a real route, on the embedded backends. Runs interleaved (auth, upload,
+// download, auth, …) so a busy machine slows every function alike, and prints medians against the
+// 250 ms target. Run `npm run build` first.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+const root = path.resolve(__dirname, '..');
+const runs = Number(process.env.COLD_RUNS ?? 7);
+const targetMs = 250;
+
+interface Probe {
+  fn: 'auth' | 'upload' | 'download';
+  route: string;
+  request: (base: string, token: string) => Promise<Response>;
+}
+
+const clip = Buffer.from('not a video, but the route reads it, sniffs it and answers 415');
+const probes: Probe[] = [
+  { fn: 'auth', route: 'POST /login', request: (base) => fetch(`${base}/login`, { method: 'POST', headers: { authorization: `Basic ${Buffer.from('bench@example.com:bench password').toString('base64')}` } }) },
+  { fn: 'upload', route: 'POST / (415)', request: (base, token) => fetch(`${base}/`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'video/mp4', 'x-filename': 'a.mp4' }, body: clip }) },
+  { fn: 'download', route: 'GET /jobs', request: (base, token) => fetch(`${base}/jobs`, { headers: { authorization: `Bearer ${token}` } }) },
+];
+
+let nextPort = 19_100;
+
+/** Starts a bundle, polls its route until it answers, and returns the time from spawn to that answer. */
+async function coldStart(probe: Probe, dataDir: string, token: string): Promise<{ ms: number; status: number }> {
+  const port = nextPort++;
+  const started = performance.now();
+  const child = spawn(process.execPath, [path.join(root, 'dist', probe.fn, 'index.js')], {
+    env: { ...process.env, PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  try {
+    for (;;) {
+      try {
+        const res = await probe.request(`http://127.0.0.1:${port}`, token);
+        await res.arrayBuffer();
+        return { ms: performance.now() - started, status: res.status };
+      } catch {
+        if (performance.now() - started > 20_000) throw new Error(`${probe.fn} did not answer within 20 s`);
+        await new Promise((r) => setTimeout(r, 2));
+      }
+    }
+  } finally {
+    child.kill('SIGKILL');
+  }
+}
+
+/** Signs the bench user up through a running auth bundle and returns a token (keys land in dataDir). */
+async function prepare(dataDir: string): Promise<string> {
+  const port = nextPort++;
+  const child = spawn(process.execPath, [path.join(root, 'dist/auth/index.js')], { env: { ...process.env, PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'warn' }, stdio: 'ignore' });
+  try {
+    const base = `http://127.0.0.1:${port}`;
+    for (let i = 0; ; i++) {
+      try {
+        await fetch(`${base}/signup`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'bench@example.com', password: 'bench password' }) });
+        break;
+      } catch {
+        if (i > 2000) throw new Error('auth did not start');
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    }
+    const login = await fetch(`${base}/login`, { method: 'POST', headers: { authorization: `Basic ${Buffer.from('bench@example.com:bench password').toString('base64')}` } });
+    return ((await login.json()) as { token: string }).token;
+  } finally {
+    child.kill('SIGKILL');
+  }
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+async function main() {
+  if (!existsSync(path.join(root, 'dist/auth/index.js'))) throw new Error('run `npm run build` first');
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'video2mp3-cold-'));
+  try {
+    const token = await prepare(dataDir);
+    const times = new Map<string, number[]>(probes.map((p) => [p.fn, []]));
+    const statuses = new Map<string, number>();
+    for (let i = 0; i < runs; i++) {
+      for (const probe of probes) {
+        const { ms, status } = await coldStart(probe, dataDir, token);
+        times.get(probe.fn)!.push(ms);
+        statuses.set(probe.fn, status);
+      }
+    }
+    console.log(`\ncold start: spawn → first answer of a real route (${runs} interleaved runs each; target ≤ ${targetMs} ms median)`);
+    console.log('function   route             status  median   min      max      target');
+    for (const probe of probes) {
+      const xs = times.get(probe.fn)!;
+      const m = median(xs);
+      console.log(
+        `${probe.fn.padEnd(10)} ${probe.route.padEnd(17)} ${String(statuses.get(probe.fn)).padEnd(7)} ${`${m.toFixed(0)} ms`.padEnd(8)} ${`${Math.min(...xs).toFixed(0)} ms`.padEnd(8)} ${`${Math.max(...xs).toFixed(0)} ms`.padEnd(8)} ${m <= targetMs ? 'met' : 'missed'}`,
+      );
+    }
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -437,6 +437,10 @@ describe('manifests and the code agree', () => {
     expect(gib(c.resources?.limits?.['ephemeral-storage'])).toBeGreaterThanOrEqual(needed);
   });
 
+  it('when convert splits a conversion, then it runs as many instances as its CPU limit (Node sees the node\'s cores, not the quota)', () => {
+    expect(configMap().data.CONVERT_PARALLELISM).toBe(container('convert').resources?.limits?.cpu);
+  });
+
   it('when the longest video the configuration allows is converted, then it ends before the converter\'s own timeout, which ends before Knative\'s', () => {
     // Measured by `npm run bench` on 2 cores: the function's path (blob read, wasm conversion, blob write)
     // takes ~2.0 s per 120 s of 720p H.264/AAC. Only the audio is decoded (-vn), so resolution hardly

@@ -28,7 +28,8 @@ interface Core {
   addFunction(fn: (...args: number[]) => void, signature: string): number;
 }
 
-const SCAN_BYTES = 32 * 1024 * 1024;
+/** av_log_level sits in the data section, within the first megabytes of the heap. */
+const SCAN_BYTES = 16 * 1024 * 1024;
 
 /** Finds and installs the filter on a fresh instance; undefined when this build has another shape. */
 export function createLogFilter(ff: FFmpeg, countLines: (run: () => void) => number): LogFilter | undefined {
@@ -39,10 +40,10 @@ export function createLogFilter(ff: FFmpeg, countLines: (run: () => void) => num
   const tiny = (level: string) => ff.runSync('-nostdin', '-loglevel', level, '-f', 'lavfi', '-i', 'anullsrc=d=0.01', '-f', 'null', '-');
 
   tiny('info');
+  // Reading shared memory word by word is slow: copy the region once, then scan the copy.
+  const copy = new Int32Array(core.wasmMemory.buffer.slice(0, words().byteLength));
   let candidates: number[] = [];
-  words().forEach((v, i) => {
-    if (v === 32) candidates.push(i);
-  });
+  for (let i = 0; i < copy.length; i++) if (copy[i] === 32) candidates.push(i);
   for (const [level, value] of [['quiet', -8], ['trace', 56], ['info', 32]] as const) {
     tiny(level);
     const w = words();

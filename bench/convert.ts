@@ -11,6 +11,7 @@
 // and warmed (transcoder.ready()), the median of three. BENCH_INPUTS=10s,120s limits the clips.
 // BENCH_LARGE=1 adds the large-input part: ~200 MB and ~2 GB MP4s (the 2 min clip repeated, remuxed),
 // each converted once in a fresh process, with that process's peak RSS against native ffmpeg's.
+// `--large` runs the large-upload benchmark (bench/large-upload.ts) instead.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -19,6 +20,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createDirectoryStore, createGridFsStore, type BlobStore } from '../lib/storage/blobs';
 import type { Mp3Options, Transcoder } from '../lib/media/transcode';
+import { runLargeUploadBench } from './large-upload';
 
 const NATIVE_FFMPEG = process.env.FFMPEG ?? '/usr/bin/ffmpeg';
 const OPTIONS: Mp3Options = { quality: 2 };
@@ -128,7 +130,7 @@ async function largePart(dir: string, clip: string): Promise<void> {
     const file = path.join(dir, `large-${Math.round(targetBytes / 1e6)}MB.mp4`);
     const loops = Math.max(0, Math.ceil(targetBytes / clipBytes) - 1);
     await run(NATIVE_FFMPEG, ['-hide_banner', '-loglevel', 'error', '-y', '-stream_loop', String(loops), '-i', clip, '-c', 'copy', file]);
-    const output = await run(process.execPath, [...process.execArgv, __filename, '--large', file]);
+    const output = await run(process.execPath, [...process.execArgv, __filename, '--convert-large', file]);
     const wasm = JSON.parse(output.trim().split('\n').at(-1)!) as { ms: number; maxRssMB: number; segments: number };
     const started = performance.now();
     const native = await run(NATIVE_FFMPEG, ['-hide_banner', '-nostdin', '-y', '-benchmark', '-i', file, '-map', '0:a:0', '-vn', ...NATIVE_LAME_ARGS, '-f', 'mp3', `${file}.mp3`]);
@@ -233,8 +235,12 @@ async function main(): Promise<void> {
 }
 
 const readyIndex = process.argv.indexOf('--ready');
-const largeIndex = process.argv.indexOf('--large');
-const mode = readyIndex >= 0 ? readyChild(Number(process.argv[readyIndex + 1])) : largeIndex >= 0 ? largeChild(process.argv[largeIndex + 1]) : main();
+const largeIndex = process.argv.indexOf('--convert-large');
+const mode =
+  readyIndex >= 0 ? readyChild(Number(process.argv[readyIndex + 1]))
+  : largeIndex >= 0 ? largeChild(process.argv[largeIndex + 1])
+  : process.argv.includes('--large') ? runLargeUploadBench()
+  : main();
 mode.catch((error: unknown) => {
   console.error(error);
   process.exitCode = 1;

@@ -105,7 +105,9 @@ done
 
 step "connecting the queues to convert and notify"
 kubectl apply -f knative/50-sources.yaml
+kubectl apply -f knative/55-maintenance.yaml
 kubectl -n "$NS" wait --for=condition=Ready rabbitmqsources.sources.knative.dev --all --timeout="$WAIT"
+kubectl apply -f knative/55-maintenance.yaml
 
 kn service list --namespace "$NS"
 download_url="$(kn service describe download --namespace "$NS" -o url)"

@@ -11,10 +11,16 @@ import { log } from '../lib/core/log';
 import { describeBroker, getBroker } from '../lib/messaging/queue';
 import { bodyLimit, createServer, eventFunctions, listen, listenInternal } from '../lib/http/serve';
 import { startPipelineSources } from '../lib/messaging/source';
+import { startPing } from '../lib/messaging/ping';
+import { reconcile } from '../lib/pipeline/reconcile';
 
 async function main() {
   const config = getConfig();
-  await getDb(); // migrate before taking requests
+  const db = await getDb(); // migrate before taking requests
+  if (!config.amqpUrl) {
+    // The in-process queue died with the previous run: rebuild it from the jobs before serving.
+    await reconcile({ db, broker: await getBroker(), config }, { restarted: true });
+  }
   const mount = (name: (typeof functionNames)[number]) => ({ prefix: `/${name}`, name, handler: handlers[name], bodyLimit: bodyLimit(name, config) });
   const publicNames = functionNames.filter((n) => !eventFunctions.includes(n));
   const server = createServer(publicNames.map(mount), config);
@@ -25,7 +31,12 @@ async function main() {
     await Promise.all(sources.map((s) => s.stop()));
     await new Promise((resolve) => internal.close(resolve));
   });
-  sources = await startPipelineSources(await getBroker(), `http://127.0.0.1:${internalPort}`, config);
+  const internalUrl = `http://127.0.0.1:${internalPort}`;
+  sources = [
+    ...await startPipelineSources(await getBroker(), internalUrl, config),
+    startPing({ sink: `${internalUrl}/convert/maintenance`, intervalMs: config.maintenance.intervalMs }),
+  ];
+  if (process.env.npm_lifecycle_event === 'start') stopWithParent();
   log.info({
     functions: Object.fromEntries(publicNames.map((n) => [n, `${config.publicUrl}/${n}/`])),
     listen: `${config.host}:${config.port}`,
@@ -35,6 +46,21 @@ async function main() {
     queue: describeBroker(config),
     mail: config.smtpUrl ? `smtp ${new URL(config.smtpUrl).host}` : `outbox ${path.join(config.dataDir, 'outbox')}`,
   }, `video2mp3 is up at ${config.publicUrl}`);
+}
+
+/**
+ * `npm start` runs this file as npm's only child (node with tsx as a loader, no shell or tsx process
+ * in between), and npm forwards SIGTERM/SIGINT to it. A `kill -9` of npm forwards nothing: the stack
+ * notices that its parent is gone and shuts down as on SIGTERM, so the port is free for the next start.
+ */
+function stopWithParent() {
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parent) {
+      log.warn({ parent }, 'the process that started the stack is gone; shutting down');
+      process.kill(process.pid, 'SIGTERM');
+    }
+  }, 500).unref();
 }
 
 main().catch((err: unknown) => {

@@ -160,6 +160,35 @@ describe.each(variants)('blob store: $name', (variant) => {
     });
   });
 
+  describe('resumable writes', () => {
+    it('when bytes arrive in pieces at unaligned offsets, then they are stored as they come, invisible until sealed, and seal makes the blob', async () => {
+      const id = ids();
+      expect(await store.storedBytes('videos', id)).toBe(0);
+      expect(await store.writeAt('videos', id, 0, pieces(data.subarray(0, 300_001)))).toBe(300_001);
+      expect(await store.storedBytes('videos', id)).toBe(300_001);
+      expect(await store.stat('videos', id)).toBeUndefined();
+      expect((await store.readHead('videos', id, 100)).equals(data.subarray(0, 100))).toBe(true);
+      expect(await store.writeAt('videos', id, 300_001, pieces(data.subarray(300_001)))).toBe(data.length);
+      const info = await store.seal('videos', id, data.length, meta);
+      expect(info).toMatchObject({ id, size: data.length, sha256: sha256(data), owner: meta.owner });
+      expect(await store.seal('videos', id, data.length, meta)).toMatchObject({ sha256: sha256(data) });
+      expect(sha256(await store.readAll('videos', id))).toBe(sha256(data));
+      expect((await drain(await store.read('videos', id, { start: 300_000, end: 300_010 }))).equals(data.subarray(300_000, 300_011))).toBe(true);
+    });
+
+    it('when a write resumes before the stored end, then what lay past that offset is replaced', async () => {
+      const id = ids();
+      await store.writeAt('videos', id, 0, pieces(Buffer.alloc(400_000, 9)));
+      await store.writeAt('videos', id, 0, pieces(data.subarray(0, 100_000)));
+      expect(await store.storedBytes('videos', id)).toBe(100_000);
+      expect(await store.writeAt('videos', id, 100_000, pieces(data.subarray(100_000)))).toBe(data.length);
+      await store.seal('videos', id, data.length, meta, sha256(data));
+      expect(sha256(await store.readAll('videos', id))).toBe(sha256(data));
+      expect(await store.delete('videos', id)).toBe(true);
+      expect(await store.storedBytes('videos', id)).toBe(0);
+    });
+  });
+
   it('when a blob is deleted, then its file and every chunk are gone, and a second delete returns false', async () => {
     const { id } = await store.put('videos', data, meta);
     expect(await variant.partsOf('videos', id)).toBeGreaterThan(1);

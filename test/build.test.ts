@@ -11,6 +11,7 @@ import { toCloudEventRequest } from '../lib/messaging/source';
 import { readFixture } from './fixtures';
 import { freePort } from './support/net';
 import { backends, eventually, newUser, startStack, videoForm } from './support/stack';
+import { tusUpload } from './support/tus';
 
 const root = path.resolve(__dirname, '..');
 const services = backends().find((b) => b.name === 'services');
@@ -53,6 +54,24 @@ describe('the built bundles', () => {
     expect(login.status).toBe(200);
     expect(await login.json()).toMatchObject({ tokenType: 'Bearer', token: expect.any(String) });
     expect((await fetch(`${url}/login`, { method: 'POST', headers, body: JSON.stringify({ email: 'nobody@example.com', password: 'password-123' }) })).status).toBe(401);
+  });
+
+  it('when the upload bundle (with @tus/server, ESM-only, bundled into CommonJS) starts on plain node, then a tus upload and a streamed POST become jobs', async () => {
+    const stack = await startStack(services?.env ?? {});
+    try {
+      const user = await newUser(stack);
+      const dir = services ? shipped('upload') : path.join(root, 'dist/upload');
+      const url = await start(dir, { ...(services?.env ?? {}), DATA_DIR: stack.config.dataDir, DOWNLOAD_URL: stack.config.downloadUrl });
+      const options = await fetch(`${url}/files`, { method: 'OPTIONS' });
+      expect(options.headers.get('tus-extension')).toContain('creation-with-upload');
+      const done = await tusUpload(readFixture('mp4'), { endpoint: `${url}/files`, token: user.token });
+      expect(done.jobId).toMatch(/^[A-Za-z0-9_-]{22}$/);
+      const posted = await fetch(`${url}/`, { method: 'POST', headers: user.auth, body: videoForm(readFixture('flv'), 'bundle.flv') });
+      expect(posted.status).toBe(202);
+      await (await getBroker()).purge('video');
+    } finally {
+      await stack.close();
+    }
   });
 
   it('when a bundle starts on Knative without its settings, then it exits naming them', () => {

@@ -15,11 +15,13 @@ describe('configuration', () => {
       amqpUrl: undefined,
       smtpUrl: undefined,
       jwt: { ttlSeconds: 3600, issuer: 'video2mp3', audience: 'video2mp3' },
-      limits: { uploadBytes: 200 * 1024 * 1024 },
+      limits: { uploadBytes: 8 * 1024 ** 3, outputBytes: 1024 ** 3 },
+      retention: { uploadSeconds: 86_400, mp3Seconds: 604_800, failedSourceSeconds: 86_400 },
       sources: {
-        video: { parallelism: 4, retry: 5, backoffPolicy: 'exponential', backoffDelayMs: 200 },
-        mp3: { parallelism: 1, retry: 5, backoffPolicy: 'exponential', backoffDelayMs: 200 },
+        video: { parallelism: 4, retry: 7, backoffPolicy: 'exponential', backoffDelayMs: 500 },
+        mp3: { parallelism: 1, retry: 7, backoffPolicy: 'exponential', backoffDelayMs: 500 },
       },
+      maintenance: { intervalMs: 60_000, reconcileAfterMs: 900_000 },
     });
     expect(config.dataDir).toBe(path.resolve('.data'));
     expect(Object.isFrozen(config) && Object.isFrozen(config.jwt)).toBe(true);

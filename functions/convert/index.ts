@@ -1,16 +1,30 @@
 import { getConfig } from '../../lib/core/config';
 import { handleEvent } from '../../lib/http/events';
+import { createRouter, handle } from '../../lib/http/router';
 import { eventTypes } from '../../lib/messaging/events';
 import { getBroker } from '../../lib/messaging/queue';
 import { convertJob, getTranscoder } from '../../lib/pipeline/conversion';
+import { reconcile } from '../../lib/pipeline/reconcile';
+import { sweepExpired } from '../../lib/pipeline/retention';
 import { getBlobs } from '../../lib/storage/blobs';
 import { getDb } from '../../lib/storage/db';
 
-// An HTTP function, not a CloudEvent one, so it can answer 503 (retry) or 400 (dead-letter).
-export const handler = handleEvent([eventTypes.videoUploaded], async (event) => {
+const router = createRouter();
+
+// Event routes are HTTP functions, not CloudEvent ones, so they can answer 503 (retry) or 400 (dead-letter).
+router.post('/', handleEvent([eventTypes.videoUploaded], async (event) => {
   const deps = { db: await getDb(), blobs: await getBlobs(), broker: await getBroker(), transcoder: await getTranscoder(), config: getConfig() };
   return { jobId: event.data.jobId, outcome: await convertJob(deps, event.data) };
-});
+}));
+
+// The scheduled maintenance tick (a PingSource on Knative, a timer on the local stack): first the
+// retention sweep, then the reconciler, so a swept job is not re-published.
+router.post('/maintenance', handleEvent([eventTypes.maintenanceTick, eventTypes.pingSourceTick], async () => {
+  const deps = { db: await getDb(), blobs: await getBlobs(), broker: await getBroker(), config: getConfig() };
+  return { swept: await sweepExpired(deps), reconciled: await reconcile(deps) };
+}));
+
+export const handler = handle(router);
 
 // The instances are created and warmed at start, so the first event pays no compile or JIT warm-up;
 // a failure here shows again, and is answered, on the first event.

@@ -3,38 +3,62 @@ import { getConfig } from '../../lib/core/config';
 import { getDb } from '../../lib/storage/db';
 import { BadInputError, UnsupportedMediaError } from '../../lib/core/errors';
 import { createRouter, handle, type Request } from '../../lib/http/router';
-import { parseMultipart } from '../../lib/http/multipart';
+import { readMultipart, requestBody } from '../../lib/http/multipart';
+import { serveTus } from '../../lib/http/tus';
 import { parseMp3Options } from '../../lib/media/options';
 import { getBroker } from '../../lib/messaging/queue';
 import { authenticate } from '../../lib/auth/tokens';
-import { acceptUpload } from '../../lib/pipeline/uploads';
+import { queueJob, storeVideo, type UploadDeps } from '../../lib/pipeline/uploads';
+import type { ResumableDeps } from '../../lib/pipeline/resumable';
 
 const router = createRouter();
 
-/** The video and its options: one multipart file part, or a raw video body named by header or query. */
-async function readUpload(req: Request) {
-  const body = (req as Request & { rawBody?: Buffer }).rawBody ?? Buffer.alloc(0);
+const getDeps = async (): Promise<ResumableDeps> => ({ db: await getDb(), blobs: await getBlobs(), broker: await getBroker(), config: getConfig() });
+
+/**
+ * The video streamed into the store, and its options: one multipart file part, or a raw video body
+ * named by header or query. The body was not buffered by the framework (lib/http/serve.ts).
+ */
+async function storeUpload(req: Request, owner: { id: string }, deps: UploadDeps) {
   const query = req.query as Record<string, unknown>;
   if (req.is('multipart/form-data')) {
-    const { file, fields } = await parseMultipart(req.headers, body, getConfig().limits.uploadBytes);
-    return { filename: file.filename, data: file.data, options: parseMp3Options({ ...query, ...fields }) };
+    const { stored, fields } = await readMultipart(
+      req,
+      deps.config.limits.uploadBytes,
+      (file) => storeVideo(deps, owner, { filename: file.filename, source: file.stream }),
+      async (video) => { await deps.blobs.delete('videos', video.blob.id); },
+    );
+    try {
+      return { video: stored, options: parseMp3Options({ ...query, ...fields }) };
+    } catch (err) {
+      await deps.blobs.delete('videos', stored.blob.id);
+      throw err;
+    }
   }
   if (req.is(['video/*', 'application/octet-stream'])) {
     const filename = req.get('x-filename') ?? (typeof query.filename === 'string' ? query.filename : undefined);
     if (!filename) throw new BadInputError('name the file with an X-Filename header or a filename query parameter');
-    const { filename: _filename, ...options } = query;
-    return { filename, data: body, options: parseMp3Options(options) };
+    const { filename: _filename, ...rest } = query;
+    const options = parseMp3Options(rest);
+    return { video: await storeVideo(deps, owner, { filename, source: requestBody(req) }), options };
   }
   throw new UnsupportedMediaError('send multipart/form-data with one file, or the video itself as video/* or application/octet-stream');
 }
 
 router.post('/', async (req, res) => {
   const claims = authenticate(req.headers.authorization);
-  const upload = await readUpload(req);
-  const config = getConfig();
-  const job = await acceptUpload({ db: await getDb(), blobs: await getBlobs(), broker: await getBroker(), config }, { id: claims.sub, email: claims.email }, upload);
-  const statusUrl = `${config.downloadUrl}/jobs/${job.id}`;
+  const deps = await getDeps();
+  const owner = { id: claims.sub, email: claims.email };
+  const { video, options } = await storeUpload(req, owner, deps);
+  const job = await queueJob(deps, owner, video, options);
+  const statusUrl = `${getConfig().downloadUrl}/jobs/${job.id}`;
   res.status(202).location(statusUrl).json({ jobId: job.id, status: job.status, statusUrl });
+});
+
+// Resumable uploads (tus 1.0): creation, PATCHes, HEAD, termination. Every request needs the token.
+router.all(['/files', '/files/{*rest}'], async (req, res) => {
+  const claims = req.method === 'OPTIONS' ? undefined : authenticate(req.headers.authorization);
+  await serveTus(req, res, await getDeps(), claims && { id: claims.sub, email: claims.email });
 });
 
 export const handler = handle(router);

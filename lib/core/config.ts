@@ -12,6 +12,7 @@ export const functionNames = ['auth', 'upload', 'download', 'convert', 'notify']
 export type FunctionName = (typeof functionNames)[number];
 
 const mib = 1024 * 1024;
+const gib = 1024 * mib;
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 const urlWith = (...schemes: string[]) =>
@@ -57,22 +58,26 @@ export const envSchema = z.object({
   SIGNUP_MAX_PER_HOUR: int(1, 100_000).default(10),
   MAX_JOBS_IN_FLIGHT: int(1, 1000).default(3),
   MAX_CONVERSION_SECONDS_PER_DAY: int(60, 30 * 86_400).default(6 * 3600),
-  MAX_UPLOAD_BYTES: int(1024, 1024 * mib).default(200 * mib),
+  MAX_UPLOAD_BYTES: int(1024, 64 * gib).default(8 * gib),
   MAX_DURATION_SECONDS: int(1, 6 * 3600).default(3 * 3600),
-  MAX_OUTPUT_BYTES: int(1024, 1024 * mib).default(300 * mib),
+  MAX_OUTPUT_BYTES: int(1024, 4 * gib).default(gib),
+  UPLOAD_EXPIRY_SECONDS: int(1, 30 * 86_400).default(86_400),
+  MP3_RETENTION_SECONDS: int(60, 365 * 86_400).optional(),
   CONVERT_TIMEOUT_SECONDS: int(10, 3600).default(540),
   CONVERT_PARALLELISM: int(1, 64).optional(),
   KEEP_SOURCE: bool.default(false),
   // The local stand-in for each RabbitmqSource (`video`, `mp3`), with its manifest's values as defaults
   // (knative/50-sources.yaml; test/knative.test.ts compares them).
   VIDEO_SOURCE_PARALLELISM: int(1, 1000).default(4),
-  VIDEO_SOURCE_RETRY: int(0, 100).default(5),
+  VIDEO_SOURCE_RETRY: int(0, 100).default(7),
   VIDEO_SOURCE_BACKOFF_POLICY: backoffPolicy.default('exponential'),
-  VIDEO_SOURCE_BACKOFF_DELAY: isoDuration.default('PT0.2S'),
+  VIDEO_SOURCE_BACKOFF_DELAY: isoDuration.default('PT0.5S'),
   MP3_SOURCE_PARALLELISM: int(1, 1000).default(1),
-  MP3_SOURCE_RETRY: int(0, 100).default(5),
+  MP3_SOURCE_RETRY: int(0, 100).default(7),
   MP3_SOURCE_BACKOFF_POLICY: backoffPolicy.default('exponential'),
-  MP3_SOURCE_BACKOFF_DELAY: isoDuration.default('PT0.2S'),
+  MP3_SOURCE_BACKOFF_DELAY: isoDuration.default('PT0.5S'),
+  MAINTENANCE_INTERVAL_SECONDS: int(1, 86_400).default(60),
+  RECONCILE_AFTER_SECONDS: int(1, 7 * 86_400).default(900),
   K_SERVICE: z.string().optional(),
 });
 export type Env = z.infer<typeof envSchema>;
@@ -123,6 +128,11 @@ export interface Config {
   quotas: { jobsInFlight: number; conversionSecondsPerDay: number };
   limits: { uploadBytes: number; durationSeconds: number; outputBytes: number };
   /**
+   * How long things are kept: an unfinished resumable upload (then its bytes are deleted), a done
+   * job's MP3 (then the job is `expired`), and the source video of a failed job.
+   */
+  retention: { uploadSeconds: number; mp3Seconds: number; failedSourceSeconds: number };
+  /**
    * How long each kind of outside work may take, in one place: connecting to a backend fails within
    * its connect timeout (so a request answers 503 rather than hanging), a conversion is stopped
    * after convertMs, one email send after mailSendMs, and shutdown waits shutdownMs for requests.
@@ -145,6 +155,12 @@ export interface Config {
   keepSource: boolean;
   /** The local stand-ins for the RabbitmqSources, by source (= queue) name. */
   sources: Readonly<{ video: SourceSettings; mp3: SourceSettings }>;
+  /**
+   * The scheduled maintenance: how often the local stack ticks (on Knative the PingSource's schedule
+   * decides), and how long a job may wait without progress, or an outcome without its email, before the
+   * reconciler publishes its event again (longer than a conversion may run, so a live one is left alone).
+   */
+  maintenance: { intervalMs: number; reconcileAfterMs: number };
   /** The Knative service name when deployed; undefined on one machine. */
   service?: string;
 }
@@ -206,6 +222,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
       durationSeconds: e.MAX_DURATION_SECONDS,
       outputBytes: e.MAX_OUTPUT_BYTES,
     }),
+    retention: Object.freeze({
+      uploadSeconds: e.UPLOAD_EXPIRY_SECONDS,
+      mp3Seconds: e.MP3_RETENTION_SECONDS ?? e.LINK_TTL_SECONDS,
+      failedSourceSeconds: 86_400,
+    }),
     timeouts: Object.freeze({
       dbConnectMs: 5000,
       dbAcquireMs: 10_000,
@@ -233,6 +254,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
         backoffPolicy: e.MP3_SOURCE_BACKOFF_POLICY,
         backoffDelayMs: parseIsoSeconds(e.MP3_SOURCE_BACKOFF_DELAY),
       }),
+    }),
+    maintenance: Object.freeze({
+      intervalMs: e.MAINTENANCE_INTERVAL_SECONDS * 1000,
+      reconcileAfterMs: e.RECONCILE_AFTER_SECONDS * 1000,
     }),
     service: e.K_SERVICE,
   });

@@ -1,3 +1,5 @@
+import { formatSize } from './format';
+
 /**
  * Domain errors: what went wrong, in the words of the product, with a stable `code` a client can
  * rely on. Modules throw these; lib/http/errors.ts alone turns them into status codes and bodies.
@@ -76,7 +78,7 @@ export class TooLargeError extends DomainError {
   override name = 'TooLargeError';
   readonly code = 'too_large';
   constructor(readonly limit: number, what = 'the body') {
-    super(`${what} is larger than the limit of ${limit} bytes`);
+    super(`${what} is larger than the limit of ${limit} bytes (${formatSize(limit)})`);
   }
 }
 

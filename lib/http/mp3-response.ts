@@ -1,7 +1,7 @@
 import { create as contentDisposition } from 'content-disposition';
 import type { Response } from 'express';
 import parseRange from 'range-parser';
-import { ConflictError, NotFoundError, RangeNotSatisfiableError } from '../core/errors';
+import { ConflictError, GoneError, NotFoundError, RangeNotSatisfiableError } from '../core/errors';
 import { mp3Filename } from '../pipeline/filenames';
 import type { Job } from '../pipeline/jobs';
 import type { BlobStore } from '../storage/blobs';
@@ -11,6 +11,7 @@ import type { BlobStore } from '../storage/blobs';
  * answered with the whole file, which RFC 9110 allows.
  */
 export async function sendMp3(rangeHeader: string | undefined, ifNoneMatch: string | undefined, res: Response, blobs: BlobStore, job: Job) {
+  if (job.status === 'expired') throw new GoneError('expired', 'the MP3 was deleted when its retention period ended; upload the video again to convert it anew');
   if (job.status !== 'done' || !job.mp3BlobId) throw new ConflictError(`the MP3 is not ready: the job is ${job.status}`);
   const info = await blobs.stat('mp3s', job.mp3BlobId);
   if (!info) throw new NotFoundError('file');

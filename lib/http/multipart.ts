@@ -1,55 +1,96 @@
+import type { IncomingMessage } from 'node:http';
+import type { Readable } from 'node:stream';
 import busboy from 'busboy';
 import { BadInputError, TooLargeError } from '../core/errors';
+import { log } from '../core/log';
 
-export interface UploadedFile {
+export interface FilePart {
   filename: string;
   contentType: string;
-  data: Buffer;
+  /** The part's bytes as they arrive; fails with TooLargeError past the limit, or when the client goes away. */
+  stream: Readable;
 }
 
 /**
- * Reads a multipart/form-data body (already buffered by the framework) with exactly one file part.
- * Other parts are returned as fields (output options).
+ * Reads a multipart/form-data request with exactly one file part, streaming: the file is handed to
+ * `store` as it arrives (never buffered here), the other parts are returned as fields (output
+ * options, which may come before or after the file). If the form turns out wrong after `store`
+ * succeeded (a second file, a repeated field), `undo` removes what it stored before the error goes on.
  */
-export function parseMultipart(headers: Record<string, string | string[] | undefined>, body: Buffer, maxFileBytes: number) {
-  return new Promise<{ file: UploadedFile; fields: Record<string, string> }>((resolve, reject) => {
+export function readMultipart<T>(
+  req: IncomingMessage,
+  maxFileBytes: number,
+  store: (file: FilePart) => Promise<T>,
+  undo: (stored: T) => Promise<void>,
+): Promise<{ stored: T; fields: Record<string, string> }> {
+  return new Promise((resolve, reject) => {
     let bb: busboy.Busboy;
     try {
-      bb = busboy({ headers: headers as import('node:http').IncomingHttpHeaders, limits: { files: 1, fields: 20, fieldSize: 1024, fileSize: maxFileBytes }, defParamCharset: 'utf8' });
+      // One byte over the limit lets busboy tell "exactly the limit" from "more".
+      bb = busboy({ headers: req.headers, limits: { files: 1, fields: 20, fieldSize: 1024, fileSize: maxFileBytes + 1 }, defParamCharset: 'utf8' });
     } catch (err) {
       reject(new BadInputError(`the multipart body cannot be read: ${(err as Error).message}`));
       return;
     }
     const fields: Record<string, string> = {};
     const duplicate = new Set<string>();
-    let file: UploadedFile | undefined;
     let files = 0;
-    let truncated = false;
+    let current: Readable | undefined;
+    let storing: Promise<T> | undefined;
+    let failed = false;
+    const fail = (err: unknown) => {
+      if (failed) return;
+      failed = true;
+      req.unpipe(bb);
+      current?.destroy(err as Error);
+      reject(err);
+    };
+    // The client went away mid-body: the stored part must fail, so nothing half-written stays.
+    req.once('error', (err) => fail(new BadInputError(`the upload was interrupted: ${err.message}`)));
+    req.once('aborted', () => fail(new BadInputError('the upload was interrupted')));
+
     bb.on('field', (name, value) => {
       if (name in fields) duplicate.add(name);
       fields[name] = value;
     });
     bb.on('file', (_name, stream, info) => {
       files++;
-      const chunks: Buffer[] = [];
-      stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('limit', () => { truncated = true; });
-      // A body cut before its closing boundary errors the part too; unheard, that error would be thrown
-      // out of bb.end() as a 500. busboy's own 'error' (below) answers 400.
-      stream.on('error', () => {});
-      stream.on('end', () => {
-        file = { filename: info.filename ?? '', contentType: info.mimeType, data: Buffer.concat(chunks) };
-      });
+      if (storing) {
+        stream.resume(); // a second file: read past it, refused at the end
+        return;
+      }
+      current = stream;
+      stream.on('limit', () => stream.destroy(new TooLargeError(maxFileBytes, 'the video')));
+      storing = store({ filename: info.filename ?? '', contentType: info.mimeType, stream });
+      storing.catch(fail);
     });
     bb.on('filesLimit', () => { files++; });
-    bb.on('error', (err: Error) => reject(new BadInputError(`the multipart body cannot be read: ${err.message}`)));
+    bb.on('error', (err: Error) => fail(new BadInputError(`the multipart body cannot be read: ${err.message}`)));
     bb.on('close', () => {
-      if (files > 1) return reject(new BadInputError('send exactly one file'));
-      if (!file) return reject(new BadInputError('the form has no file part (use -F file=@video.mp4)'));
-      if (duplicate.size > 0) return reject(new BadInputError(`${[...duplicate][0]}: must be given once`));
-      if (truncated) return reject(new TooLargeError(maxFileBytes));
-      resolve({ file, fields });
+      if (failed) return;
+      if (!storing) return fail(new BadInputError('the form has no file part (use -F file=@video.mp4)'));
+      storing.then(
+        async (stored) => {
+          const problem = files > 1 ? 'send exactly one file' : duplicate.size > 0 ? `${[...duplicate][0]}: must be given once` : undefined;
+          if (!problem) return resolve({ stored, fields });
+          await undo(stored).catch((err: unknown) => log.error({ err }, 'could not remove the file of a refused form'));
+          fail(new BadInputError(problem));
+        },
+        () => {}, // already failed through storing.catch
+      );
     });
-    bb.end(body);
+    req.pipe(bb);
   });
+}
+
+/**
+ * A raw request body as it arrives. A client that goes away mid-body is a 400 "interrupted" (logged
+ * as a client's doing), not a dependency failure.
+ */
+export async function* requestBody(req: IncomingMessage): AsyncGenerator<Buffer> {
+  try {
+    for await (const chunk of req) yield chunk as Buffer;
+  } catch (err) {
+    throw new BadInputError(`the upload was interrupted: ${(err as Error).message}`);
+  }
 }

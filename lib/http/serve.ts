@@ -65,18 +65,100 @@ function onClientError(err: NodeJS.ErrnoException, socket: import('node:stream')
   socket.destroy();
 }
 
+/** Request bodies a streaming route may still send after it has been answered: read and dropped, then the socket is closed. */
+const drainLimitBytes = 16 * 1024 * 1024;
+/** A multipart body is the file plus its framing and option fields; the handler counts the file's bytes exactly. */
+const multipartFramingBytes = 1024 * 1024;
+const hiddenFraming = Symbol('hiddenFraming');
+const prefixOf = Symbol('mountPrefix');
+
+/** The path prefix the request's function is served under ('' when deployed, '/upload' on the local stack). */
+export const mountPrefix = (req: http.IncomingMessage): string => (req as http.IncomingMessage & { [prefixOf]?: string })[prefixOf] ?? '';
+type FramedRequest = http.IncomingMessage & { [hiddenFraming]?: { 'content-length'?: string; 'transfer-encoding'?: string } };
+
+/**
+ * Whether this request's body is streamed by its handler instead of buffered by the framework:
+ * upload's POST (single-request uploads and tus creation-with-upload) and PATCH (tus).
+ */
+export function streamsBody(name: FunctionName, method = ''): boolean {
+  return name === 'upload' && (method === 'POST' || method === 'PATCH');
+}
+
+/**
+ * functions-framework runs body-parser over every request before the handler, buffering the whole
+ * body (up to 1 GiB) in memory. For streaming routes the body is hidden from it: body-parser (via
+ * type-is `hasBody`) only reads a body whose request has Content-Length or Transfer-Encoding, so both
+ * are moved off `req.headers` here and put back just before the handler runs. Node's HTTP parser
+ * already knows the framing from the raw headers, so the body still arrives on the request stream.
+ */
+function hideBody(req: FramedRequest): void {
+  const { 'content-length': length, 'transfer-encoding': encoding } = req.headers;
+  req[hiddenFraming] = { 'content-length': length, 'transfer-encoding': encoding };
+  delete req.headers['content-length'];
+  delete req.headers['transfer-encoding'];
+}
+
+function restoreBody(req: FramedRequest): void {
+  const hidden = req[hiddenFraming];
+  if (!hidden) return;
+  for (const [name, value] of Object.entries(hidden)) if (value !== undefined) req.headers[name] = value;
+  delete req[hiddenFraming];
+}
+
+/**
+ * A streaming route may answer before the body has all arrived (a 413 or 400 part-way). Closing the
+ * socket then, under a client that is still sending, resets the connection and discards the answer
+ * before Node fetch, curl or a browser reads it; and keeping the connection for another request would
+ * mean reading the rest anyway. So the answer's end waits while the rest of the body is read and
+ * dropped, up to drainLimitBytes, and the connection is closed after it. A client that sends more than
+ * that is cut off.
+ */
+function endAfterBody(req: http.IncomingMessage, res: http.ServerResponse): void {
+  const end = res.end.bind(res) as (...args: unknown[]) => http.ServerResponse;
+  res.end = ((...args: unknown[]) => {
+    if (req.complete || req.destroyed) return end(...args);
+    if (!res.headersSent) res.setHeader('Connection', 'close');
+    let drained = 0;
+    let ended = false;
+    const finish = () => {
+      if (ended) return;
+      ended = true;
+      end(...args);
+    };
+    // Whoever was reading (busboy, an async iterator's 'readable' listener) lets go; this reads on.
+    req.unpipe();
+    req.removeAllListeners('data');
+    req.removeAllListeners('readable');
+    req.on('data', (chunk: Buffer) => {
+      drained += chunk.length;
+      if (drained > drainLimitBytes) {
+        finish();
+        res.once('finish', () => req.socket.destroy());
+      }
+    });
+    req.once('end', finish);
+    req.once('close', finish);
+    req.resume();
+    return res;
+  }) as typeof res.end;
+}
+
 /**
  * An HTTP server for functions, each on its prefix. Each handler is registered with
  * functions-framework and served by the framework's own express app; `getServer` is not exported
  * by the package, and `getTestServer` is the exported way to get that app for a registered function
  * (the CLI entry would own the listening socket, leaving no place to refuse oversized bodies before
  * the framework buffers them). The framework buffers whole bodies (up to 1 GiB) before a handler
- * runs, so the size limit is enforced here, from Content-Length, first.
+ * runs, so the size limit is enforced here, from Content-Length, first; streaming routes' bodies are
+ * hidden from it (hideBody) and their handlers enforce the limit as the bytes arrive.
  */
 export function createServer(mounts: Mount[], opts: ServeOptions): http.Server {
   const routes = mounts
     .map((m) => {
-      ff.http(m.name, m.handler);
+      ff.http(m.name, (req, res) => {
+        restoreBody(req);
+        return m.handler(req, res);
+      });
       const app = getTestServer(m.name).listeners('request')[0] as Listener;
       app.set('trust proxy', opts.trustProxy);
       app.use(errorMiddleware);
@@ -100,15 +182,22 @@ export function createServer(mounts: Mount[], opts: ServeOptions): http.Server {
       res.setHeader('Connection', 'close');
       return writeError(req, res, new UnsupportedMediaError('compressed request bodies (Content-Encoding) are not accepted'));
     }
+    const streaming = streamsBody(route.name, req.method);
     const length = req.headers['content-length'];
-    if (length === undefined && req.headers['transfer-encoding']) return writeError(req, res, new LengthRequiredError());
-    if (Number(length) > route.bodyLimit) {
-      res.setHeader('Connection', 'close'); // don't read a body we refuse
+    if (length === undefined && req.headers['transfer-encoding'] && !streaming) return writeError(req, res, new LengthRequiredError());
+    if (Number(length) > route.bodyLimit + (streaming ? multipartFramingBytes : 0)) {
+      if (streaming) endAfterBody(req, res);
+      else res.setHeader('Connection', 'close'); // don't read a small route's body we refuse
       return writeError(req, res, new TooLargeError(route.bodyLimit));
     }
     limitRequestTime(req, res, route.name === 'upload', opts.timeouts.requestMs);
+    (req as http.IncomingMessage & { [prefixOf]?: string })[prefixOf] = route.prefix;
     req.url = url.slice(route.prefix.length) || '/';
     if (req.url.startsWith('?')) req.url = `/${req.url}`;
+    if (streaming) {
+      hideBody(req);
+      endAfterBody(req, res);
+    }
     route.app(req, res);
   });
   server.on('clientError', onClientError);
@@ -156,7 +245,7 @@ export const eventFunctions: readonly FunctionName[] = ['convert', 'notify'];
 
 /** How large a request body each function accepts. */
 export function bodyLimit(name: FunctionName, config: Pick<Config, 'limits'>): number {
-  if (name === 'upload') return config.limits.uploadBytes + 1024 * 1024; // room for multipart framing
+  if (name === 'upload') return config.limits.uploadBytes;
   if (name === 'convert' || name === 'notify') return 1024 * 1024;
   return 64 * 1024;
 }

@@ -5,7 +5,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { getConfig, type Config } from '../core/config';
-import { UnavailableError } from '../core/errors';
+import { isTransient, UnavailableError } from '../core/errors';
 import { log } from '../core/log';
 import { findUserById } from '../auth/users';
 import { eventTypes } from '../messaging/events';
@@ -65,6 +65,25 @@ async function claim(db: Db, key: { job_id: string; outcome: Outcome }, recipien
     await sleep(Math.min(250, leaseMs - heldFor));
   }
   throw new UnavailableError('notification (another delivery is sending it)');
+}
+
+/**
+ * Marks the notification sent. The email is already out, so a database that is down right now (an
+ * outage, a restart) is waited for, up to the claim's lease, instead of giving up: giving up leaves the
+ * row `sending`, and whoever takes it over after the lease sends the email a second time.
+ */
+async function recordSent(db: Db, key: { job_id: string; outcome: Outcome }, messageId: string, waitMs: number): Promise<void> {
+  const giveUpAt = Date.now() + waitMs;
+  for (;;) {
+    try {
+      await db('notifications').where(key).update({ status: 'sent', message_id: messageId, error: null, updated_at: Date.now() });
+      return;
+    } catch (err) {
+      if (!isTransient(err) || Date.now() >= giveUpAt) throw err;
+      log.warn({ err, jobId: key.job_id }, 'email sent but not yet recorded: the database is unavailable; trying again');
+      await sleep(500);
+    }
+  }
 }
 
 /**
@@ -147,7 +166,7 @@ export async function notifyOutcome(
     throw err;
   }
   // Window 1 of the comment above: the message is out, the row does not say so yet.
-  await db('notifications').where(key).update({ status: 'sent', message_id: sent.messageId, error: null, updated_at: Date.now() });
+  await recordSent(db, key, sent.messageId, opts.leaseMs ?? leaseMs(config));
 
   if (sent.outboxFile) {
     // The link is a bearer credential for days: the log names the job and the expiry, never the token.

@@ -8,6 +8,10 @@ export const eventTypes = {
   videoUploaded: 'io.github.video2mp3.video.uploaded',
   conversionSucceeded: 'io.github.video2mp3.conversion.succeeded',
   conversionFailed: 'io.github.video2mp3.conversion.failed',
+  /** The scheduled maintenance (retention sweep, reconciler): the local stack's timer sends it. */
+  maintenanceTick: 'io.github.video2mp3.maintenance.tick',
+  /** What a Knative PingSource sends (its type cannot be chosen); on the maintenance route it means the same tick. */
+  pingSourceTick: 'dev.knative.sources.ping',
 } as const;
 export const eventSource = '/video2mp3';
 
@@ -25,15 +29,19 @@ export const conversionSucceededData = z.object({
   bytes: z.number().int().nonnegative(),
 });
 export const conversionFailedData = z.object({ ...base, reason: z.string(), message: z.string() });
+/** A tick carries nothing the handler uses; whatever a PingSource was given as data is ignored. */
+export const maintenanceTickData = z.unknown().transform(() => ({}));
 
 export type VideoUploaded = z.infer<typeof videoUploadedData>;
 export type ConversionSucceeded = z.infer<typeof conversionSucceededData>;
 export type ConversionFailed = z.infer<typeof conversionFailedData>;
+export type MaintenanceTick = z.infer<typeof maintenanceTickData>;
 
 export type PipelineEvent =
   | { type: typeof eventTypes.videoUploaded; id: string; data: VideoUploaded }
   | { type: typeof eventTypes.conversionSucceeded; id: string; data: ConversionSucceeded }
-  | { type: typeof eventTypes.conversionFailed; id: string; data: ConversionFailed };
+  | { type: typeof eventTypes.conversionFailed; id: string; data: ConversionFailed }
+  | { type: typeof eventTypes.maintenanceTick | typeof eventTypes.pingSourceTick; id: string; data: MaintenanceTick };
 
 function build(type: PipelineEvent['type'], id: string, data: object): CloudEvent<object> {
   return new CloudEvent({ specversion: '1.0', type, source: eventSource, id, datacontenttype: 'application/json', data });
@@ -44,6 +52,7 @@ function build(type: PipelineEvent['type'], id: string, data: object): CloudEven
 export const videoUploaded = (data: VideoUploaded, id: string) => build(eventTypes.videoUploaded, id, data);
 export const conversionSucceeded = (data: ConversionSucceeded) => build(eventTypes.conversionSucceeded, `${data.jobId}.succeeded`, data);
 export const conversionFailed = (data: ConversionFailed) => build(eventTypes.conversionFailed, `${data.jobId}.failed`, data);
+export const maintenanceTick = () => build(eventTypes.maintenanceTick, `tick.${Date.now()}`, {});
 
 export interface AmqpMessage {
   body: Buffer;
@@ -76,6 +85,8 @@ const schemas = {
   [eventTypes.videoUploaded]: videoUploadedData,
   [eventTypes.conversionSucceeded]: conversionSucceededData,
   [eventTypes.conversionFailed]: conversionFailedData,
+  [eventTypes.maintenanceTick]: maintenanceTickData,
+  [eventTypes.pingSourceTick]: maintenanceTickData,
 } as const;
 
 /**

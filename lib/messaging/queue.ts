@@ -197,6 +197,9 @@ export function createAmqpBroker(url: string, connectTimeoutMs = 5000): Broker {
     async close() {
       const c = await conn?.catch(() => undefined);
       conn = undefined;
+      // Channel first: closing only the connection can drop an ack still queued on the channel
+      // (seen with get + ack + close: the message came back).
+      await c?.publisher.close().catch(() => {});
       await c?.model.close().catch(() => {});
     },
   };

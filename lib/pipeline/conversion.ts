@@ -8,8 +8,9 @@ import { UnavailableError } from '../core/errors';
 import { getConfig, type Config } from '../core/config';
 import type { Db } from '../storage/db';
 import { defaultTitle, mp3Filename } from './filenames';
-import { conversionFailed, conversionSucceeded, toAmqp, type VideoUploaded } from '../messaging/events';
-import { clearVideo, completeConversion, countAttempt, failConversion, findJob, markPublished, startConversion, type Job } from './jobs';
+import type { VideoUploaded } from '../messaging/events';
+import { clearVideo, completeConversion, countAttempt, failConversion, findJob, startConversion, type Job } from './jobs';
+import { publishOutcome } from './outcomes';
 import { log } from '../core/log';
 import { remainingConversionSeconds } from './quotas';
 import type { Broker } from '../messaging/queue';
@@ -144,18 +145,7 @@ async function storeMp3(blobs: BlobStore, job: Job, mp3File: string) {
 
 /** Publishes success once, then removes the source video (unless KEEP_SOURCE). */
 async function finishDone(deps: ConvertDeps, job: Job) {
-  if (!job.publishedAt) {
-    await deps.broker.publish('mp3', toAmqp(conversionSucceeded({
-      jobId: job.id,
-      owner: job.ownerId,
-      email: job.ownerEmail,
-      filename: job.filename,
-      mp3BlobId: job.mp3BlobId!,
-      durationSeconds: job.durationSeconds ?? 0,
-      bytes: job.mp3Bytes ?? 0,
-    })));
-    await markPublished(deps.db, job.id);
-  }
+  if (!job.publishedAt) await publishOutcome(deps, job);
   if (!deps.config.keepSource && job.videoBlobId) {
     await deps.blobs.delete('videos', job.videoBlobId);
     await clearVideo(deps.db, job.id);
@@ -169,9 +159,5 @@ async function fail(deps: ConvertDeps, job: Job, message: string): Promise<Conve
 }
 
 async function publishFailure(deps: ConvertDeps, job: Job, message: string) {
-  await deps.broker.publish('mp3', toAmqp(conversionFailed({
-    jobId: job.id, owner: job.ownerId, email: job.ownerEmail, filename: job.filename, reason: 'conversion', message,
-  })));
-  await markPublished(deps.db, job.id);
+  await publishOutcome(deps, { ...job, status: 'failed', error: message });
 }
-

@@ -7,7 +7,8 @@ import type { Db } from '../storage/db';
 import { NotFoundError } from '../core/errors';
 import type { Mp3Options } from '../media/options';
 
-export type JobStatus = 'queued' | 'converting' | 'done' | 'failed';
+/** `expired`: done once, and its MP3 has since been deleted by the retention sweep. */
+export type JobStatus = 'queued' | 'converting' | 'done' | 'failed' | 'expired';
 
 export interface Job {
   id: string;

@@ -2,8 +2,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { GridFSBucket, MongoClient, MongoServerError, ObjectId, type Db } from 'mongodb';
+import { MongoClient, MongoServerError, ObjectId, type Db } from 'mongodb';
 import { lazyClient } from '../core/clients';
 import { getConfig, type Config } from '../core/config';
 import { ConflictError, NotFoundError, RangeNotSatisfiableError, TooLargeError } from '../core/errors';
@@ -38,16 +39,33 @@ export interface PutOptions {
   limit?: number;
 }
 
+export type BlobSource = AsyncIterable<Buffer | string> | Buffer;
+
 /** Where uploaded videos and converted MP3s live. Every method streams; only readAll buffers. */
 export interface BlobStore {
   /** Streams `source` in, computing size and sha256 on the way; a failed put leaves nothing behind. */
-  put(bucket: Bucket, source: NodeJS.ReadableStream | Buffer, meta: BlobMeta, opts?: PutOptions): Promise<BlobInfo>;
+  put(bucket: Bucket, source: BlobSource, meta: BlobMeta, opts?: PutOptions): Promise<BlobInfo>;
+  /**
+   * A blob written over several requests (a resumable upload): `writeAt` keeps what arrived so far
+   * under `id`, invisible to stat and read, and `seal` makes it a blob. How many bytes are stored is
+   * asked of the store itself (`storedBytes`), so it survives the process that wrote them.
+   */
+  storedBytes(bucket: Bucket, id: string): Promise<number>;
+  /** Drops anything stored past `offset`, appends `source` there, and returns the new size; bytes stay as they arrive. */
+  writeAt(bucket: Bucket, id: string, offset: number, source: BlobSource, opts?: { limit?: number }): Promise<number>;
+  /** The first `bytes` of an unsealed blob (to sniff it). */
+  readHead(bucket: Bucket, id: string, bytes: number): Promise<Buffer>;
+  /**
+   * Makes the stored bytes a blob of `size` bytes (the caller has seen writeAt reach it); repeating it
+   * returns the same blob. Without `sha256` the bytes are read back once to hash them.
+   */
+  seal(bucket: Bucket, id: string, size: number, meta: BlobMeta, sha256?: string): Promise<BlobInfo>;
   /** The blob's info, or undefined for an unknown or malformed id. */
   stat(bucket: Bucket, id: string): Promise<BlobInfo | undefined>;
   /** The blob's bytes, or the inclusive `range` of them; throws NotFoundError or RangeNotSatisfiableError. */
   read(bucket: Bucket, id: string, range?: ByteRange): Promise<NodeJS.ReadableStream>;
   readAll(bucket: Bucket, id: string): Promise<Buffer>;
-  /** True if something was deleted; safe to repeat. */
+  /** True if something was deleted (a blob, or an unsealed one's bytes); safe to repeat. */
   delete(bucket: Bucket, id: string): Promise<boolean>;
   close(): Promise<void>;
 }
@@ -91,6 +109,12 @@ function checkRange(range: ByteRange, size: number): void {
   }
 }
 
+async function sha256Of(stream: NodeJS.ReadableStream): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const part of stream) hash.update(part);
+  return hash.digest('hex');
+}
+
 async function collect(stream: NodeJS.ReadableStream): Promise<Buffer> {
   const parts: Buffer[] = [];
   for await (const part of stream) parts.push(typeof part === 'string' ? Buffer.from(part) : part);
@@ -104,7 +128,7 @@ class Meter {
 
   constructor(private readonly limit = Number.POSITIVE_INFINITY) {}
 
-  async *pass(source: NodeJS.ReadableStream | Buffer): AsyncGenerator<Buffer> {
+  async *pass(source: BlobSource): AsyncGenerator<Buffer> {
     for await (const part of Buffer.isBuffer(source) ? [source] : source) {
       const buf = typeof part === 'string' ? Buffer.from(part) : part;
       this.size += buf.length;
@@ -125,6 +149,10 @@ class Meter {
  * 16 MiB as MongoDB does: a download's first batch is up to 101 chunks, so this keeps it near 25 MB.
  */
 export const gridFsChunkSize = 255 * 1024;
+/** Chunks inserted per round trip (about 4 MB): the memory window of a GridFS write. */
+const chunksPerInsert = 16;
+/** Chunks fetched per round trip when reading. */
+const chunksPerRead = 8;
 const defaultDbName = 'video2mp3';
 
 interface FilesDoc {
@@ -186,11 +214,7 @@ function toInfo(doc: FilesDoc): BlobInfo {
 }
 
 class GridFsStore implements BlobStore {
-  private readonly readers: Record<Bucket, GridFSBucket>;
-
-  constructor(private readonly client: MongoClient, private readonly db: Db) {
-    this.readers = { videos: new GridFSBucket(db, { bucketName: 'videos' }), mp3s: new GridFSBucket(db, { bucketName: 'mp3s' }) };
-  }
+  constructor(private readonly client: MongoClient, private readonly db: Db) {}
 
   private files(bucket: Bucket) {
     return this.db.collection<FilesDoc>(`${bucket}.files`);
@@ -214,42 +238,142 @@ class GridFsStore implements BlobStore {
   /**
    * Writes the GridFS documents itself instead of through openUploadStreamWithId: the driver inserts
    * the chunks of one write concurrently and cannot tell whose chunks a failed upload may remove. Here
-   * chunks go in one at a time from n = 0, so the unique index hands the id to whoever stores chunk 0
-   * first; a put that lost never deletes the winner's chunks, and the files document (with size and
-   * sha256, known only at the end) is inserted last, so a blob is visible only when complete.
+   * chunk 0 goes in alone and first, so the unique index hands the id to whoever stores chunk 0
+   * first; the rest follow in ordered batches (insertMany of up to 16 chunks per round trip), so a
+   * put that lost never deletes the winner's chunks, and the files document (with size and sha256,
+   * known only at the end) is inserted last, so a blob is visible only when complete.
    */
-  async put(bucket: Bucket, source: NodeJS.ReadableStream | Buffer, meta: BlobMeta, opts: PutOptions = {}): Promise<BlobInfo> {
+  async put(bucket: Bucket, source: BlobSource, meta: BlobMeta, opts: PutOptions = {}): Promise<BlobInfo> {
     const id = chooseId(bucket, opts);
     const files = this.files(bucket);
     const chunks = this.chunks(bucket);
     if (await files.countDocuments({ _id: id }, { limit: 1 })) throw new BlobExistsError(bucket, id);
 
     const meter = new Meter(opts.limit);
-    let stored = 0;
+    let owned = false;
     try {
-      for await (const data of cut(meter.pass(source), gridFsChunkSize)) {
-        await chunks.insertOne({ _id: new ObjectId(), files_id: id, n: stored, data });
-        stored += 1;
-      }
-      const doc: FilesDoc = {
-        _id: id,
-        length: meter.size,
-        chunkSize: gridFsChunkSize,
-        uploadDate: new Date(),
-        filename: meta.filename,
-        metadata: { owner: meta.owner, contentType: meta.contentType, sha256: meter.digest() },
-      };
+      await this.insertChunks(bucket, id, 0, cut(meter.pass(source), gridFsChunkSize), async (first) => {
+        await chunks.insertOne(first);
+        owned = true;
+      });
+      const doc = this.filesDoc(id, meter.size, meta, meter.digest());
       await files.insertOne(doc);
       return toInfo(doc);
     } catch (err) {
       // Once chunk 0 is ours the id is ours, so everything under it can go, a files document whose
       // acknowledgement was lost included.
-      if (stored > 0) {
+      if (owned) {
         await files.deleteOne({ _id: id })
           .then(() => chunks.deleteMany({ files_id: id }))
           .catch((cleanupErr: unknown) => log.warn({ err: cleanupErr, bucket, id }, 'could not remove the chunks of a failed put'));
       }
       throw isDuplicateKey(err) ? new BlobExistsError(bucket, id) : err;
+    }
+  }
+
+  /**
+   * Inserts the chunks from number `n` on, in ordered batches; `first`, when given, inserts the
+   * first chunk on its own (put uses it to claim the id).
+   */
+  private async insertChunks(bucket: Bucket, id: string, n: number, pieces: AsyncIterable<Buffer>, first?: (doc: ChunkDoc) => Promise<void>): Promise<number> {
+    const chunks = this.chunks(bucket);
+    let batch: ChunkDoc[] = [];
+    const flush = async () => {
+      if (batch.length > 0) await chunks.insertMany(batch, { ordered: true });
+      batch = [];
+    };
+    for await (const data of pieces) {
+      const doc = { _id: new ObjectId(), files_id: id, n, data };
+      n += 1;
+      if (first && n === 1) {
+        await first(doc);
+        continue;
+      }
+      batch.push(doc);
+      if (batch.length >= chunksPerInsert) await flush();
+    }
+    await flush();
+    return n;
+  }
+
+  private filesDoc(id: string, length: number, meta: BlobMeta, sha256: string): FilesDoc {
+    return {
+      _id: id,
+      length,
+      chunkSize: gridFsChunkSize,
+      uploadDate: new Date(),
+      filename: meta.filename,
+      metadata: { owner: meta.owner, contentType: meta.contentType, sha256 },
+    };
+  }
+
+  async storedBytes(bucket: Bucket, id: string): Promise<number> {
+    if (!isBlobId(id)) return 0;
+    const last = await this.chunks(bucket).find({ files_id: id }, { promoteBuffers: true }).sort({ n: -1 }).limit(1).next();
+    return last ? last.n * gridFsChunkSize + last.data.length : 0;
+  }
+
+  /**
+   * Chunks are written as they arrive, in batches; a short chunk only ever ends the stored bytes, so
+   * they stay a valid GridFS layout. Resuming mid-chunk rewrites that chunk with its kept prefix.
+   */
+  async writeAt(bucket: Bucket, id: string, offset: number, source: BlobSource, opts: { limit?: number } = {}): Promise<number> {
+    if (!isBlobId(id)) throw new TypeError(`a ${bucket} blob id must match ${idPattern}`);
+    const chunks = this.chunks(bucket);
+    const n = Math.floor(offset / gridFsChunkSize);
+    const keep = offset - n * gridFsChunkSize;
+    let prefix = Buffer.alloc(0);
+    if (keep > 0) {
+      const doc = await chunks.findOne({ files_id: id, n }, { promoteBuffers: true });
+      if (!doc || doc.data.length < keep) throw new RangeNotSatisfiableError(n * gridFsChunkSize + (doc?.data.length ?? 0));
+      prefix = Buffer.from(doc.data.subarray(0, keep)); // a copy: the rest of the chunk is dropped
+    }
+    await chunks.deleteMany({ files_id: id, n: { $gte: n } });
+    const meter = new Meter(opts.limit);
+    async function* withPrefix(): AsyncGenerator<Buffer> {
+      if (prefix.length > 0) yield prefix;
+      yield* meter.pass(source);
+    }
+    await this.insertChunks(bucket, id, n, cut(withPrefix(), gridFsChunkSize));
+    return offset + meter.size;
+  }
+
+  async readHead(bucket: Bucket, id: string, bytes: number): Promise<Buffer> {
+    return collect(Readable.from(this.chunkRange(bucket, id, { start: 0, end: bytes - 1 }, Number.MAX_SAFE_INTEGER)));
+  }
+
+  async seal(bucket: Bucket, id: string, size: number, meta: BlobMeta, sha256?: string): Promise<BlobInfo> {
+    const existing = await this.stat(bucket, id);
+    if (existing) return existing;
+    const digest = sha256 ?? await sha256Of(Readable.from(this.chunkRange(bucket, id, { start: 0, end: size - 1 }, size)));
+    const doc = this.filesDoc(id, size, meta, digest);
+    try {
+      await this.files(bucket).insertOne(doc);
+    } catch (err) {
+      if (!isDuplicateKey(err)) throw err;
+      return (await this.stat(bucket, id))!;
+    }
+    return toInfo(doc);
+  }
+
+  /** The bytes of `range`, read from only the chunks that cover it, a few chunks per round trip. */
+  private async *chunkRange(bucket: Bucket, id: string, range: ByteRange, size: number): AsyncGenerator<Buffer> {
+    const end = Math.min(range.end, size - 1);
+    if (end < range.start) return;
+    const first = Math.floor(range.start / gridFsChunkSize);
+    const last = Math.floor(end / gridFsChunkSize);
+    const cursor = this.chunks(bucket).find({ files_id: id, n: { $gte: first, $lte: last } }, { promoteBuffers: true }).sort({ n: 1 }).batchSize(chunksPerRead);
+    let expected = first;
+    try {
+      for await (const doc of cursor) {
+        if (doc.n !== expected) throw new Error(`${bucket} blob ${id} is missing chunk ${expected}`);
+        expected += 1;
+        const base = doc.n * gridFsChunkSize;
+        const data = doc.data;
+        yield data.subarray(Math.max(0, range.start - base), Math.min(data.length, end - base + 1));
+      }
+    } finally {
+      await cursor.close();
     }
   }
 
@@ -263,9 +387,8 @@ class GridFsStore implements BlobStore {
     const info = await this.stat(bucket, id);
     if (!info) throw new NotFoundError('file');
     if (range) checkRange(range, info.size);
-    // GridFS allows any _id type; the driver's signature only names ObjectId. Its `end` is exclusive.
-    const fileId = id as unknown as ObjectId;
-    return this.readers[bucket].openDownloadStream(fileId, range && { start: range.start, end: range.end + 1 });
+    if (info.size === 0) return Readable.from([]);
+    return Readable.from(this.chunkRange(bucket, id, range ?? { start: 0, end: info.size - 1 }, info.size));
   }
 
   async readAll(bucket: Bucket, id: string): Promise<Buffer> {
@@ -327,7 +450,7 @@ class DirectoryStore implements BlobStore {
     return path.join(this.dir, bucket, id);
   }
 
-  async put(bucket: Bucket, source: NodeJS.ReadableStream | Buffer, meta: BlobMeta, opts: PutOptions = {}): Promise<BlobInfo> {
+  async put(bucket: Bucket, source: BlobSource, meta: BlobMeta, opts: PutOptions = {}): Promise<BlobInfo> {
     const id = chooseId(bucket, opts);
     const bucketDir = path.join(this.dir, bucket);
     const target = this.blobDir(bucket, id);
@@ -349,6 +472,74 @@ class DirectoryStore implements BlobStore {
       if (errorCode(err) === 'ENOTEMPTY' || errorCode(err) === 'EEXIST') throw new BlobExistsError(bucket, id);
       throw err;
     }
+  }
+
+  /** An unsealed blob is its directory with `data` and no `meta.json` yet: stat and read do not see it. */
+  private dataPath(bucket: Bucket, id: string): string {
+    if (!isBlobId(id)) throw new TypeError(`a ${bucket} blob id must match ${idPattern}`);
+    return path.join(this.blobDir(bucket, id), 'data');
+  }
+
+  async storedBytes(bucket: Bucket, id: string): Promise<number> {
+    if (!isBlobId(id)) return 0;
+    try {
+      return (await fsp.stat(this.dataPath(bucket, id))).size;
+    } catch (err) {
+      if (errorCode(err) === 'ENOENT') return 0;
+      throw err;
+    }
+  }
+
+  async writeAt(bucket: Bucket, id: string, offset: number, source: BlobSource, opts: { limit?: number } = {}): Promise<number> {
+    const file = this.dataPath(bucket, id);
+    await fsp.mkdir(path.dirname(file), { recursive: true });
+    const handle = await fsp.open(file, fs.constants.O_WRONLY | fs.constants.O_CREAT);
+    const meter = new Meter(opts.limit);
+    try {
+      await handle.truncate(offset);
+      // Whatever arrived stays in the file even if the request fails part-way: that is the resume point.
+      let position = offset;
+      for await (const buf of meter.pass(source)) {
+        await handle.write(buf, 0, buf.length, position);
+        position += buf.length;
+      }
+    } finally {
+      await handle.close();
+    }
+    return offset + meter.size;
+  }
+
+  async readHead(bucket: Bucket, id: string, bytes: number): Promise<Buffer> {
+    const handle = await fsp.open(this.dataPath(bucket, id), 'r');
+    try {
+      const buf = Buffer.alloc(bytes);
+      const { bytesRead } = await handle.read(buf, 0, bytes, 0);
+      return buf.subarray(0, bytesRead);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async seal(bucket: Bucket, id: string, size: number, meta: BlobMeta, sha256?: string): Promise<BlobInfo> {
+    const existing = await this.stat(bucket, id);
+    if (existing) return existing;
+    const file = this.dataPath(bucket, id);
+    const stored = await this.storedBytes(bucket, id);
+    if (stored !== size) throw new ConflictError(`${bucket} blob ${id} has ${stored} of ${size} bytes`);
+    const handle = await fsp.open(file, 'r+');
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    const digest = sha256 ?? await sha256Of(fs.createReadStream(file));
+    const info: BlobInfo = { id, ...pickMeta(meta), size, sha256: digest, createdAt: new Date() };
+    // meta.json appears whole or not at all: written aside, then renamed into place.
+    const dir = path.dirname(file);
+    await fsp.writeFile(path.join(dir, '.meta.json'), JSON.stringify(info), { flush: true });
+    await fsp.rename(path.join(dir, '.meta.json'), path.join(dir, 'meta.json'));
+    await syncDir(dir);
+    return info;
   }
 
   async stat(bucket: Bucket, id: string): Promise<BlobInfo | undefined> {

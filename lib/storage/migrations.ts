@@ -59,6 +59,43 @@ const migrations: Migration[] = [
     }),
     down: (db) => db.schema.dropTable('notifications'),
   },
+  {
+    // The reconciler looks for jobs by state and age on every maintenance tick.
+    name: '004_jobs_status_updated',
+    up: (db) => db.schema.alterTable('jobs', (t) => { t.index(['status', 'updated_at'], 'jobs_status_updated'); }),
+    down: (db) => db.schema.alterTable('jobs', (t) => { t.dropIndex(['status', 'updated_at'], 'jobs_status_updated'); }),
+  },
+  {
+    name: '005_uploads',
+    up: async (db) => {
+      // Resumable (tus) uploads: who owns one and what it will become. Its bytes live in the blob
+      // store under the same id; how many arrived is asked of the store.
+      await db.schema.createTable('uploads', (t) => {
+        t.string('id', 32).primary(); // also the job's id and the video blob's id once finished
+        t.string('owner_id', 36).notNullable();
+        t.string('owner_email', 254).notNullable();
+        t.bigInteger('size').notNullable();
+        t.string('filename', 255).notNullable();
+        t.text('metadata').notNullable(); // Upload-Metadata as sent, echoed by HEAD
+        t.text('options').notNullable();
+        t.string('job_id', 32).nullable();
+        t.bigInteger('created_at').notNullable();
+        t.bigInteger('expires_at').notNullable();
+        t.index(['expires_at'], 'uploads_expires');
+      });
+      // Leases held across processes (a tus upload is written by one request at a time).
+      await db.schema.createTable('locks', (t) => {
+        t.string('name', 64).primary();
+        t.string('token', 32).notNullable();
+        t.bigInteger('expires_at').notNullable();
+        t.boolean('release_requested').notNullable().defaultTo(false);
+      });
+    },
+    down: async (db) => {
+      await db.schema.dropTable('locks');
+      await db.schema.dropTable('uploads');
+    },
+  },
 ];
 
 /** Migrations compiled into the bundle (knex cannot read a migrations folder from an esbuild bundle). */

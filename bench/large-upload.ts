@@ -1,0 +1,151 @@
+// `npm run bench -- --large`: a ≥ 2 GB video (made here with native ffmpeg) uploaded to the upload
+// function's built bundle running as its own process, once with tus-js-client and once as one streamed POST, printing
+// the upload throughput and the server's peak RSS during each. Embedded backends by default; with
+// DATABASE_URL, MONGODB_URI and AMQP_URL set, the same against those services as well. Big files live
+// in BENCH_DIR (default the system temp dir) and are deleted at the end.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Upload } from 'tus-js-client';
+import { signAccessToken } from '../lib/auth/tokens';
+import { loadConfig } from '../lib/core/config';
+
+const root = path.resolve(__dirname, '..');
+const NATIVE_FFMPEG = process.env.FFMPEG ?? '/usr/bin/ffmpeg';
+const mb = 1024 * 1024;
+
+/** 1280×720 raw frames in Matroska: ~35 MB per second of video, quick to make, sniffed as video/matroska. */
+function makeVideo(file: string, seconds: number): number {
+  const made = spawnSync(NATIVE_FFMPEG, [
+    '-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc=size=1280x720:rate=25', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
+    '-t', String(seconds), '-c:v', 'rawvideo', '-pix_fmt', 'yuv420p', '-c:a', 'pcm_s16le', file,
+  ], { encoding: 'utf8' });
+  if (made.status !== 0) throw new Error(`ffmpeg failed: ${made.stderr}`);
+  return fs.statSync(file).size;
+}
+
+function rssOf(pid: number): number {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024;
+}
+
+/** Runs `work` while sampling `pid`'s RSS every 50 ms; returns its duration and the peak. */
+async function measured(pid: number, work: () => Promise<void>): Promise<{ seconds: number; peakRss: number; baseRss: number }> {
+  const baseRss = rssOf(pid);
+  let peakRss = baseRss;
+  const timer = setInterval(() => { peakRss = Math.max(peakRss, rssOf(pid)); }, 50);
+  const started = performance.now();
+  try {
+    await work();
+  } finally {
+    clearInterval(timer);
+  }
+  return { seconds: (performance.now() - started) / 1000, peakRss: Math.max(peakRss, rssOf(pid)), baseRss };
+}
+
+function tus(file: string, size: number, endpoint: string, token: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let jobId = '';
+    const upload = new Upload(fs.createReadStream(file), {
+      endpoint,
+      uploadSize: size,
+      chunkSize: 64 * mb,
+      headers: { Authorization: `Bearer ${token}` },
+      metadata: { filename: 'bench.mkv' },
+      retryDelays: [0, 1000],
+      storeFingerprintForResuming: false,
+      onAfterResponse: (_req, res) => { jobId = res.getHeader('Upload-Job-Id') ?? jobId; },
+      onSuccess: () => (jobId ? resolve(jobId) : reject(new Error('no Upload-Job-Id on the last PATCH'))),
+      onError: reject,
+    });
+    upload.start();
+  });
+}
+
+function post(file: string, size: number, url: string, token: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'video/x-matroska', 'Content-Length': String(size), 'X-Filename': 'bench.mkv' },
+    }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => (res.statusCode === 202 ? resolve((JSON.parse(body) as { jobId: string }).jobId) : reject(new Error(`${res.statusCode} ${body}`))));
+    });
+    req.on('error', reject);
+    pipeline(fs.createReadStream(file, { highWaterMark: mb }), req).catch(reject);
+  });
+}
+
+async function startUpload(env: Record<string, string>, dataDir: string): Promise<{ child: ChildProcess; url: string }> {
+  const port = 20_000 + Math.floor(Math.random() * 20_000);
+  // The built bundle, as deployed (plain node, no TypeScript loader in the measured process).
+  const child = spawn(process.execPath, [...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean), path.join(root, 'dist/upload/index.js')], {
+    cwd: root,
+    env: { PATH: process.env.PATH, ...env, PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 200; i++) {
+    if (await fetch(`${url}/healthz`).then((r) => r.ok, () => false)) return { child, url };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('the upload function did not start');
+}
+
+export async function runLargeUploadBench(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(process.env.BENCH_DIR ?? os.tmpdir(), 'video2mp3-bench-large-'));
+  try {
+    const build = spawnSync(process.execPath, [path.join(root, 'build.mjs')], { cwd: root, encoding: 'utf8' });
+    if (build.status !== 0) throw new Error(`npm run build failed: ${build.stderr}`);
+    const file = path.join(dir, 'large.mkv');
+    let started = performance.now();
+    const size = makeVideo(file, Number(process.env.BENCH_LARGE_SECONDS ?? 62));
+    console.log(`made a ${(size / 1e9).toFixed(2)} GB video in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+
+    const backends: [string, Record<string, string>][] = [['embedded', {}]];
+    const { DATABASE_URL, MONGODB_URI, AMQP_URL } = process.env;
+    if (DATABASE_URL && MONGODB_URI && AMQP_URL) backends.push(['services', { DATABASE_URL, MONGODB_URI, AMQP_URL }]);
+
+    const rows: Record<string, unknown>[] = [];
+    for (const [name, env] of backends) {
+      const dataDir = path.join(dir, `data-${name}`);
+      const config = loadConfig({ ...env, DATA_DIR: dataDir });
+      const token = signAccessToken({ id: 'bench-user', email: 'bench@example.com' }, config).token;
+      const { child, url } = await startUpload(env, dataDir);
+      try {
+        for (const [method, send] of [
+          ['tus-js-client', () => tus(file, size, `${url}/files`, token)],
+          ['one POST', () => post(file, size, `${url}/`, token)],
+        ] as const) {
+          let jobId = '';
+          started = performance.now();
+          const m = await measured(child.pid!, async () => { jobId = await send(); });
+          rows.push({
+            backend: name,
+            method,
+            GB: Number((size / 1e9).toFixed(2)),
+            seconds: Number(m.seconds.toFixed(1)),
+            'MB/s': Math.round(size / 1e6 / m.seconds),
+            'server RSS before MB': Math.round(m.baseRss / mb),
+            'server peak RSS MB': Math.round(m.peakRss / mb),
+            jobId,
+          });
+          // Free the stored copy before the next upload.
+          fs.rmSync(path.join(dataDir, 'blobs'), { recursive: true, force: true });
+        }
+      } finally {
+        child.kill('SIGKILL');
+      }
+    }
+    console.table(rows);
+    console.log('Targets: server peak RSS during upload ≤ 150 MB; embedded upload ≥ 150 MB/s over loopback.');
+    console.log('Conversion of the large file is not run here: it belongs to `npm run bench` once convert reads from disk.');
+    for (const row of rows) console.log(JSON.stringify({ bench: 'large-upload', ...row }));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}

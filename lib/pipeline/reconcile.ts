@@ -1,0 +1,115 @@
+import type { Config } from '../core/config';
+import { log } from '../core/log';
+import { toAmqp, videoUploaded } from '../messaging/events';
+import type { Broker } from '../messaging/queue';
+import type { Db } from '../storage/db';
+import { failConversion, findJob, type Job } from './jobs';
+import { publishOutcome } from './outcomes';
+
+/**
+ * The database, not the queue, is the record of pending work. An event can be lost in many ways —
+ * dead-lettered after an outage longer than the source's retries, published by a process that died
+ * before it could, held by an in-process queue that exited — and each one leaves a job that should be
+ * moving and is not. The reconciler finds those jobs and publishes their event again; every handler is
+ * idempotent (keyed on the job), so a repeat of an event that was merely slow is harmless.
+ */
+export interface ReconcileDeps {
+  db: Db;
+  broker: Broker;
+  config: Pick<Config, 'maintenance'>;
+}
+
+export interface ReconcileOptions {
+  /**
+   * The process that held the in-process queue has just restarted: every pending event was lost with
+   * it, and no other process can be working on a job or sending an email. So every job that is not
+   * finished is due now, and a notification left `sending` is released at once.
+   */
+  restarted?: boolean;
+  now?: number;
+}
+
+export interface ReconcileResult {
+  /** Jobs queued or converting whose `video.uploaded` went out again. */
+  conversions: number;
+  /** Jobs done or failed whose outcome event had never been published. */
+  outcomes: number;
+  /** Jobs whose outcome was published but whose email is missing or stuck: the event went out again. */
+  notifications: number;
+}
+
+/**
+ * At most this many jobs of each kind per tick: a large backlog drains over several ticks. After a
+ * restart there is no limit: the in-process queue must hold every pending job again before serving.
+ */
+const batch = 100;
+
+/**
+ * One pass: (1) jobs queued or converting with no progress for `reconcileAfterMs` get their
+ * `video.uploaded` event again; (2) jobs done or failed whose outcome event was never published get
+ * it published; (3) jobs whose outcome went out that long ago but have no notification, or one left
+ * `sending`, get the outcome event again. Each re-publish moves the job's clock, so a job waiting in a
+ * long queue is re-published at most once per period, not on every tick.
+ */
+export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions = {}): Promise<ReconcileResult> {
+  const { db } = deps;
+  const now = opts.now ?? Date.now();
+  const cutoff = opts.restarted ? now + 1 : now - deps.config.maintenance.reconcileAfterMs;
+  const result: ReconcileResult = { conversions: 0, outcomes: 0, notifications: 0 };
+  const limit = opts.restarted ? Number.MAX_SAFE_INTEGER : batch;
+
+  if (opts.restarted) {
+    // The claim's holder died with the process: let the next delivery take it over at once.
+    await db('notifications').where({ status: 'sending' }).update({ updated_at: 0 });
+  }
+
+  const stalled: { id: string; updated_at: number }[] = await db('jobs').select('id', 'updated_at')
+    .whereIn('status', ['queued', 'converting']).andWhere('updated_at', '<', cutoff).orderBy('updated_at').limit(limit);
+  for (const row of stalled) {
+    const job = await findJob(db, row.id);
+    if (!job || (job.status !== 'queued' && job.status !== 'converting')) continue;
+    if (!job.videoBlobId) {
+      // Nothing to convert any more; failing it lets step 2 tell the user.
+      await failConversion(db, job.id, 'The uploaded video is no longer stored.');
+      continue;
+    }
+    await deps.broker.publish('video', toAmqp(videoUploadedOf(job)));
+    // Conditional: a conversion that moved the job meanwhile keeps its own clock.
+    await db('jobs').where({ id: job.id, updated_at: row.updated_at }).update({ updated_at: now });
+    result.conversions++;
+  }
+
+  const unpublished: { id: string }[] = await db('jobs').select('id')
+    .whereIn('status', ['done', 'failed']).whereNull('published_at').andWhere('updated_at', '<', cutoff).orderBy('updated_at').limit(limit);
+  for (const row of unpublished) {
+    const job = await findJob(db, row.id);
+    if (!job || job.publishedAt || (job.status !== 'done' && job.status !== 'failed')) continue;
+    await publishOutcome(deps, job);
+    result.outcomes++;
+  }
+
+  // A job has one outcome, so at most one notification row: joining on the job id is enough.
+  const unmailed: { id: string }[] = await db('jobs as j').select('j.id')
+    .leftJoin('notifications as n', 'n.job_id', 'j.id')
+    .whereIn('j.status', ['done', 'failed'])
+    .andWhere('j.published_at', '<', cutoff)
+    .andWhere((w) => w.whereNull('n.job_id').orWhere((s) => s.where('n.status', 'sending').andWhere('n.updated_at', '<', cutoff)))
+    .orderBy('j.published_at').limit(limit);
+  for (const row of unmailed) {
+    const job = await findJob(db, row.id);
+    if (!job) continue;
+    await publishOutcome(deps, job); // moves published_at: once per period while the email stays missing
+    result.notifications++;
+  }
+
+  if (result.conversions + result.outcomes + result.notifications > 0) log.info({ ...result, restarted: !!opts.restarted }, 'reconciled');
+  return result;
+}
+
+/** The `video.uploaded` event of a job, as the upload published it (same id, same data). */
+function videoUploadedOf(job: Job) {
+  return videoUploaded(
+    { jobId: job.id, owner: job.ownerId, email: job.ownerEmail, filename: job.filename, videoBlobId: job.videoBlobId!, options: job.options },
+    `${job.id}.uploaded`,
+  );
+}

@@ -13,7 +13,7 @@ const day = 86_400_000;
 
 async function tick(stack: Stack, event: CloudEvent<object>) {
   const { headers, body } = HTTP.binary(event);
-  const res = await fetch(`${stack.url}/convert/maintenance`, { method: 'POST', headers: headers as Record<string, string>, body: body as string });
+  const res = await fetch(`${stack.internalUrl}/convert/maintenance`, { method: 'POST', headers: headers as Record<string, string>, body: body as string });
   expect(res.status).toBe(200);
   return ((await res.json()) as { swept: { uploads: number; mp3s: number; sources: number } }).swept;
 }

@@ -60,9 +60,17 @@ export function readMultipart<T>(
         return;
       }
       current = stream;
+      // Heard here too: if the store is not reading at the moment busboy fails the part (a body cut
+      // before its closing boundary), an unheard 'error' would escape to the framework as a 500. The
+      // store still sees the error through its own reading.
+      stream.on('error', () => {});
       stream.on('limit', () => stream.destroy(new TooLargeError(maxFileBytes, 'the video')));
       storing = store({ filename: info.filename ?? '', contentType: info.mimeType, stream });
-      storing.catch(fail);
+      // busboy fails the file part itself on a malformed body (a cut before the closing boundary), and
+      // the store may see that plain error before busboy's own 'error' below: it is the client's, a 400.
+      storing.catch((err: unknown) => fail(err instanceof Error && err.message === 'Unexpected end of form'
+        ? new BadInputError(`the multipart body cannot be read: ${err.message}`)
+        : err));
     });
     bb.on('filesLimit', () => { files++; });
     bb.on('error', (err: Error) => fail(new BadInputError(`the multipart body cannot be read: ${err.message}`)));

@@ -30,9 +30,13 @@ export type ServeOptions = Pick<Config, 'timeouts' | 'trustProxy'>;
  * upload function takes long bodies (a large video over a slow link), so there the limit is on idle
  * time between bytes rather than on the whole request.
  */
+/** Requests answered 408: their answer is not held back for a body that stopped arriving. */
+const timedOut = new WeakSet<http.IncomingMessage>();
+
 function limitRequestTime(req: http.IncomingMessage, res: http.ServerResponse, idle: boolean, ms: number): void {
   const expire = () => {
     if (req.complete) return;
+    timedOut.add(req); // answer now: the rest of this body is not coming (see endAfterBody)
     log.info({ method: req.method, url: req.url, idle }, 'request timed out');
     res.setHeader('Connection', 'close');
     if (res.headersSent) res.destroy();
@@ -116,7 +120,7 @@ function restoreBody(req: FramedRequest): void {
 function endAfterBody(req: http.IncomingMessage, res: http.ServerResponse): void {
   const end = res.end.bind(res) as (...args: unknown[]) => http.ServerResponse;
   res.end = ((...args: unknown[]) => {
-    if (req.complete || req.destroyed) return end(...args);
+    if (req.complete || req.destroyed || timedOut.has(req)) return end(...args);
     if (!res.headersSent) res.setHeader('Connection', 'close');
     let drained = 0;
     let ended = false;

@@ -1,12 +1,23 @@
-// `npm run bench`: the conversion path (Buffer → lib/transcode → MP3 Buffer) against native ffmpeg on
-// the same inputs and LAME options. Inputs are made at start with native ffmpeg (ffmpeg.wasm when
-// /usr/bin/ffmpeg is absent). Cold = import + core compile + first conversion in a fresh process;
-// warm = median of several conversions on one long-lived Transcoder / fresh native processes.
+// `npm run bench`: the conversion against native ffmpeg on 10 s, 2 min and 10 min 720p clips (made at
+// start with native ffmpeg), with the same LAME options. Cases, run interleaved (one of each per
+// round, BENCH_ROUNDS rounds, default 5) so that a noisy neighbour hits them alike:
+// - native: /usr/bin/ffmpeg, file to file, a fresh process per run;
+// - one instance: lib/media/transcode with parallelism 1, file to file;
+// - parallel: lib/media/transcode with one instance per available core (segments joined);
+// - function path: what convert does per event — the video streamed from the blob store to a file,
+//   the parallel conversion, the MP3 streamed back to the store (directory store; GridFS with
+//   BENCH_MONGODB_URI).
+// Readiness = a fresh process from before importing the converter until its instances are compiled
+// and warmed (transcoder.ready()), the median of three. BENCH_INPUTS=10s,120s limits the clips.
+// BENCH_LARGE=1 adds the large-input part: ~200 MB and ~2 GB MP4s (the 2 min clip repeated, remuxed),
+// each converted once in a fresh process, with that process's peak RSS against native ffmpeg's.
+// `--large` runs the large-upload benchmark (bench/large-upload.ts) instead.
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import fs from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { createDirectoryStore, createGridFsStore, type BlobStore } from '../lib/storage/blobs';
 import type { Mp3Options, Transcoder } from '../lib/media/transcode';
 import { runLargeUploadBench } from './large-upload';
@@ -14,91 +25,40 @@ import { runLargeUploadBench } from './large-upload';
 const NATIVE_FFMPEG = process.env.FFMPEG ?? '/usr/bin/ffmpeg';
 const OPTIONS: Mp3Options = { quality: 2 };
 const NATIVE_LAME_ARGS = ['-c:a', 'libmp3lame', '-q:a', '2', '-ac', '2'];
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const LIMITS = { maxDurationSeconds: 4 * 3600, maxOutputBytes: 1024 * 1024 * 1024 };
 
 interface BenchInput {
   name: string;
+  seconds: number;
   file: string;
-  /** lavfi recipe used to make it. */
-  args: string[];
-  warmRuns: number;
 }
 
-interface CaseContext {
-  input: BenchInput;
-  inputBuffer: Buffer;
-  workDir: string;
-}
-
-/** One way of turning an input into an MP3. Add cases (e.g. with storage reads/writes) here. */
-interface BenchCase {
+interface Case {
   name: string;
-  engine: 'wasm' | 'native';
-  /** Import + core compile + first conversion, in a fresh process; returns ms and that process's peak RSS. */
-  cold(ctx: CaseContext): Promise<{ ms: number; maxRssMB: number }>;
-  /** One warm conversion; returns the MP3 bytes and, when it ran in a child, the child's peak RSS. */
-  warm(ctx: CaseContext): Promise<{ bytes: number; maxRssMB?: number }>;
-  /** Releases what the case holds for one input. */
-  close?(): Promise<void>;
+  run(input: BenchInput, out: string): Promise<{ segments?: number }>;
 }
 
-interface Row {
-  case: string;
-  engine: string;
-  input: string;
-  inputMB: number;
-  coldMs: number;
-  warmMedianMs: number;
-  warmRuns: number;
-  ratioToNative?: number;
-  /** Peak RSS during the warm runs. */
-  peakRssMB: number;
-  /** Peak RSS of the fresh process that did the cold conversion. */
-  coldPeakRssMB: number;
-  mp3Bytes: number;
-}
-
-function inputs(dir: string): BenchInput[] {
-  const clip = (seconds: number, size: string): string[] => [
-    '-f', 'lavfi', '-i', `testsrc2=size=${size}:rate=30:duration=${seconds}`,
-    '-f', 'lavfi', '-i', `sine=frequency=440:beep_factor=4:sample_rate=48000:duration=${seconds}`,
-    '-c:v', 'libx264', '-preset', 'ultrafast', '-crf', '30', '-pix_fmt', 'yuv420p',
-    '-c:a', 'aac', '-b:a', '128k', '-ac', '2', '-movflags', '+faststart',
-  ];
-  return [
-    { name: '10s-720p', file: path.join(dir, '10s-720p.mp4'), args: clip(10, '1280x720'), warmRuns: 7 },
-    { name: '120s-720p', file: path.join(dir, '120s-720p.mp4'), args: clip(120, '1280x720'), warmRuns: 5 },
-  ];
-}
-
-function run(cmd: string, args: string[]): Promise<{ stderr: string }> {
+function run(cmd: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
     child.on('error', reject);
-    child.on('close', (code) => {
-      if (code === 0) resolve({ stderr: stdout + stderr });
-      else reject(new Error(`${cmd} exited with ${code}: ${stderr.slice(-2000)}`));
-    });
+    child.on('close', (code) => (code === 0 ? resolve(output) : reject(new Error(`${cmd} exited with ${code}: ${output.slice(-2000)}`))));
   });
 }
 
-async function makeInputsNatively(list: BenchInput[]): Promise<void> {
-  for (const input of list) await run(NATIVE_FFMPEG, ['-hide_banner', '-loglevel', 'error', '-y', ...input.args, input.file]);
-}
-
-async function makeInputsWithWasm(list: BenchInput[]): Promise<void> {
-  const { FFmpeg } = await import('@ffmpeg.wasm/main');
-  const { writeFile } = await import('node:fs/promises');
-  const ff = await FFmpeg.create({ core: '@ffmpeg.wasm/core-mt' });
-  for (const input of list) {
-    ff.runSync('-nostdin', '-y', '-hide_banner', ...input.args, 'out.mp4');
-    await writeFile(input.file, ff.fs.readFile('out.mp4'));
-    ff.fs.unlink('out.mp4');
-  }
-  ff.exit();
+function makeInput(dir: string, seconds: number): Promise<string> {
+  const file = path.join(dir, `${seconds}s-720p.mp4`);
+  return run(NATIVE_FFMPEG, [
+    '-hide_banner', '-loglevel', 'error', '-y',
+    '-f', 'lavfi', '-i', `testsrc2=size=1280x720:rate=30:duration=${seconds}`,
+    '-f', 'lavfi', '-i', `sine=frequency=440:beep_factor=4:sample_rate=48000:duration=${seconds}`,
+    '-c:v', 'libx264', '-preset', 'ultrafast', '-crf', '30', '-pix_fmt', 'yuv420p',
+    '-c:a', 'aac', '-b:a', '128k', '-ac', '2', '-movflags', '+faststart', file,
+  ]).then(() => file);
 }
 
 function median(values: number[]): number {
@@ -107,196 +67,181 @@ function median(values: number[]): number {
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
-const selfMaxRssMB = (): number => process.resourceUsage().maxRSS / 1024;
+const round = (value: number, digits: number): number => Math.round(value * 10 ** digits) / 10 ** digits;
 
-// --- cases -----------------------------------------------------------------------------------
-
-function wasmCase(): BenchCase & { transcoder?: Transcoder } {
-  const self: BenchCase & { transcoder?: Transcoder } = {
-    name: 'wasm lib/transcode',
-    engine: 'wasm',
-    async cold({ input }) {
-      const { stderr } = await run(process.execPath, [...process.execArgv, __filename, '--cold', input.file]);
-      const report = JSON.parse(stderr.trim().split('\n').at(-1) ?? '{}') as { ms: number; maxRssMB: number };
-      return report;
+function nativeCase(): Case {
+  return {
+    name: 'native ffmpeg CLI',
+    async run(input, out) {
+      await run(NATIVE_FFMPEG, ['-hide_banner', '-nostdin', '-y', '-i', input.file, '-map', '0:a:0', '-vn', '-map_metadata', '-1', ...NATIVE_LAME_ARGS, '-f', 'mp3', out]);
+      return {};
     },
-    async warm({ inputBuffer }) {
-      if (!self.transcoder) {
-        const { createTranscoder } = await import('../lib/media/transcode');
-        self.transcoder = createTranscoder({ maxDurationSeconds: 4 * 3600, maxOutputBytes: 512 * 1024 * 1024 });
-        await self.transcoder.transcode(inputBuffer, OPTIONS); // compile the core outside the timing
+  };
+}
+
+function wasmCase(name: string, transcoder: Transcoder): Case {
+  return {
+    name,
+    async run(input, out) {
+      const result = await transcoder.transcode(input.file, out, OPTIONS);
+      return { segments: result.segments };
+    },
+  };
+}
+
+function functionPathCase(transcoder: Transcoder, store: BlobStore): Case {
+  const videoIds = new Map<string, string>();
+  return {
+    name: `function path (${process.env.BENCH_MONGODB_URI ? 'GridFS' : 'directory store'})`,
+    async run(input, out) {
+      let videoId = videoIds.get(input.name);
+      if (!videoId) {
+        videoId = (await store.put('videos', fs.createReadStream(input.file), { owner: 'bench', filename: 'in.mp4', contentType: 'video/mp4' })).id;
+        videoIds.set(input.name, videoId);
       }
-      const { bytes } = await self.transcoder.transcode(inputBuffer, OPTIONS);
-      return { bytes };
-    },
-  };
-  return self;
-}
-
-/**
- * What the convert function does per event: read the video from the blob store, convert, store the
- * MP3 (then drop it, so runs stay alike). The directory store by default; GridFS when
- * BENCH_MONGODB_URI is set (e.g. FerretDB or a real MongoDB).
- */
-function functionPathCase(wasm: ReturnType<typeof wasmCase>): BenchCase {
-  let store: BlobStore | undefined;
-  let videoId: string | undefined;
-  const uri = process.env.BENCH_MONGODB_URI;
-  const convertOnce = async ({ inputBuffer, workDir }: CaseContext) => {
-    if (!store) {
-      store = uri ? await createGridFsStore(uri) : createDirectoryStore(path.join(workDir, 'blobs'));
-    }
-    if (!videoId) videoId = (await store.put('videos', inputBuffer, { owner: 'bench', filename: 'in.mp4', contentType: 'video/mp4' })).id;
-    if (!wasm.transcoder) await wasm.warm({ inputBuffer, workDir } as CaseContext);
-    const input = await store.readAll('videos', videoId);
-    const { mp3 } = await wasm.transcoder!.transcode(input, OPTIONS);
-    const stored = await store.put('mp3s', mp3, { owner: 'bench', filename: 'out.mp3', contentType: 'audio/mpeg' });
-    await store.delete('mp3s', stored.id);
-    return { bytes: stored.size };
-  };
-  return {
-    name: `function path (${uri ? 'GridFS' : 'directory store'} read + wasm + write)`,
-    engine: 'wasm',
-    // Its cold start is the wasm case's (it shares that transcoder): not measured again, shown as —.
-    async cold(ctx) {
-      await convertOnce(ctx);
-      return { ms: Number.NaN, maxRssMB: Number.NaN };
-    },
-    async warm(ctx) {
-      const result = await convertOnce(ctx);
-      return result;
-    },
-    async close() {
-      if (videoId) await store?.delete('videos', videoId);
-      videoId = undefined;
-      await store?.close();
-      store = undefined;
+      const local = path.join(transcoder.workDir, 'bench.video');
+      await pipeline(await store.read('videos', videoId), fs.createWriteStream(local));
+      const result = await transcoder.transcode(local, out, OPTIONS);
+      const stored = await store.put('mp3s', fs.createReadStream(out), { owner: 'bench', filename: 'out.mp3', contentType: 'audio/mpeg' });
+      fs.rmSync(local, { force: true });
+      await store.delete('mp3s', stored.id);
+      return { segments: result.segments };
     },
   };
 }
 
-function nativeCase(): BenchCase {
-  const convert = async ({ input, workDir }: CaseContext): Promise<{ bytes: number; maxRssMB: number }> => {
-    const out = path.join(workDir, `native-${input.name}.mp3`);
-    const { stderr } = await run(NATIVE_FFMPEG, [
-      '-hide_banner', '-nostdin', '-y', '-benchmark', '-i', input.file,
-      '-map', '0:a:0', '-vn', '-map_metadata', '-1', ...NATIVE_LAME_ARGS, '-f', 'mp3', out,
-    ]);
-    const maxRssKB = Number(/maxrss=(\d+)kB/.exec(stderr)?.[1] ?? 0);
-    return { bytes: (await stat(out)).size, maxRssMB: maxRssKB / 1024 };
-  };
-  return {
-    name: 'native /usr/bin/ffmpeg',
-    engine: 'native',
-    async cold(ctx) {
-      const started = performance.now();
-      const { maxRssMB } = await convert(ctx);
-      return { ms: performance.now() - started, maxRssMB };
-    },
-    warm: convert,
-  };
-}
-
-// --- modes -----------------------------------------------------------------------------------
-
-/** Child-process mode: one cold conversion, timed from before the module import. */
-async function coldChild(file: string): Promise<void> {
-  const input = await readFile(file);
-  const started = performance.now();
+/** Child mode: one conversion of a large file in a fresh process; prints its time and peak RSS. */
+async function largeChild(file: string): Promise<void> {
   const { createTranscoder } = await import('../lib/media/transcode');
-  const transcoder = createTranscoder({ maxDurationSeconds: 4 * 3600, maxOutputBytes: 512 * 1024 * 1024 });
-  await transcoder.transcode(input, OPTIONS);
+  const transcoder = createTranscoder({ ...LIMITS, parallelism: os.availableParallelism() });
+  await transcoder.ready();
+  const started = performance.now();
+  const result = await transcoder.transcode(file, `${file}.mp3`, OPTIONS);
   const ms = performance.now() - started;
   await transcoder.close();
-  process.stderr.write(`${JSON.stringify({ ms, maxRssMB: selfMaxRssMB() })}\n`);
+  fs.rmSync(`${file}.mp3`, { force: true });
+  process.stdout.write(`${JSON.stringify({ ms, maxRssMB: process.resourceUsage().maxRSS / 1024, segments: result.segments })}\n`);
 }
 
-async function main(): Promise<void> {
-  const benchStarted = performance.now();
-  const haveNative = existsSync(NATIVE_FFMPEG);
-  const workDir = await mkdtemp(path.join(tmpdir(), 'bench-convert-'));
-  try {
-    const list = inputs(workDir);
-    if (haveNative) {
-      console.log(`Making inputs with ${NATIVE_FFMPEG} in ${workDir} …`);
-      await makeInputsNatively(list);
-    } else {
-      console.log(`${NATIVE_FFMPEG} is not installed: no native comparison; making inputs with ffmpeg.wasm (slow) …`);
-      await makeInputsWithWasm(list);
-    }
-    const wasm = wasmCase();
-    const cases = [wasm, functionPathCase(wasm), ...(haveNative ? [nativeCase()] : [])];
-    const rows: Row[] = [];
-    for (const input of list) {
-      const inputBuffer = await readFile(input.file);
-      const ctx: CaseContext = { input, inputBuffer, workDir };
-      for (const c of cases) {
-        const cold = await c.cold(ctx);
-        const times: number[] = [];
-        let bytes = 0;
-        let childRss = 0;
-        for (let i = 0; i < input.warmRuns; i++) {
-          const started = performance.now();
-          const result = await c.warm(ctx);
-          times.push(performance.now() - started);
-          bytes = result.bytes;
-          childRss = Math.max(childRss, result.maxRssMB ?? 0);
-        }
-        rows.push({
-          case: c.name,
-          engine: c.engine,
-          input: input.name,
-          inputMB: round(inputBuffer.byteLength / 1024 / 1024, 1),
-          coldMs: Math.round(cold.ms),
-          warmMedianMs: Math.round(median(times)),
-          warmRuns: input.warmRuns,
-          // Native runs in its own process; the wasm case runs inside this one.
-          peakRssMB: Math.round(c.engine === 'native' ? childRss : selfMaxRssMB()),
-          coldPeakRssMB: Math.round(cold.maxRssMB),
-          mp3Bytes: bytes,
-        });
-        await c.close?.();
-      }
-    }
-    for (const row of rows) {
-      const native = rows.find((r) => r.engine === 'native' && r.input === row.input);
-      if (native && row.engine !== 'native') row.ratioToNative = round(row.warmMedianMs / native.warmMedianMs, 2);
-    }
-    for (const c of cases) await (c as { transcoder?: Transcoder }).transcoder?.close();
-
-    printTable(rows);
-    console.log('Cold: wasm = import + worker start + core compile + first conversion in a fresh process; native = first run.');
-    console.log('Peak RSS: wasm = this process (worker thread included); native = the ffmpeg process (-benchmark maxrss).');
-    if (!haveNative) console.log(`No native figures: ${NATIVE_FFMPEG} is not installed.`);
-    for (const row of rows) console.log(JSON.stringify({ bench: 'convert', ...row }));
-    console.log(`Total bench time ${round((performance.now() - benchStarted) / 1000, 1)} s.`);
-  } finally {
-    await rm(workDir, { recursive: true, force: true });
+async function largePart(dir: string, clip: string): Promise<void> {
+  console.log('\nLarge inputs (BENCH_LARGE=1): one conversion each, in a fresh process.');
+  const clipBytes = fs.statSync(clip).size;
+  for (const targetBytes of [200e6, 2.1e9]) {
+    const file = path.join(dir, `large-${Math.round(targetBytes / 1e6)}MB.mp4`);
+    const loops = Math.max(0, Math.ceil(targetBytes / clipBytes) - 1);
+    await run(NATIVE_FFMPEG, ['-hide_banner', '-loglevel', 'error', '-y', '-stream_loop', String(loops), '-i', clip, '-c', 'copy', file]);
+    const output = await run(process.execPath, [...process.execArgv, __filename, '--convert-large', file]);
+    const wasm = JSON.parse(output.trim().split('\n').at(-1)!) as { ms: number; maxRssMB: number; segments: number };
+    const started = performance.now();
+    const native = await run(NATIVE_FFMPEG, ['-hide_banner', '-nostdin', '-y', '-benchmark', '-i', file, '-map', '0:a:0', '-vn', ...NATIVE_LAME_ARGS, '-f', 'mp3', `${file}.mp3`]);
+    const nativeMs = performance.now() - started;
+    const nativeRss = Number(/maxrss=(\d+)kB/.exec(native)?.[1] ?? 0) / 1024;
+    console.log(
+      `  ${(fs.statSync(file).size / 1e9).toFixed(2)} GB (${Math.round(((loops + 1) * 120) / 60)} min): wasm ${(wasm.ms / 1000).toFixed(1)} s, ` +
+        `peak RSS ${Math.round(wasm.maxRssMB)} MB (${wasm.segments} segments); native ${(nativeMs / 1000).toFixed(1)} s, peak RSS ${Math.round(nativeRss)} MB; ` +
+        `${round(wasm.ms / nativeMs, 2)}× native`,
+    );
+    fs.rmSync(file, { force: true });
+    fs.rmSync(`${file}.mp3`, { force: true });
   }
 }
 
-function round(value: number, digits: number): number {
-  return Math.round(value * 10 ** digits) / 10 ** digits;
+/** Child mode: time from before the import until the instances are compiled and warmed. */
+async function readyChild(parallelism: number): Promise<void> {
+  const started = performance.now();
+  const { createTranscoder } = await import('../lib/media/transcode');
+  const transcoder = createTranscoder({ ...LIMITS, parallelism });
+  await transcoder.ready();
+  const ms = performance.now() - started;
+  await transcoder.close();
+  process.stdout.write(`${JSON.stringify({ ms })}\n`);
 }
 
-function printTable(rows: Row[]): void {
-  const header = ['case', 'input', 'input MB', 'cold s', 'warm median s', 'runs', 'wasm/native', 'peak RSS MB', 'cold RSS MB', 'MP3 KB'];
-  const body = rows.map((r) => [
-    r.case, r.input, String(r.inputMB), Number.isFinite(r.coldMs) ? (r.coldMs / 1000).toFixed(2) : '—', (r.warmMedianMs / 1000).toFixed(2),
-    String(r.warmRuns), r.ratioToNative === undefined ? '' : `${r.ratioToNative}×`, String(r.peakRssMB),
-    Number.isFinite(r.coldPeakRssMB) ? String(r.coldPeakRssMB) : '—', String(Math.round(r.mp3Bytes / 1024)),
-  ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
-  const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i])).join('  ');
-  console.log(`\n${line(header)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}`);
-  for (const b of body) console.log(line(b));
-  console.log('');
+async function readiness(parallelism: number): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const output = await run(process.execPath, [...process.execArgv, __filename, '--ready', String(parallelism)]);
+    times.push((JSON.parse(output.trim().split('\n').at(-1)!) as { ms: number }).ms);
+  }
+  return median(times);
 }
 
-const coldIndex = process.argv.indexOf('--cold');
-// `--large`: the large-upload benchmark (bench/large-upload.ts) instead.
-const entry = process.argv.includes('--large') ? runLargeUploadBench() : coldIndex >= 0 ? coldChild(process.argv[coldIndex + 1]) : main();
-entry.catch((error: unknown) => {
+async function main(): Promise<void> {
+  if (!fs.existsSync(NATIVE_FFMPEG)) throw new Error(`${NATIVE_FFMPEG} is needed to make the inputs and as the reference (apt-get install ffmpeg).`);
+  const benchStarted = performance.now();
+  const cores = os.availableParallelism();
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'bench-convert-'));
+  const { createTranscoder } = await import('../lib/media/transcode');
+  const single = createTranscoder({ ...LIMITS, parallelism: 1, tempDir: dir });
+  const parallel = createTranscoder({ ...LIMITS, parallelism: cores, tempDir: dir });
+  const uri = process.env.BENCH_MONGODB_URI;
+  const store = uri ? await createGridFsStore(uri) : createDirectoryStore(path.join(dir, 'blobs'));
+  try {
+    const wanted = (process.env.BENCH_INPUTS ?? '10s,120s,600s').split(',');
+    console.log(`Making ${wanted.join(', ')} 720p inputs with ${NATIVE_FFMPEG} in ${dir} …`);
+    const list: BenchInput[] = [];
+    for (const name of wanted) {
+      const seconds = Number.parseInt(name, 10);
+      list.push({ name: `${seconds >= 120 ? `${seconds / 60} min` : `${seconds} s`} 720p`, seconds, file: await makeInput(dir, seconds) });
+    }
+    console.log('Measuring readiness (fresh processes) …');
+    const readySingle = await readiness(1);
+    const readyParallel = await readiness(cores);
+    await Promise.all([single.ready(), parallel.ready()]);
+
+    const cases = [nativeCase(), wasmCase('one wasm instance', single), wasmCase(`parallel wasm (${cores} instances)`, parallel), functionPathCase(parallel, store)];
+    const times = new Map<string, number[]>();
+    const segments = new Map<string, number>();
+    const out = path.join(dir, 'out.mp3');
+    for (const input of list) {
+      for (const c of cases) await c.run(input, out); // one untimed run each: files cached, code warm
+      for (let r = 0; r < ROUNDS; r++) {
+        for (const c of cases) {
+          const started = performance.now();
+          const result = await c.run(input, out);
+          const key = `${input.name}|${c.name}`;
+          times.set(key, [...(times.get(key) ?? []), performance.now() - started]);
+          if (result.segments) segments.set(key, result.segments);
+        }
+      }
+      console.log(`  ${input.name}: done`);
+    }
+
+    const header = ['input', 'case', 'median s', 'min s', 'max s', '× native', 'segments'];
+    const rows: string[][] = [];
+    for (const input of list) {
+      const native = median(times.get(`${input.name}|${cases[0].name}`)!);
+      for (const c of cases) {
+        const t = times.get(`${input.name}|${c.name}`)!;
+        const m = median(t);
+        rows.push([input.name, c.name, (m / 1000).toFixed(2), (Math.min(...t) / 1000).toFixed(2), (Math.max(...t) / 1000).toFixed(2), `${round(m / native, 2)}×`, String(segments.get(`${input.name}|${c.name}`) ?? '')]);
+        console.log(JSON.stringify({ bench: 'convert', input: input.name, case: c.name, medianMs: Math.round(m), runs: t.length, ratioToNative: round(m / native, 2) }));
+      }
+    }
+    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+    const line = (cells: string[]): string => cells.map((cell, i) => cell.padEnd(widths[i])).join('  ');
+    console.log(`\n${line(header)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n${rows.map(line).join('\n')}\n`);
+    console.log(`Convert readiness (import → instances compiled and warmed, median of 3 fresh processes): one instance ${Math.round(readySingle)} ms, ${cores} instances ${Math.round(readyParallel)} ms.`);
+    console.log(`${ROUNDS} interleaved rounds per input, ${cores} cores; peak RSS of this process ${Math.round(process.resourceUsage().maxRSS / 1024)} MB.`);
+    if (process.env.BENCH_LARGE === '1') {
+      await largePart(dir, list.find((i) => i.seconds === 120)?.file ?? (await makeInput(dir, 120)));
+    }
+    console.log(`Total bench time ${round((performance.now() - benchStarted) / 1000, 1)} s.`);
+  } finally {
+    await Promise.all([single.close(), parallel.close()]);
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const readyIndex = process.argv.indexOf('--ready');
+const largeIndex = process.argv.indexOf('--convert-large');
+const mode =
+  readyIndex >= 0 ? readyChild(Number(process.argv[readyIndex + 1]))
+  : largeIndex >= 0 ? largeChild(process.argv[largeIndex + 1])
+  : process.argv.includes('--large') ? runLargeUploadBench()
+  : main();
+mode.catch((error: unknown) => {
   console.error(error);
   process.exitCode = 1;
 });

@@ -38,10 +38,16 @@ interface Container {
   readinessProbe?: Probe;
   livenessProbe?: Probe;
   resources?: { requests?: Record<string, string>; limits?: Record<string, string> };
+  volumeMounts?: { name: string; mountPath: string }[];
   securityContext?: { runAsNonRoot?: boolean; allowPrivilegeEscalation?: boolean; capabilities?: { drop?: string[] } };
 }
 interface KService extends K8sObject {
-  spec: { template: { metadata?: { annotations?: Record<string, string> }; spec: { containerConcurrency?: number; timeoutSeconds?: number; containers: Container[] } } };
+  spec: {
+    template: {
+      metadata?: { annotations?: Record<string, string> };
+      spec: { containerConcurrency?: number; timeoutSeconds?: number; containers: Container[]; volumes?: { name: string; emptyDir?: { sizeLimit?: string } }[] };
+    };
+  };
 }
 interface ClusterRef { name?: string; namespace?: string }
 interface Queue extends K8sObject { spec: { name: string; durable?: boolean; autoDelete?: boolean; type?: string; arguments?: Record<string, unknown>; rabbitmqClusterReference: ClusterRef } }
@@ -419,6 +425,10 @@ describe('manifests and the code agree', () => {
     for (const fn of functionNames) expect(annotations(fn)['autoscaling.knative.dev/min-scale'], fn).toBe('0');
     for (const fn of PUBLIC) expect(service(fn).metadata.labels?.['networking.knative.dev/visibility'], fn).toBeUndefined();
     for (const fn of CLUSTER_LOCAL) expect(service(fn).metadata.labels?.['networking.knative.dev/visibility'], fn).toBe('cluster-local');
+  });
+
+  it('when convert splits a conversion, then it runs as many instances as its CPU limit (Node sees the node\'s cores, not the quota)', () => {
+    expect(configMap().data.CONVERT_PARALLELISM).toBe(container('convert').resources?.limits?.cpu);
   });
 
   it('when the longest video the configuration allows is converted, then it ends before the converter\'s own timeout, which ends before Knative\'s', () => {

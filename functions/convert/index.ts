@@ -25,3 +25,7 @@ router.post('/maintenance', handleEvent([eventTypes.maintenanceTick, eventTypes.
 }));
 
 export const handler = handle(router);
+
+// The instances are created and warmed at start, so the first event pays no compile or JIT warm-up;
+// a failure here shows again, and is answered, on the first event.
+void getTranscoder().then((t) => t.ready()).catch(() => undefined);

@@ -2,6 +2,7 @@
  * lib/core owns what every other folder stands on: the configuration (parsed once, here), the logger,
  * the domain errors and the lazily created per-instance clients. It imports no other lib folder.
  */
+import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { configureLog } from './log';
@@ -65,6 +66,7 @@ export const envSchema = z.object({
   UPLOAD_EXPIRY_SECONDS: int(1, 30 * 86_400).default(86_400),
   MP3_RETENTION_SECONDS: int(60, 365 * 86_400).optional(),
   CONVERT_TIMEOUT_SECONDS: int(10, 3600).default(540),
+  CONVERT_PARALLELISM: int(1, 64).optional(),
   KEEP_SOURCE: bool.default(false),
   // The local stand-in for each RabbitmqSource (`video`, `mp3`), with its manifest's values as defaults
   // (knative/50-sources.yaml; test/knative.test.ts compares them).
@@ -155,6 +157,8 @@ export interface Config {
     requestMs: number;
     headersMs: number;
   };
+  /** ffmpeg.wasm instances a conversion may use: CONVERT_PARALLELISM, at most the available cores. */
+  convertParallelism: number;
   keepSource: boolean;
   /** Callback URLs on loopback, link-local and private addresses are refused unless allowPrivate. */
   webhooks: { allowPrivate: boolean };
@@ -248,6 +252,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
       requestMs: e.REQUEST_TIMEOUT_SECONDS * 1000,
       headersMs: e.HEADERS_TIMEOUT_SECONDS * 1000,
     }),
+    convertParallelism: Math.min(e.CONVERT_PARALLELISM ?? os.availableParallelism(), os.availableParallelism()),
     keepSource: e.KEEP_SOURCE,
     webhooks: Object.freeze({ allowPrivate: e.WEBHOOK_ALLOW_PRIVATE }),
     sources: Object.freeze({

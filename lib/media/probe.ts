@@ -17,6 +17,7 @@ export interface ProbedStream {
   index: number;
   type: 'audio' | 'video' | 'other';
   channels?: number;
+  sampleRate?: number;
   isDefault: boolean;
   isAttachedPicture: boolean;
 }
@@ -72,10 +73,12 @@ export function parseProbe(lines: string[]): Probe {
     const stream = /^\s+Stream #0:(\d+).*?: (Audio|Video|Subtitle|Data|Attachment): (.*)$/.exec(line);
     if (stream) {
       const [, index, kind, description] = stream;
+      const rate = kind === 'Audio' ? /, (\d+) Hz/.exec(description) : null;
       probe.streams.push({
         index: Number(index),
         type: kind === 'Audio' ? 'audio' : kind === 'Video' ? 'video' : 'other',
         channels: kind === 'Audio' ? parseChannels(description) : undefined,
+        sampleRate: rate ? Number(rate[1]) : undefined,
         isDefault: /\(default\)/.test(description),
         isAttachedPicture: /\(attached pic\)/.test(description),
       });

@@ -1,14 +1,20 @@
 /**
- * lib/media owns turning a video into an MP3: ffmpeg.wasm in a worker thread (worker.ts), what ffmpeg
- * says about an input (probe.ts), MP3 frame parsing (mp3-frames.ts) and the output options a user may
- * choose (options.ts). It knows nothing of jobs, storage or HTTP.
+ * lib/media owns turning a video file into an MP3 file: a pool of warmed ffmpeg.wasm instances, each in
+ * its own worker thread (encoder-pool.ts, worker.ts), reading and writing host files rather than
+ * in-memory copies (host-file.ts), long inputs encoded in parallel segments and joined into one
+ * gapless MP3 (convert-file.ts, mp3-join.ts), what ffmpeg says about an input (probe.ts), MP3 frame
+ * parsing (mp3-frames.ts) and the output options a user may choose (options.ts). It knows nothing of
+ * jobs, storage or HTTP.
  */
-import { createRequire } from 'node:module';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
 import { formatDuration, formatSize } from '../core/format';
+import { convertFile } from './convert-file';
+import { createEncoderPool, EncoderTimeoutError, type EncoderPool } from './encoder-pool';
 import { mp3OptionsSchema, type Mp3Options } from './options';
-import type { FailureDetail, JobReply, JobRequest, TranscodeFailure, WorkerMemory } from './worker-protocol';
+import { InvalidOptions, JobFailure } from './probe';
+import type { FailureDetail, TranscodeFailure, WorkerMemory } from './worker-protocol';
 
 export type { Mp3Options, TranscodeFailure };
 
@@ -21,12 +27,13 @@ export class TranscodeError extends Error {
 }
 
 export interface TranscodeResult {
-  mp3: Buffer;
   /** Real duration of the MP3 (frames minus encoder delay and padding). */
   durationSeconds: number;
   bytes: number;
   elapsedMs: number;
-  /** The worker thread's memory after the job, for spotting growth across jobs. */
+  /** Instances that encoded it in parallel segments (1 = one instance). */
+  segments: number;
+  /** An instance thread's memory after the job, for spotting growth across jobs. */
   workerMemory: WorkerMemory;
 }
 
@@ -35,12 +42,22 @@ export interface TranscoderOptions {
   maxDurationSeconds: number;
   maxOutputBytes: number;
   /**
-   * A conversion still running after this long is stopped (its thread is replaced) and rejected
+   * A conversion still running after this long is stopped (its instances are replaced) and rejected
    * with a plain Error, so a hung converter cannot hold the instance forever.
    */
   timeoutMs?: number;
   /** Called at most every 500 ms while encoding, and once with 100 when done. */
   onProgress?: (p: { percent: number; timeSeconds: number }) => void;
+  /**
+   * ffmpeg.wasm instances (worker threads) encoding one long input in parallel segments; default:
+   * the cores this process may use (os.availableParallelism()).
+   */
+  parallelism?: number;
+  /**
+   * Where temporary files go: a subfolder per transcoder, named after its process; the subfolders of
+   * dead processes are removed when a transcoder is created (crash recovery). Default: the OS temp folder.
+   */
+  tempDir?: string;
 }
 
 /** Per call: its own timeout, and a progress listener for this conversion alone. */
@@ -54,37 +71,41 @@ export interface TranscodeCall {
 
 export interface Transcoder {
   /**
-   * Converts one input. Calls run one at a time; a call made while busy waits its turn.
-   * Rejects with TranscodeError for inputs that cannot be converted, RangeError for invalid options,
-   * and a plain Error when the converter itself failed (its thread is then replaced; a retry may work).
+   * Converts the file `input` into the MP3 file `output` (written only on success; removed on any
+   * failure). Calls run one at a time; a call made while busy waits its turn. Rejects with
+   * TranscodeError for inputs that cannot be converted, RangeError for invalid options, and a plain
+   * Error when the converter itself failed (its instances are then replaced; a retry may work).
    */
-  transcode(input: Buffer, options: Mp3Options, call?: TranscodeCall): Promise<TranscodeResult>;
-  /** Waits for queued calls to finish, then stops the worker thread. */
+  transcode(input: string, output: string, options: Mp3Options, call?: TranscodeCall): Promise<TranscodeResult>;
+  /** Resolves once every instance is created and warmed: the first job pays no start-up. */
+  ready(): Promise<void>;
+  /**
+   * This process's folder for temporary files (segments here; callers may put their own copies of
+   * inputs and outputs here too). Emptied of dead processes' leftovers when the transcoder is created.
+   */
+  readonly workDir: string;
+  /** Waits for queued calls to finish, then stops the instances. */
   close(): Promise<void>;
 }
 
 const PROGRESS_INTERVAL_MS = 500;
+const TEMP_PREFIX = 'video2mp3-convert-';
 
 /**
- * Creates a transcoder. The worker thread and the ffmpeg core inside it are started on the first
- * call and reused by later ones.
+ * Creates a transcoder: its instances are created and warmed now (in worker threads, in the
+ * background) and reused by every call.
  */
 export function createTranscoder(opts: TranscoderOptions): Transcoder {
   requirePositive('maxDurationSeconds', opts.maxDurationSeconds);
   requirePositive('maxOutputBytes', opts.maxOutputBytes);
-  let worker: Worker | undefined;
-  let nextId = 1;
+  const size = opts.parallelism ?? os.availableParallelism();
+  if (!Number.isInteger(size) || size < 1) throw new RangeError(`parallelism must be a whole number ≥ 1, got ${size}.`);
+  const workDir = createProcessTempDir(opts.tempDir ?? os.tmpdir());
+  const pool: EncoderPool = createEncoderPool({ size });
   let tail: Promise<unknown> = Promise.resolve();
   let closed = false;
 
-  function discard(w: Worker): void {
-    if (worker === w) worker = undefined;
-    void w.terminate();
-  }
-
-  function runJob(input: Buffer, options: Mp3Options, timeoutMs = opts.timeoutMs, maxDurationSeconds = opts.maxDurationSeconds, onCallProgress?: TranscodeCall['onProgress']): Promise<TranscodeResult> {
-    const w = (worker ??= spawnWorker());
-    const id = nextId++;
+  async function runJob(input: string, output: string, options: Mp3Options, timeoutMs: number | undefined, maxDurationSeconds: number, onCallProgress?: TranscodeCall['onProgress']): Promise<TranscodeResult> {
     const startedAt = performance.now();
     let lastProgressAt = -Infinity;
     let lastPercent = 0;
@@ -97,86 +118,42 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
         // Progress is advisory: a failing listener must not fail the conversion.
       }
     };
-
-    return new Promise<TranscodeResult>((resolve, reject) => {
-      const timer = timeoutMs === undefined ? undefined : setTimeout(() => {
-        settle();
-        discard(w);
-        reject(new Error(`The conversion did not finish within ${Math.round(timeoutMs / 1000)} s and was stopped.`));
-      }, timeoutMs);
-      const settle = (): void => {
-        clearTimeout(timer);
-        w.off('message', onMessage);
-        w.off('error', onError);
-        w.off('exit', onExit);
-        w.unref(); // an idle transcoder never keeps the process alive
-      };
-      const onMessage = (reply: JobReply): void => {
-        if (reply.id !== id) return;
-        switch (reply.kind) {
-          case 'progress':
-            if (performance.now() - lastProgressAt >= PROGRESS_INTERVAL_MS) {
-              lastProgressAt = performance.now();
-              report(reply.percent, reply.timeSeconds);
-            }
-            return;
-          case 'done': {
-            settle();
-            const mp3 = Buffer.from(reply.mp3.buffer, reply.mp3.byteOffset, reply.mp3.byteLength);
-            if (lastPercent < 100) report(100, reply.durationSeconds);
-            resolve({
-              mp3,
-              durationSeconds: reply.durationSeconds,
-              bytes: mp3.byteLength,
-              elapsedMs: performance.now() - startedAt,
-              workerMemory: reply.memory,
-            });
-            return;
-          }
-          case 'failed':
-            settle();
-            reject(new TranscodeError(reply.reason, describeFailure(reply.reason, reply.detail)));
-            return;
-          case 'invalid':
-            settle();
-            reject(new RangeError(reply.message));
-            return;
-          case 'crashed':
-            settle();
-            discard(w);
-            reject(new Error(`The converter crashed: ${reply.message}`));
-            return;
-        }
-      };
-      const onError = (error: Error): void => {
-        settle();
-        discard(w);
-        reject(new Error('The converter thread failed.', { cause: error }));
-      };
-      const onExit = (code: number): void => {
-        settle();
-        discard(w);
-        reject(new Error(`The converter thread exited unexpectedly (code ${code}).`));
-      };
-      w.on('message', onMessage);
-      w.on('error', onError);
-      w.on('exit', onExit);
-      w.ref();
-      // A private copy is transferred, so the caller's buffer is never detached.
-      const copy = new Uint8Array(input);
-      const request: JobRequest = {
-        id,
-        input: copy,
+    try {
+      const result = await convertFile(pool, {
+        input,
+        output,
         options,
         maxDurationSeconds,
         maxOutputBytes: opts.maxOutputBytes,
+        workDir,
+        timeoutMs,
+        onProgress: ({ percent, timeSeconds }) => {
+          if (performance.now() - lastProgressAt < PROGRESS_INTERVAL_MS) return;
+          lastProgressAt = performance.now();
+          report(percent, timeSeconds);
+        },
+      });
+      if (lastPercent < 100) report(100, result.durationSeconds);
+      return {
+        durationSeconds: result.durationSeconds,
+        bytes: result.bytes,
+        elapsedMs: performance.now() - startedAt,
+        segments: result.segments,
+        workerMemory: result.memory,
       };
-      w.postMessage(request, [copy.buffer]);
-    });
+    } catch (error) {
+      if (error instanceof JobFailure) throw new TranscodeError(error.reason, describeFailure(error.reason, error.detail));
+      if (error instanceof InvalidOptions) throw new RangeError(error.message);
+      if (error instanceof EncoderTimeoutError) {
+        throw new Error(`The conversion did not finish within ${Math.round((timeoutMs ?? 0) / 1000)} s and was stopped.`, { cause: error });
+      }
+      if (error instanceof Error && /^The (encoder|converter)/.test(error.message)) throw error;
+      throw new Error('The converter failed.', { cause: error });
+    }
   }
 
   return {
-    transcode(input, options, call) {
+    transcode(input, output, options, call) {
       if (closed) return Promise.reject(new Error('The transcoder is closed.'));
       try {
         validateOptions(options);
@@ -185,33 +162,41 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
       }
       // A caller may lower the duration limit for one call (a user's remaining daily quota), never raise it.
       const maxDuration = Math.min(opts.maxDurationSeconds, call?.maxDurationSeconds ?? Infinity);
-      const job = tail.then(() => runJob(input, options, call?.timeoutMs ?? opts.timeoutMs, maxDuration, call?.onProgress));
+      const job = tail.then(() => runJob(input, output, options, call?.timeoutMs ?? opts.timeoutMs, maxDuration, call?.onProgress));
       tail = job.catch(() => undefined);
       return job;
     },
+    ready: () => pool.ready(),
+    workDir,
     async close() {
       closed = true;
       await tail;
-      const w = worker;
-      worker = undefined;
-      await w?.terminate();
+      await pool.close();
+      fs.rmSync(workDir, { recursive: true, force: true });
     },
   };
 }
 
-function spawnWorker(): Worker {
-  // Bundled (dist/<fn>/index.js) the worker is the sibling bundle transcode-worker.js; from source
-  // (tsx, vitest) it is the .ts file, loaded through tsx's CommonJS hook inside the new thread.
-  const here = __filename;
-  const worker = /\.[cm]?js$/.test(here)
-    ? new Worker(path.join(__dirname, 'transcode-worker.js'))
-    : new Worker(
-        `require(${JSON.stringify(createRequire(here).resolve('tsx/cjs/api'))}).register();` +
-          `require(${JSON.stringify(path.join(path.dirname(here), 'worker.ts'))});`,
-        { eval: true },
-      );
-  worker.unref();
-  return worker;
+/**
+ * This transcoder's folder for temporary files, `<parent>/video2mp3-convert-<pid>-<random>`. Folders
+ * left by processes that no longer run (a crash, a kill) are removed first.
+ */
+function createProcessTempDir(parent: string): string {
+  for (const name of fs.existsSync(parent) ? fs.readdirSync(parent) : []) {
+    const pid = name.startsWith(TEMP_PREFIX) ? Number.parseInt(name.slice(TEMP_PREFIX.length), 10) : Number.NaN;
+    if (Number.isInteger(pid) && pid !== process.pid && !isRunning(pid)) fs.rmSync(path.join(parent, name), { recursive: true, force: true });
+  }
+  fs.mkdirSync(parent, { recursive: true });
+  return fs.mkdtempSync(path.join(parent, `${TEMP_PREFIX}${process.pid}-`));
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 function requirePositive(name: string, value: number): void {

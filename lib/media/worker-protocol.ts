@@ -1,23 +1,7 @@
-// The messages between lib/media/transcode.ts (the caller's thread) and lib/media/worker.ts (the
-// thread running ffmpeg.wasm). Types only, so neither side imports the other.
-import type { Mp3Options } from './options';
+// The messages between lib/media/encoder-pool.ts (the caller's thread) and lib/media/worker.ts (a
+// thread running one ffmpeg.wasm instance). Types only, so neither side imports the other.
 
 export type TranscodeFailure = 'no-audio' | 'corrupt' | 'unsupported' | 'too-long' | 'output-too-large';
-
-export interface JobRequest {
-  id: number;
-  input: Uint8Array;
-  options: Mp3Options;
-  maxDurationSeconds: number;
-  maxOutputBytes: number;
-}
-
-export type JobReply =
-  | { id: number; kind: 'progress'; timeSeconds: number; percent: number }
-  | { id: number; kind: 'done'; mp3: Uint8Array; durationSeconds: number; memory: WorkerMemory }
-  | { id: number; kind: 'failed'; reason: TranscodeFailure; detail: FailureDetail }
-  | { id: number; kind: 'invalid'; message: string }
-  | { id: number; kind: 'crashed'; message: string };
 
 export interface FailureDetail {
   durationSeconds?: number;
@@ -25,9 +9,33 @@ export interface FailureDetail {
   empty?: boolean;
 }
 
+/** A host file the worker exposes inside the instance's file system for one run. */
+export interface HostFileSpec {
+  wasmPath: string;
+  hostPath: string;
+  mode: 'read' | 'write';
+}
+
+export type EncodeRequest =
+  | { id: number; kind: 'warm' }
+  | {
+      id: number;
+      kind: 'run';
+      args: string[];
+      files: HostFileSpec[];
+      /** Log lines matching this (a RegExp source) are returned; the others are dropped in the worker. */
+      keep: string;
+      /** The run decodes no video: ffmpeg may skip formatting debug and trace messages. */
+      audioOnly: boolean;
+    };
+
+export type EncodeReply =
+  | { id: number; kind: 'progress'; timeSeconds: number }
+  | { id: number; kind: 'done'; lines: string[]; logLines: number; ms: number; memory: WorkerMemory }
+  | { id: number; kind: 'crashed'; message: string };
+
 export interface WorkerMemory {
   heapUsedBytes: number;
   externalBytes: number;
   arrayBuffersBytes: number;
 }
-

@@ -1,3 +1,7 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { BlobExistsError, type BlobStore } from '../storage/blobs';
 import { lazyClient } from '../core/clients';
 import { UnavailableError } from '../core/errors';
@@ -32,6 +36,7 @@ export const getTranscoder = lazyClient(
       maxDurationSeconds: config.limits.durationSeconds,
       maxOutputBytes: config.limits.outputBytes,
       timeoutMs: config.timeouts.convertMs,
+      parallelism: config.convertParallelism,
       onProgress: ({ percent, timeSeconds }) => log.info({ jobId: progressOf, percent: Math.round(percent), timeSeconds }, 'converting'),
     });
   },
@@ -71,7 +76,6 @@ export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promi
   if (job.status !== 'converting') return 'not-convertible';
   const video = job.videoBlobId ? await blobs.stat('videos', job.videoBlobId) : undefined;
   if (!job.videoBlobId || !video) return fail(deps, job, 'The uploaded video is no longer stored.');
-  const input = await blobs.readAll('videos', job.videoBlobId);
   if ((await countAttempt(db, job.id)) > maxAttempts) {
     return fail(deps, job, `The conversion stopped ${maxAttempts} times without finishing, so it was given up.`);
   }
@@ -79,25 +83,38 @@ export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promi
   // The owner's daily quota bounds this conversion too: a short file declaring hours is stopped at probe.
   const allowed = await remainingConversionSeconds(db, job.ownerId, job.id, deps.config);
   if (allowed <= 0) return fail(deps, job, 'Your daily conversion quota is used up; upload the file again tomorrow.');
+  // Conversion from disk: the video is streamed to a file, converted file to file, and the MP3 streamed
+  // to the store, so memory does not grow with either. Both files are removed on every path (and by
+  // the transcoder's crash recovery if this process dies first).
+  const tempName = `${job.id}-${randomBytes(4).toString('hex')}`; // two deliveries of one job may overlap
+  const inputFile = path.join(transcoder.workDir, `${tempName}.video`);
+  const outputFile = path.join(transcoder.workDir, `${tempName}.mp3`);
   const started = Date.now();
   let result;
+  let mp3;
   progressOf = job.id;
   const progress = progressWriter(db, job.id);
   try {
-    result = await transcoder.transcode(input, { ...job.options, title: job.options.title ?? defaultTitle(job.filename) }, { maxDurationSeconds: allowed, onProgress: progress.report });
-  } catch (err) {
-    if (err instanceof TranscodeError && err.reason === 'too-long' && allowed < deps.config.limits.durationSeconds) {
-      return fail(deps, job, `${err.message} (what is left of your daily conversion quota of ${deps.config.quotas.conversionSecondsPerDay} seconds)`);
+    await pipeline(await blobs.read('videos', job.videoBlobId), fs.createWriteStream(inputFile));
+    try {
+      const options = { ...job.options, title: job.options.title ?? defaultTitle(job.filename) };
+      result = await transcoder.transcode(inputFile, outputFile, options, { maxDurationSeconds: allowed, onProgress: progress.report });
+    } catch (err) {
+      if (err instanceof TranscodeError && err.reason === 'too-long' && allowed < deps.config.limits.durationSeconds) {
+        return await fail(deps, job, `${err.message} (what is left of your daily conversion quota of ${deps.config.quotas.conversionSecondsPerDay} seconds)`);
+      }
+      if (err instanceof TranscodeError) return await fail(deps, job, err.message);
+      if (err instanceof RangeError) return await fail(deps, job, `The conversion options are invalid: ${err.message}`);
+      throw new UnavailableError('the converter', { cause: err }); // it broke, not the input: retry (bounded by maxAttempts)
     }
-    if (err instanceof TranscodeError) return fail(deps, job, err.message);
-    if (err instanceof RangeError) return fail(deps, job, `The conversion options are invalid: ${err.message}`);
-    throw new UnavailableError('the converter', { cause: err }); // it broke, not the input: retry (bounded by maxAttempts)
+    mp3 = await storeMp3(blobs, job, outputFile);
   } finally {
     progressOf = undefined;
     await progress.settled();
+    fs.rmSync(inputFile, { force: true });
+    fs.rmSync(outputFile, { force: true });
   }
 
-  const mp3 = await storeMp3(blobs, job, result.mp3);
   const won = await completeConversion(db, job.id, {
     blobId: mp3.id,
     bytes: mp3.size,
@@ -133,13 +150,13 @@ function progressWriter(db: Db, jobId: string) {
  * one. When the id is taken but no complete blob shows up (the other writer is still busy), wait for
  * it; if none appears, the id holds the leftovers of a converter that died mid-write: clear them.
  */
-async function storeMp3(blobs: BlobStore, job: Job, mp3: Buffer) {
+async function storeMp3(blobs: BlobStore, job: Job, mp3File: string) {
   const meta = { owner: job.ownerId, filename: mp3Filename(job.filename), contentType: 'audio/mpeg' };
   for (let attempt = 0; ; attempt++) {
     const stored = await blobs.stat('mp3s', job.id);
     if (stored) return stored;
     try {
-      return await blobs.put('mp3s', mp3, meta, { id: job.id });
+      return await blobs.put('mp3s', fs.createReadStream(mp3File), meta, { id: job.id });
     } catch (err) {
       if (!(err instanceof BlobExistsError)) throw err;
       if (attempt === 5) await blobs.delete('mp3s', job.id);

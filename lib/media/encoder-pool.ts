@@ -1,0 +1,189 @@
+// A fixed set of ffmpeg.wasm instances, each in its own worker thread (lib/media/worker.ts),
+// created once per process and warmed at start. A run takes an idle instance (or waits for one); an
+// instance that crashes, exits or outlasts its timeout is terminated and replaced by a fresh, warmed
+// one, so no state leaks from a failed run into the next job.
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import type { EncodeReply, EncodeRequest, HostFileSpec, WorkerMemory } from './worker-protocol';
+
+export type { HostFileSpec };
+
+/** The instance failed (not the input): a retry on a fresh instance may work. */
+export class EncoderCrashError extends Error {
+  override readonly name = 'EncoderCrashError';
+}
+
+/** The run outlasted its timeout; its instance was replaced. */
+export class EncoderTimeoutError extends Error {
+  override readonly name = 'EncoderTimeoutError';
+}
+
+export interface EncodeTask {
+  args: string[];
+  files: HostFileSpec[];
+  /** RegExp source: log lines to return (every other line is dropped inside the worker). */
+  keep: string;
+  /** The run decodes no video: its log is cut to INFO and above, which saves formatting time. */
+  audioOnly?: boolean;
+  timeoutMs?: number;
+  onProgress?: (timeSeconds: number) => void;
+}
+
+export interface EncodeRun {
+  lines: string[];
+  /** Log lines ffmpeg produced in all (kept or not). */
+  logLines: number;
+  ms: number;
+  /** The instance's thread memory after the run, for spotting growth across jobs. */
+  memory: WorkerMemory;
+}
+
+export interface EncoderPool {
+  readonly size: number;
+  /** Resolves once every instance is created and warmed (rejects if one cannot start). */
+  ready(): Promise<void>;
+  run(task: EncodeTask): Promise<EncodeRun>;
+  /** Waits for running tasks, then stops every instance. */
+  close(): Promise<void>;
+}
+
+interface Slot {
+  worker: Worker;
+  warmed: Promise<void>;
+  busy: boolean;
+}
+
+/** Creates `size` instances now and warms them in the background. */
+export function createEncoderPool(opts: { size: number }): EncoderPool {
+  if (!Number.isInteger(opts.size) || opts.size < 1) throw new RangeError(`The pool size must be a whole number ≥ 1, got ${opts.size}.`);
+  let nextId = 1;
+  let closed = false;
+  const waiting: ((slot: Slot) => void)[] = [];
+  const running = new Set<Promise<unknown>>();
+
+  function request(worker: Worker, message: EncodeRequest, onProgress?: (t: number) => void, timeoutMs?: number): Promise<EncodeRun> {
+    return new Promise((resolve, reject) => {
+      const timer = timeoutMs === undefined ? undefined : setTimeout(() => {
+        settle();
+        reject(new EncoderTimeoutError(`The encoder did not finish within ${Math.round(timeoutMs / 1000)} s.`));
+      }, timeoutMs);
+      const settle = (): void => {
+        clearTimeout(timer);
+        worker.off('message', onMessage);
+        worker.off('error', onError);
+        worker.off('exit', onExit);
+        worker.unref(); // an idle pool never keeps the process alive
+      };
+      const onMessage = (reply: EncodeReply): void => {
+        if (reply.id !== message.id) return;
+        if (reply.kind === 'progress') {
+          try {
+            onProgress?.(reply.timeSeconds);
+          } catch {
+            // Progress is advisory.
+          }
+          return;
+        }
+        settle();
+        if (reply.kind === 'done') resolve({ lines: reply.lines, logLines: reply.logLines, ms: reply.ms, memory: reply.memory });
+        else reject(new EncoderCrashError(`The encoder crashed: ${reply.message}`));
+      };
+      const onError = (error: Error): void => {
+        settle();
+        reject(new EncoderCrashError('The encoder thread failed.', { cause: error }));
+      };
+      const onExit = (code: number): void => {
+        settle();
+        reject(new EncoderCrashError(`The encoder thread exited unexpectedly (code ${code}).`));
+      };
+      worker.on('message', onMessage);
+      worker.on('error', onError);
+      worker.on('exit', onExit);
+      worker.ref();
+      worker.postMessage(message);
+    });
+  }
+
+  function startSlot(): Slot {
+    const worker = spawnWorker();
+    const warmed = request(worker, { id: nextId++, kind: 'warm' }).then(() => undefined);
+    const slot: Slot = { worker, warmed, busy: false };
+    warmed.catch(() => undefined); // reported by ready() or by the run that uses this slot
+    return slot;
+  }
+
+  const slots: Slot[] = Array.from({ length: opts.size }, startSlot);
+
+  function release(slot: Slot): void {
+    const next = waiting.shift();
+    if (next) next(slot);
+    else slot.busy = false;
+  }
+
+  function acquire(): Promise<Slot> {
+    const idle = slots.find((s) => !s.busy);
+    if (idle) {
+      idle.busy = true;
+      return Promise.resolve(idle);
+    }
+    return new Promise((resolve) => waiting.push(resolve));
+  }
+
+  function replace(slot: Slot): void {
+    void slot.worker.terminate();
+    const fresh = startSlot();
+    slot.worker = fresh.worker;
+    slot.warmed = fresh.warmed;
+  }
+
+  return {
+    size: opts.size,
+    async ready() {
+      await Promise.all(slots.map((s) => s.warmed));
+    },
+    run(task) {
+      if (closed) return Promise.reject(new Error('The encoder pool is closed.'));
+      const job = (async () => {
+        const slot = await acquire();
+        try {
+          try {
+            await slot.warmed;
+          } catch {
+            replace(slot);
+            await slot.warmed;
+          }
+          return await request(slot.worker, { id: nextId++, kind: 'run', args: task.args, files: task.files, keep: task.keep, audioOnly: task.audioOnly ?? false }, task.onProgress, task.timeoutMs);
+        } catch (error) {
+          if (error instanceof EncoderCrashError || error instanceof EncoderTimeoutError) replace(slot);
+          throw error;
+        } finally {
+          release(slot);
+        }
+      })();
+      running.add(job);
+      void job.catch(() => undefined).finally(() => running.delete(job));
+      return job;
+    },
+    async close() {
+      closed = true;
+      await Promise.allSettled([...running]);
+      await Promise.all(slots.map((s) => s.worker.terminate()));
+    },
+  };
+}
+
+function spawnWorker(): Worker {
+  // Bundled (dist/convert/index.js) the worker is the sibling bundle transcode-worker.js; from source
+  // (tsx, vitest) it is the .ts file, loaded through tsx's CommonJS hook inside the new thread.
+  const here = __filename;
+  const worker = /\.[cm]?js$/.test(here)
+    ? new Worker(path.join(__dirname, 'transcode-worker.js'))
+    : new Worker(
+        `require(${JSON.stringify(createRequire(here).resolve('tsx/cjs/api'))}).register();` +
+          `require(${JSON.stringify(path.join(path.dirname(here), 'worker.ts'))});`,
+        { eval: true },
+      );
+  worker.unref();
+  return worker;
+}

@@ -128,6 +128,36 @@ describe('the OpenAPI document', () => {
     await conforms('OPTIONS /upload/files', tus);
   });
 
+  it('when tus is called, then every answer is as described', async () => {
+    const clip = readFixture('mp4');
+    const tusHeaders = (length: number, metadata: Record<string, string>) => ({
+      ...user.auth,
+      'tus-resumable': '1.0.0',
+      'upload-length': String(length),
+      'upload-metadata': Object.entries(metadata).map(([k, v]) => `${k} ${Buffer.from(v).toString('base64')}`).join(','),
+    });
+    const created = await call('/upload/files', { method: 'POST', headers: tusHeaders(clip.length, { filename: 'tus.mp4' }) });
+    await conforms('POST /upload/files', created); // 201
+    const location = created.headers.get('location')!;
+    await conforms('POST /upload/files', await call('/upload/files', { method: 'POST', headers: tusHeaders(clip.length, { filename: 'tus.mp4', bitrate: '1000' }) })); // 400
+    await conforms('POST /upload/files', await call('/upload/files', { method: 'POST', headers: { 'tus-resumable': '1.0.0', 'upload-length': '10' } })); // 401
+    await conforms('POST /upload/files', await call('/upload/files', { method: 'POST', headers: tusHeaders(stack.config.limits.uploadBytes + 1, { filename: 'big.mp4' }) })); // 413
+    const at = new URL(location, stack.url).pathname;
+    await conforms('HEAD /upload/files/{uploadId}', await call(at, { method: 'HEAD', headers: { ...user.auth, 'tus-resumable': '1.0.0' } }));
+    const patch = (offset: number, body: Buffer) => call(at, {
+      method: 'PATCH',
+      headers: { ...user.auth, 'tus-resumable': '1.0.0', 'upload-offset': String(offset), 'content-type': 'application/offset+octet-stream' },
+      body,
+    });
+    await conforms('PATCH /upload/files/{uploadId}', await patch(5, clip)); // 409
+    await conforms('PATCH /upload/files/{uploadId}', await patch(0, clip)); // 204, the job is queued
+    await conforms('HEAD /upload/files/{uploadId}', await call('/upload/files/AAAAAAAAAAAAAAAAAAAAAA', { method: 'HEAD', headers: { ...user.auth, 'tus-resumable': '1.0.0' } })); // 404
+    const doomed = await call('/upload/files', { method: 'POST', headers: tusHeaders(clip.length, { filename: 'gone.mp4' }) });
+    const doomedAt = new URL(doomed.headers.get('location')!, stack.url).pathname;
+    await conforms('DELETE /upload/files/{uploadId}', await call(doomedAt, { method: 'DELETE', headers: { ...user.auth, 'tus-resumable': '1.0.0' } }));
+    await conforms('DELETE /upload/files/{uploadId}', await call(doomedAt, { method: 'DELETE', headers: { ...user.auth, 'tus-resumable': '1.0.0' } })); // 404
+  });
+
   it('when download is called, then every answer is as described', async () => {
     await eventually(async () => ((await (await call(`/download/jobs/${doneJob}`, { headers: user.auth })).json()) as { status: string }).status === 'done' || undefined, 60_000, 'the job to be done');
     await conforms('GET /download/jobs', await call('/download/jobs?limit=5', { headers: user.auth }));

@@ -42,7 +42,7 @@ const build = (name) => {
     esbuild.build({
       ...shared,
       stdin: {
-        contents: `import { handler } from './functions/${name}/index.ts';\nimport { serveFunction } from './lib/http/serve';\nvoid serveFunction(${JSON.stringify(name)}, handler);\n`,
+        contents: `import * as fn from './functions/${name}/index.ts';\nimport { serveFunction } from './lib/http/serve';\nvoid serveFunction(${JSON.stringify(name)}, fn.handler, (fn as { warmUp?: () => Promise<void> }).warmUp);\n`,
         resolveDir: root,
         sourcefile: `functions/${name}/entry.ts`,
         loader: 'ts',

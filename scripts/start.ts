@@ -5,6 +5,7 @@
 import path from 'node:path';
 import { bundleWeb } from '../web/bundle.mjs';
 import { handlers } from '../functions/all';
+import { warmUp } from '../functions/convert';
 import { describeBlobs } from '../lib/storage/blobs';
 import { functionNames, getConfig } from '../lib/core/config';
 import { describeDb, getDb } from '../lib/storage/db';
@@ -61,6 +62,7 @@ async function main() {
     web: `${config.publicUrl}/`,
     openapi: `${config.publicUrl}/openapi.json`,
   }, `video2mp3 is up at ${config.publicUrl}`);
+  await warmUp(); // the converter's instances, ready before the first upload arrives
 }
 
 /**

@@ -26,6 +26,9 @@ router.post('/maintenance', handleEvent([eventTypes.maintenanceTick, eventTypes.
 
 export const handler = handle(router);
 
-// The instances are created and warmed at start, so the first event pays no compile or JIT warm-up;
-// a failure here shows again, and is answered, on the first event.
-void getTranscoder().then((t) => t.ready()).catch(() => undefined);
+/**
+ * Run once the function serves (its bundle's entry, `npm start`): the instances are created and warmed
+ * then, so the first event pays no compile or JIT warm-up. A failure here shows again, and is
+ * answered, on the first event.
+ */
+export const warmUp = (): Promise<void> => getTranscoder().then((t) => t.ready()).catch(() => undefined);

@@ -272,14 +272,18 @@ function deployedPage(name: FunctionName, config: Readonly<Config>): StaticFiles
   return listStaticFiles(dir, { '/config.js': { text: `window.video2mp3Config = ${JSON.stringify(urls)};\n`, type: 'text/javascript; charset=utf-8' } });
 }
 
-/** The entry of a deployed function's bundle: parse configuration, register the handler, serve it at the root. */
-export async function serveFunction(name: FunctionName, handler: ff.HttpFunction): Promise<void> {
+/**
+ * The entry of a deployed function's bundle: parse configuration, register the handler, serve it at the
+ * root, then run the function's `warmUp` (if it has one) so the first request pays no start-up.
+ */
+export async function serveFunction(name: FunctionName, handler: ff.HttpFunction, warmUp?: () => Promise<void>): Promise<void> {
   try {
     const config = loadConfig(process.env, name);
     setConfig(config);
     const server = createServer([{ prefix: '', name, handler, bodyLimit: bodyLimit(name, config) }], { ...config, files: deployedPage(name, config) });
     const port = await listen(server, config);
     log.info({ function: name, port }, 'function listening');
+    await warmUp?.();
   } catch (err) {
     log.fatal({ err }, 'function failed to start');
     process.exit(1);

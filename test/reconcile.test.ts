@@ -67,13 +67,19 @@ describe.each(backends())('the reconciler on $name backends', ({ name, env }) =>
     await eventually(async () => (mailsAbout(jobId) === 1 ? true : undefined), 20_000, 'the email');
   });
 
-  it('when an outcome event is lost before notify got it, then a tick publishes it again and one email is sent', async () => {
+  /** A job converted with notify's source stopped, whose outcome event is then taken off `mp3`. */
+  async function doneJobWithLostOutcome(): Promise<string> {
     await stopSources();
     await startVideoSource();
     const jobId = await upload();
     await eventually(async () => ((await status(jobId)) === 'done' ? true : undefined), 30_000, 'the job to be done');
     await eventually(async () => ((await (await getBroker()).depth('mp3')) >= 1 ? true : undefined), 5000, 'the outcome event');
     await (await getBroker()).purge('mp3');
+    return jobId;
+  }
+
+  it('when an outcome event is lost before notify got it, then a tick publishes it again and one email is sent', async () => {
+    const jobId = await doneJobWithLostOutcome();
     await settle();
     expect((await tick()).body.reconciled.notifications).toBeGreaterThanOrEqual(1);
     await startMp3Source();
@@ -81,12 +87,7 @@ describe.each(backends())('the reconciler on $name backends', ({ name, env }) =>
   });
 
   it('when convert crashed between recording the outcome and publishing it, then a tick publishes it', async () => {
-    await stopSources();
-    await startVideoSource();
-    const jobId = await upload();
-    await eventually(async () => ((await status(jobId)) === 'done' ? true : undefined), 30_000, 'the job to be done');
-    await eventually(async () => ((await (await getBroker()).depth('mp3')) >= 1 ? true : undefined), 5000, 'the outcome event');
-    await (await getBroker()).purge('mp3');
+    const jobId = await doneJobWithLostOutcome();
     // The state such a crash leaves: done, never published.
     await (await getDb())('jobs').where({ id: jobId }).update({ published_at: null });
     await settle();

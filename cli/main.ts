@@ -133,7 +133,7 @@ program.command('upload')
         outcomes.push(outcome);
         let accepted: Accepted;
         try {
-          accepted = await send(client, file, options, (p) => task.update('uploading', p));
+          accepted = await send(client, file, options, (p) => task.update('uploading', p), (p) => reporter.note(`${name}: resuming an interrupted upload at ${Math.floor(p)}%`));
         } catch (err) {
           if (!(err instanceof CliError) || err.status === 401 || err.status === undefined && /cannot reach/.test(err.message)) throw err;
           outcome.error = err.message;

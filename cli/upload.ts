@@ -23,7 +23,8 @@ export async function offersTus(api: Api): Promise<boolean> {
   }
 }
 
-export function uploadWithTus(api: Api, file: string, options: Record<string, string>, onProgress: (percent: number) => void): Promise<Accepted> {
+/** `onResume` hears of an upload an earlier run left unfinished, with how much of it the service has. */
+export function uploadWithTus(api: Api, file: string, options: Record<string, string>, onProgress: (percent: number) => void, onResume?: (percent: number) => void): Promise<Accepted> {
   const name = path.basename(file);
   const size = fs.statSync(file).size;
   let jobId: string | undefined;
@@ -40,7 +41,9 @@ export function uploadWithTus(api: Api, file: string, options: Record<string, st
       storeFingerprintForResuming: true,
       removeFingerprintOnSuccess: true,
       onProgress: (sent, total) => onProgress(total ? (sent / total) * 100 : 100),
-      onAfterResponse: (_req, res) => {
+      onAfterResponse: (req, res) => {
+        // A HEAD is how tus-js-client asks where a stored upload stands: this run continues another's.
+        if (req.getMethod() === 'HEAD' && res.getStatus() === 200) onResume?.(size ? (Number(res.getHeader('Upload-Offset')) / size) * 100 : 100);
         jobId = res.getHeader('Upload-Job-Id') ?? jobId;
         statusUrl = res.getHeader('Upload-Job-Url') ?? statusUrl;
       },

@@ -1,8 +1,9 @@
 // The CLI as a person runs it (`npx video2mp3` is cli/video2mp3.cjs), against the local stack in this
 // process: sign up, upload a directory of videos and wait for the MP3s, list, status, download, rm,
 // and the messages for 401, 413, 415 and an unreachable service. A pseudo-terminal (util-linux
-// `script`) shows the progress bar; without one, plain lines.
-import { spawn } from 'node:child_process';
+// `script`) shows the progress bar; without one, plain lines. An upload killed mid-file (through a
+// slow TCP proxy, test/support/proxy.ts) resumes when the same command runs again.
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,9 +11,11 @@ import { parseBuffer } from 'music-metadata';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fixturePath, fixturesDir } from './fixtures';
 import { freePort } from './support/net';
-import { startStack, uniqueName, type Stack } from './support/stack';
+import { startProxy, type Proxy } from './support/proxy';
+import { eventually, startStack, uniqueName, type Stack } from './support/stack';
+import { makeRawVideo } from './support/video';
 
-const cli = path.resolve(__dirname, '../cli/video2mp3.cjs');
+const cliPath = path.resolve(__dirname, '../cli/video2mp3.cjs');
 
 interface Run {
   code: number | null;
@@ -20,24 +23,31 @@ interface Run {
   stderr: string;
 }
 
+const password = 'a long enough password';
+
+/** Starts the CLI as a person would, with `home` as their home directory (the session and upload URLs live there). */
+function cli(home: string, args: string[], env: Record<string, string> = {}, opts: { tty?: boolean } = {}): ChildProcess {
+  const fullEnv = { PATH: process.env.PATH!, HOME: home, XDG_CONFIG_HOME: path.join(home, 'config'), VIDEO2MP3_PASSWORD: password, ...env };
+  return opts.tty
+    ? spawn('script', ['-qec', [process.execPath, cliPath, ...args].map((a) => `'${a}'`).join(' '), '/dev/null'], { env: { ...fullEnv, TERM: 'xterm', COLUMNS: '120' } })
+    : spawn(process.execPath, [cliPath, ...args], { env: fullEnv });
+}
+
+/** Collects a CLI run's output without blocking this process (the stack it talks to lives here). */
+function result(child: ChildProcess): Promise<Run> {
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => { stdout += d.toString(); });
+  child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
+}
+
 describe('the video2mp3 CLI', () => {
   let stack: Stack;
   let home: string;
   const email = `${uniqueName('cli')}@example.com`;
-  const password = 'a long enough password';
 
-  /** Runs the CLI without blocking this process (the stack it talks to lives here). */
-  function run(args: string[], env: Record<string, string> = {}, opts: { tty?: boolean } = {}): Promise<Run> {
-    const fullEnv = { PATH: process.env.PATH!, HOME: home, XDG_CONFIG_HOME: path.join(home, 'config'), VIDEO2MP3_PASSWORD: password, ...env };
-    const child = opts.tty
-      ? spawn('script', ['-qec', [process.execPath, cli, ...args].map((a) => `'${a}'`).join(' '), '/dev/null'], { env: { ...fullEnv, TERM: 'xterm', COLUMNS: '120' } })
-      : spawn(process.execPath, [cli, ...args], { env: fullEnv });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-    return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
-  }
+  const run = (args: string[], env: Record<string, string> = {}, opts: { tty?: boolean } = {}) => result(cli(home, args, env, opts));
 
   beforeAll(async () => {
     home = fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-cli-'));
@@ -136,4 +146,62 @@ describe('the video2mp3 CLI', () => {
     expect(r.stdout).toContain('\u001b[');
     expect(fs.existsSync(path.join(home, 'tty/h264-pcm.mp3'))).toBe(true);
   }, 60_000);
+});
+
+describe('the video2mp3 CLI, when an upload is cut off', () => {
+  let stack: Stack;
+  let proxy: Proxy;
+  let home: string;
+  let url: string;
+  const run = (args: string[], env: Record<string, string> = {}) => result(cli(home, args, env));
+
+  beforeAll(async () => {
+    home = fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-cli-resume-'));
+    // The CLI reaches the service through the proxy, and the service's links (the tus upload URL) name it.
+    const proxyPort = await freePort();
+    url = `http://127.0.0.1:${proxyPort}`;
+    stack = await startStack({ PUBLIC_URL: url }, { sources: true });
+    proxy = await startProxy({ host: '127.0.0.1', port: Number(new URL(stack.url).port) }, { port: proxyPort });
+  });
+  afterAll(async () => {
+    await proxy.close();
+    await stack.close();
+  });
+
+  it('when `video2mp3 upload` is killed mid-file and run again, then it resumes where it stopped and the MP3 arrives once', async () => {
+    expect((await run(['signup', '--url', url, '--email', `${uniqueName('resume')}@example.com`])).code).toBe(0);
+    const video = path.join(home, 'talk.mkv');
+    makeRawVideo(video, 4, '320x240');
+    const size = fs.statSync(video).size;
+    const out = path.join(home, 'mp3s');
+    const args = ['upload', video, '--wait', '--out', out];
+
+    proxy.rate = 2 * 1024 * 1024; // ~6 s for the file: time to kill it in the middle
+    const start = proxy.bytesUp;
+    const first = cli(home, args);
+    const firstRun = result(first);
+    await eventually(async () => (proxy.bytesUp - start > 0.4 * size ? true : undefined), 30_000, '40 % of the file at the service');
+    first.kill('SIGKILL');
+    expect((await firstRun).code).toBeNull(); // killed, not finished
+    expect(fs.existsSync(path.join(out, 'talk.mp3'))).toBe(false);
+
+    proxy.rate = Number.POSITIVE_INFINITY;
+    const before = proxy.bytesUp;
+    const second = await run(['--json', ...args]);
+    expect(second.code, second.stderr).toBe(0);
+    const resumedAt = Number(/talk\.mkv: resuming an interrupted upload at (\d+)%/.exec(second.stderr)?.[1]);
+    expect(resumedAt).toBeGreaterThanOrEqual(30);
+    // Only the rest of the file crossed the wire the second time.
+    expect(proxy.bytesUp - before).toBeLessThan((1 - 0.3) * size);
+
+    const { uploads } = JSON.parse(second.stdout) as { uploads: { status: string; mp3: string }[] };
+    expect(uploads).toEqual([expect.objectContaining({ status: 'done', mp3: path.join(out, 'talk.mp3') })]);
+    const { format } = await parseBuffer(fs.readFileSync(uploads[0]!.mp3), { mimeType: 'audio/mpeg' });
+    expect(format.duration).toBeGreaterThan(3.9);
+    expect(format.duration).toBeLessThan(4.2);
+    // One job for the two runs, and nothing left to resume.
+    const jobs = await run(['--json', 'jobs']);
+    expect((JSON.parse(jobs.stdout) as { jobs: unknown[] }).jobs).toHaveLength(1);
+    expect(Object.keys(JSON.parse(fs.readFileSync(path.join(home, 'config/video2mp3/uploads.json'), 'utf8')) as object)).toEqual([]);
+  }, 120_000);
 });

@@ -1,8 +1,7 @@
 // A few-hundred-MB video through a single multipart POST and through tus, to an upload function running
 // as its own process: its memory must not grow with the file (the framework buffers nothing, the
-// store writes in a small window). The video is made here with native ffmpeg: raw frames in Matroska
-// are large and quick to make.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+// store writes in a small window). The video is made here with native ffmpeg (test/support/video.ts).
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -14,6 +13,7 @@ import { readFixture } from './fixtures';
 import { freePort } from './support/net';
 import { backends, eventually, newUser, startStack, videoForm, type Stack, type TestUser } from './support/stack';
 import { tusUpload } from './support/tus';
+import { makeRawVideo } from './support/video';
 
 const root = path.resolve(__dirname, '..');
 const mb = 1024 * 1024;
@@ -26,11 +26,7 @@ let digest = '';
 
 beforeAll(() => {
   video = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'large-upload-')), 'big.mkv');
-  const made = spawnSync('ffmpeg', [
-    '-v', 'error', '-f', 'lavfi', '-i', 'testsrc=size=640x360:rate=25', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
-    '-t', '30', '-c:v', 'rawvideo', '-pix_fmt', 'yuv420p', '-c:a', 'pcm_s16le', video,
-  ], { encoding: 'utf8' });
-  expect(made.status, made.stderr).toBe(0);
+  makeRawVideo(video, 30);
   size = fs.statSync(video).size;
   expect(size).toBeGreaterThan(200 * mb);
   const hash = createHash('sha256');

@@ -1,19 +1,22 @@
 // The web page in a real browser (Debian's chromium, driven by playwright-core), served from another
 // origin than the API, as on Knative where each service has its own host: the page at
-// http://localhost:<p>, the functions at http://127.0.0.1:<s> with WEB_ORIGIN naming the page.
-// Screenshots go to artifacts/web/.
+// http://localhost:<p>, the functions at http://127.0.0.1:<s> with WEB_ORIGIN naming the page. The
+// browser reaches the API through a TCP proxy (test/support/proxy.ts), so a test can slow an upload
+// down and drop its connection. Screenshots go to artifacts/web/.
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { parseBuffer } from 'music-metadata';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { chromium, type BrowserContext, type Page, type Request } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listStaticFiles, serveStatic } from '../lib/http/static';
 import { bundleWeb } from '../web/bundle.mjs';
 import { fixturePath } from './fixtures';
 import { freePort } from './support/net';
+import { startProxy, type Proxy } from './support/proxy';
 import { startStack, uniqueName, type Stack } from './support/stack';
+import { makeRawVideo } from './support/video';
 
 const artifacts = path.resolve(__dirname, '../artifacts/web');
 const chromiumPath = '/usr/bin/chromium';
@@ -31,6 +34,7 @@ function firstFrame(mp3: Buffer): number {
 
 describe('the web page, on another origin than the API', () => {
   let stack: Stack;
+  let proxy: Proxy;
   let pageServer: http.Server;
   let pageUrl: string;
   let context: BrowserContext;
@@ -42,11 +46,15 @@ describe('the web page, on another origin than the API', () => {
     fs.mkdirSync(artifacts, { recursive: true });
     const pagePort = await freePort();
     pageUrl = `http://localhost:${pagePort}`;
-    stack = await startStack({ WEB_ORIGIN: pageUrl }, { sources: true });
+    // The service's links (the tus upload URL among them) name the proxy, as PUBLIC_URL does behind a
+    // real ingress.
+    const proxyPort = await freePort();
+    stack = await startStack({ WEB_ORIGIN: pageUrl, PUBLIC_URL: `http://127.0.0.1:${proxyPort}` }, { sources: true });
+    proxy = await startProxy({ host: '127.0.0.1', port: Number(new URL(stack.url).port) }, { port: proxyPort });
 
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-web-'));
     await bundleWeb(dir);
-    const api = Object.fromEntries(['auth', 'upload', 'download'].map((n) => [n, `${stack.url}/${n}`]));
+    const api = Object.fromEntries(['auth', 'upload', 'download'].map((n) => [n, `http://127.0.0.1:${proxyPort}/${n}`]));
     fs.writeFileSync(path.join(dir, 'config.js'), `window.video2mp3Config = ${JSON.stringify(api)};\n`);
     const files = listStaticFiles(dir);
     pageServer = http.createServer((req, res) => {
@@ -67,6 +75,7 @@ describe('the web page, on another origin than the API', () => {
   afterAll(async () => {
     await context?.close();
     pageServer?.close();
+    await proxy?.close();
     await stack?.close();
   });
 
@@ -130,6 +139,53 @@ describe('the web page, on another origin than the API', () => {
     expect(format.duration).toBeGreaterThan(2.5);
     expect(format.duration).toBeLessThan(3.5);
   }, 120_000);
+
+  it('when the connection drops mid-upload, then the upload pauses, and resumes from where it stopped once back online', async () => {
+    const video = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-web-video-')), 'lecture.mkv');
+    makeRawVideo(video, 4, '320x240');
+    const size = fs.statSync(video).size;
+    const tus: { method: string; offset?: string }[] = [];
+    const onRequest = (r: Request) => { if (r.url().includes('/upload/files')) tus.push({ method: r.method(), offset: r.headers()['upload-offset'] }); };
+    page.on('request', onRequest);
+    const start = proxy.bytesUp;
+    proxy.rate = 2 * 1024 * 1024; // ~6 s for the whole file: slow enough to cut in the middle
+    try {
+      await page.getByLabel('Video', { exact: true }).setInputFiles(video);
+      const item = page.locator('#jobs li', { hasText: 'lecture.mkv' });
+      // Cut once 40 % has reached the service (the page's own figure runs ahead by what sits in socket buffers).
+      await expect.poll(() => proxy.bytesUp - start, { timeout: 30_000 }).toBeGreaterThan(0.4 * size);
+      await context.setOffline(true);
+      await proxy.down();
+      await expect.poll(() => item.getAttribute('data-status')).toBe('paused');
+      expect(await item.locator('.status').textContent()).toMatch(/Upload interrupted at \d+%: the connection was lost/);
+      await shot('5-upload-paused');
+
+      proxy.rate = Number.POSITIVE_INFINITY;
+      await proxy.up();
+      await context.setOffline(false); // the page's `online` listener resumes it
+      await expect.poll(() => item.getAttribute('data-status'), { timeout: 90_000 }).toBe('done');
+      await shot('6-resumed-done');
+
+      // One upload, created once; after the cut the client asked the service for its offset and sent
+      // only the rest, so far fewer than twice the file's bytes crossed the proxy.
+      expect(tus.filter((r) => r.method === 'POST')).toHaveLength(1);
+      const head = tus.findIndex((r) => r.method === 'HEAD');
+      expect(head).toBeGreaterThan(0);
+      const resumedAt = Number(tus.slice(head).find((r) => r.method === 'PATCH')?.offset);
+      expect(resumedAt).toBeGreaterThan(0.3 * size);
+      expect(proxy.bytesUp - start).toBeLessThan(size + 0.2 * size);
+
+      const token = await page.evaluate<string | null>("sessionStorage.getItem('video2mp3.token')");
+      const job = await (await fetch(`${stack.url}/download/jobs/${await item.getAttribute('data-job-id')}`, { headers: { authorization: `Bearer ${token}` } })).json() as { mp3: { durationSeconds: number } };
+      expect(job.mp3.durationSeconds).toBeGreaterThan(3.9);
+      expect(job.mp3.durationSeconds).toBeLessThan(4.2);
+    } finally {
+      page.off('request', onRequest);
+      proxy.rate = Number.POSITIVE_INFINITY;
+      await context.setOffline(false);
+      fs.rmSync(path.dirname(video), { recursive: true, force: true });
+    }
+  }, 150_000);
 
   it('when they pick a file that is not a video, then the 415 message is shown in words', async () => {
     await page.getByLabel('Video', { exact: true }).setInputFiles(fixturePath('text'));

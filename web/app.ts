@@ -265,6 +265,7 @@ function offersTus(): Promise<boolean> {
 
 function uploadWithTus(file: File, item: Item, options: Record<string, string>) {
   let jobId: string | undefined;
+  let percent = 0;
   const upload = new tus.Upload(file, {
     endpoint: `${base('upload')}/files`,
     headers: { Authorization: `Bearer ${token}` },
@@ -272,7 +273,10 @@ function uploadWithTus(file: File, item: Item, options: Record<string, string>) 
     chunkSize: 8 * 1024 * 1024,
     retryDelays: [0, 1000, 3000, 5000, 10000],
     removeFingerprintOnSuccess: true,
-    onProgress: (sent, total) => render(item, { text: `Uploading ${Math.floor((sent / total) * 100)}%`, progress: Math.floor((sent / total) * 100) }),
+    onProgress: (sent, total) => {
+      percent = Math.floor((sent / total) * 100);
+      render(item, { text: `Uploading ${percent}%`, progress: percent });
+    },
     onAfterResponse: (_req, res) => { jobId = res.getHeader('Upload-Job-Id') ?? jobId; },
     onSuccess: () => jobAccepted(item, jobId),
     onError: (err) => {
@@ -285,7 +289,7 @@ function uploadWithTus(file: File, item: Item, options: Record<string, string>) 
       // service has, by hand or when the browser is back online.
       item.status = 'paused';
       item.resume = () => { item.status = 'uploading'; render(item, { text: 'Resuming…' }); upload.start(); };
-      render(item, { text: 'Upload interrupted: the connection was lost. It resumes where it stopped.', error: true });
+      render(item, { text: `Upload interrupted at ${percent}%: the connection was lost. It resumes where it stopped.`, progress: percent, error: true });
     },
   });
   void upload.findPreviousUploads().then((previous) => {

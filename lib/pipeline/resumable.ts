@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { DataStore, ERRORS, Upload, type Lock, type Locker, type RequestRelease } from '@tus/utils';
 import type { Config } from '../core/config';
@@ -53,6 +53,27 @@ export function parseUploadMetadata(metadata: Record<string, string | null> | un
   const { filename, ...rest } = metadata ?? {};
   if (!filename) throw new BadInputError('Upload-Metadata must name the file (filename)');
   return { filename: cleanFilename(filename), options: parseMp3Options(rest), callbackUrl: parseCallbackUrl(rest.callbackUrl ?? undefined, webhooks) };
+}
+
+/**
+ * The digest so far of uploads whose PATCHes reach this process one after another (the usual case:
+ * one client sending pieces in turn): the next PATCH at the same offset continues it, so the finish
+ * need not read a multi-GB file back to hash it. Only a cache: a PATCH served by another process, or
+ * one after a PATCH that failed part-way, finds nothing here, and the finish reads the bytes back once.
+ */
+const runningDigests = new Map<string, { offset: number; hash: Hash; head: Buffer }>();
+/** Uploads in flight on one process at once, far beyond what one replica serves; the oldest is dropped. */
+const maxRunningDigests = 256;
+
+function takeDigest(id: string, offset: number) {
+  const carried = runningDigests.get(id);
+  runningDigests.delete(id);
+  return carried?.offset === offset ? carried : undefined;
+}
+
+function keepDigest(id: string, digest: { offset: number; hash: Hash; head: Buffer }) {
+  if (runningDigests.size >= maxRunningDigests) runningDigests.delete(runningDigests.keys().next().value!);
+  runningDigests.set(id, digest);
 }
 
 async function findUpload(db: Db, id: string): Promise<UploadRow | undefined> {
@@ -114,11 +135,13 @@ export class ResumableStore extends DataStore {
       stream.resume(); // a retried final PATCH: the upload is already a job
       return size;
     }
-    // A request carrying the file from its start hashes it and keeps its head (to sniff) on the way;
-    // otherwise the finish reads them back from the store once.
-    const hash = offset === 0 ? createHash('sha256') : undefined;
-    const head: Buffer[] = [];
-    let headBytes = 0;
+    // The file is hashed, and its head kept (to sniff), on the way in: from its start, or from where
+    // this process's last PATCH of it ended; otherwise the finish reads them back from the store once.
+    const carried = takeDigest(id, offset);
+    const hash = offset === 0 ? createHash('sha256') : carried?.hash;
+    const head: Buffer[] = carried ? [carried.head] : [];
+    let headBytes = carried?.head.length ?? 0;
+    let hashed = 0;
     async function* tap(): AsyncGenerator<Buffer> {
       for await (const part of stream) {
         const buf = part as Buffer;
@@ -127,11 +150,13 @@ export class ResumableStore extends DataStore {
           headBytes += Math.min(buf.length, sniffBytes - headBytes);
         }
         hash?.update(buf);
+        hashed += buf.length;
         yield buf;
       }
     }
     const stored = await this.deps.blobs.writeAt('videos', id, offset, tap(), { limit: size - offset });
     if (stored === size) await this.finish(row, hash && { sha256: hash.digest('hex'), head: Buffer.concat(head) });
+    else if (hash && stored === offset + hashed) keepDigest(id, { offset: stored, hash, head: Buffer.concat(head) });
     return stored;
   }
 
@@ -160,6 +185,7 @@ export class ResumableStore extends DataStore {
   override async remove(id: string): Promise<void> {
     const row = await this.ownedRow(id);
     if (row.job_id) throw ERRORS.INVALID_TERMINATION;
+    runningDigests.delete(id);
     await this.deps.blobs.delete('videos', id);
     await this.deps.db('uploads').where({ id }).delete();
   }

@@ -1,9 +1,11 @@
-// Bundles every functions/<name>/index.ts into dist/<name>/index.js: one CommonJS file that registers
-// the function and serves it with the framework copy it carries (one copy, so the function is registered
-// in the same registry the server reads), runnable with plain
-// `node dist/<name>/index.js`; and the web page (web/) into dist/web/. Prints each bundle's size; exits
-// non-zero on any error.
+// Bundles every functions/<name>/index.ts into dist/<name>/function.js: one CommonJS file whose
+// start() registers the function and serves it with the framework copy it carries (one copy, so the
+// function is registered in the same registry the server reads). dist/<name>/index.js is the loader
+// that starts it from V8's code cache (scripts/bundle-loader.cjs), made here too, so plain
+// `node dist/<name>/index.js` runs it; and the web page (web/) into dist/web/. Prints each bundle's
+// size; exits non-zero on any error.
 import * as esbuild from 'esbuild';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { bundleWeb } from './web/bundle.mjs';
@@ -36,25 +38,37 @@ const shared = {
   absWorkingDir: root,
 };
 
+/** Whether the function exports a `warmUp` to run once it listens (convert's converter instances). */
+const hasWarmUp = (name) => /^export (async function|const) warmUp\b/m.test(fs.readFileSync(path.join(root, 'functions', name, 'index.ts'), 'utf8'));
+
 const build = (name) => {
   const outdir = path.join(root, 'dist', name);
   const entries = [
     esbuild.build({
       ...shared,
       stdin: {
-        contents: `import * as fn from './functions/${name}/index.ts';\nimport { serveFunction } from './lib/http/serve';\nvoid serveFunction(${JSON.stringify(name)}, fn.handler, (fn as { warmUp?: () => Promise<void> }).warmUp);\n`,
+        contents: `import * as fn from './functions/${name}/index.ts';\nimport { serveFunction } from './lib/http/serve';\nexport const start = () => serveFunction(${JSON.stringify(name)}, fn.handler${hasWarmUp(name) ? ', fn.warmUp' : ''});\n`,
         resolveDir: root,
         sourcefile: `functions/${name}/entry.ts`,
         loader: 'ts',
       },
-      outfile: path.join(outdir, 'index.js'),
+      outfile: path.join(outdir, 'function.js'),
     }),
   ];
   if (name === 'convert') {
     entries.push(esbuild.build({ ...shared, entryPoints: [path.join(root, 'lib/media/worker.ts')], outfile: path.join(outdir, 'transcode-worker.js') }));
   }
-  return Promise.all(entries).then(() => name);
+  return Promise.all(entries).then(() => {
+    fs.copyFileSync(path.join(root, 'scripts/bundle-loader.cjs'), path.join(outdir, 'index.js'));
+    return name;
+  });
 };
+
+/** Runs the bundle's module code once and saves V8's code cache beside it (scripts/bundle-loader.cjs). */
+function makeCodeCache(name) {
+  const made = spawnSync(process.execPath, ['index.js', '--make-code-cache'], { cwd: path.join(root, 'dist', name), encoding: 'utf8', env: { PATH: process.env.PATH, LOG_LEVEL: 'warn' } });
+  if (made.status !== 0) throw new Error(`dist/${name}: making the code cache failed: ${made.stderr}`);
+}
 
 try {
   // Clear the old output before any build starts writing the new one.
@@ -66,10 +80,12 @@ try {
     // The wasm core is loaded from disk at run time (and by its own pthread workers), so it ships beside the bundle.
     fs.cpSync(path.join(root, 'node_modules/@ffmpeg.wasm/core-mt'), path.join(root, 'dist/convert/node_modules/@ffmpeg.wasm/core-mt'), { recursive: true });
   }
-  console.log('bundle                    size');
+  for (const name of built) makeCodeCache(name);
+  console.log('bundle                       size   code cache');
   for (const name of built) {
-    const file = path.join(root, 'dist', name, 'index.js');
-    console.log(`${`dist/${name}/index.js`.padEnd(25)} ${(fs.statSync(file).size / 1024).toFixed(0).padStart(5)} KiB`);
+    const file = path.join(root, 'dist', name, 'function.js');
+    const kib = (f) => `${(fs.statSync(f).size / 1024).toFixed(0).padStart(5)} KiB`;
+    console.log(`${`dist/${name}/function.js`.padEnd(28)} ${kib(file)}  ${kib(`${file}.cache`)}`);
   }
   console.log(`dist/web/app.js  ${(fs.statSync(path.join(root, 'dist/web/app.js')).size / 1024).toFixed(0)} KiB`);
 } catch (err) {

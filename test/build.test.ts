@@ -36,7 +36,7 @@ async function start(dir: string, env: Record<string, string>) {
 beforeAll(() => {
   const build = spawnSync(process.execPath, ['build.mjs'], { cwd: root, encoding: 'utf8' });
   expect(build.status, build.stderr).toBe(0);
-  for (const name of ['auth', 'upload', 'download', 'convert', 'notify']) expect(build.stdout).toMatch(new RegExp(`dist/${name}/index.js\\s+\\d+ KiB`));
+  for (const name of ['auth', 'upload', 'download', 'convert', 'notify']) expect(build.stdout).toMatch(new RegExp(`dist/${name}/function.js\\s+\\d+ KiB\\s+\\d+ KiB`));
 }, 120_000);
 afterAll(() => { for (const c of children) c.kill('SIGKILL'); });
 
@@ -93,6 +93,23 @@ describe('the built bundles', () => {
     const run = spawnSync(process.execPath, ['index.js'], { cwd: shipped('upload'), env: { PATH: process.env.PATH!, K_SERVICE: 'upload' }, encoding: 'utf8', timeout: 20_000 });
     expect(run.status).toBe(1);
     expect(run.stdout + run.stderr).toMatch(/DATABASE_URL, MONGODB_URI, AMQP_URL, JWT_PUBLIC_KEY, DOWNLOAD_URL must be set for upload/);
+  });
+
+  it('when a bundle starts, then it runs from the code cache the build made, with stacks mapped to the TypeScript; a cache from another node is reported and ignored', () => {
+    const dir = shipped('upload');
+    const fail = () => spawnSync(process.execPath, ['--enable-source-maps', 'index.js'], { cwd: dir, env: { PATH: process.env.PATH!, K_SERVICE: 'upload' }, encoding: 'utf8', timeout: 20_000 });
+    expect(fs.statSync(path.join(dir, 'function.js.cache')).size).toBeGreaterThan(100_000);
+    const cached = fail();
+    expect(cached.status).toBe(1);
+    expect(cached.stdout + cached.stderr).not.toMatch(/code cache rejected/);
+    // The start-up error's stack names the source file and line, as under plain require().
+    expect(cached.stdout).toMatch(/at loadConfig \(\S*\/lib\/core\/config\.ts:\d+:\d+\)/);
+
+    fs.writeFileSync(path.join(dir, 'function.js.cache'), 'made by some other node');
+    const rejected = fail();
+    expect(rejected.status).toBe(1);
+    expect(rejected.stderr).toMatch(/"level":"warn".*code cache rejected \(made by another node version\)/);
+    expect(rejected.stdout).toMatch(/DATABASE_URL, MONGODB_URI, AMQP_URL, JWT_PUBLIC_KEY, DOWNLOAD_URL must be set for upload/);
   });
 
   it.runIf(services)('when the convert bundle (worker and wasm core beside it) gets a real event, then the job is done', async () => {

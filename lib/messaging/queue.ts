@@ -3,7 +3,7 @@
  * on one machine), the event contract (events.ts) and the local stand-in for the Knative RabbitMQ
  * source (source.ts). amqplib is imported only here.
  */
-import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type GetMessage } from 'amqplib';
+import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, GetMessage } from 'amqplib';
 import { lazyClient } from '../core/clients';
 import { getConfig, type Config } from '../core/config';
 import { UnavailableError } from '../core/errors';
@@ -84,6 +84,8 @@ export function createAmqpBroker(url: string, connectTimeoutMs = 5000): Broker {
   const connect = () => {
     if (conn) return conn;
     const attempt: Promise<Connection> = (async () => {
+      // Loaded on first use: a process on the in-process queue never evaluates the driver.
+      const amqp = await import('amqplib');
       const model = await amqp.connect(url, { timeout: connectTimeoutMs });
       model.on('error', (err: Error) => log.warn({ err }, 'broker connection error'));
       // Forget this connection when it closes, so the next call connects afresh (not a newer one).

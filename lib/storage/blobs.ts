@@ -4,7 +4,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { MongoClient, MongoServerError, ObjectId, type Db } from 'mongodb';
+import type { Db, MongoClient, ObjectId } from 'mongodb';
 import { lazyClient } from '../core/clients';
 import { getConfig, type Config } from '../core/config';
 import { ConflictError, NotFoundError, RangeNotSatisfiableError, TooLargeError } from '../core/errors';
@@ -199,7 +199,8 @@ async function* cut(source: AsyncIterable<Buffer>, size: number): AsyncGenerator
   if (pendingBytes > 0) yield Buffer.concat(pending);
 }
 
-const isDuplicateKey = (err: unknown) => err instanceof MongoServerError && err.code === 11000;
+/** E11000, the server's duplicate key error (the driver is loaded lazily, so no instanceof). */
+const isDuplicateKey = (err: unknown) => (err as { code?: unknown } | undefined)?.code === 11000;
 
 function toInfo(doc: FilesDoc): BlobInfo {
   return {
@@ -214,7 +215,7 @@ function toInfo(doc: FilesDoc): BlobInfo {
 }
 
 class GridFsStore implements BlobStore {
-  constructor(private readonly client: MongoClient, private readonly db: Db) {}
+  constructor(private readonly client: MongoClient, private readonly db: Db, private readonly newObjectId: () => ObjectId) {}
 
   private files(bucket: Bucket) {
     return this.db.collection<FilesDoc>(`${bucket}.files`);
@@ -283,7 +284,7 @@ class GridFsStore implements BlobStore {
       batch = [];
     };
     for await (const data of pieces) {
-      const doc = { _id: new ObjectId(), files_id: id, n, data };
+      const doc = { _id: this.newObjectId(), files_id: id, n, data };
       n += 1;
       if (first && n === 1) {
         await first(doc);
@@ -414,10 +415,12 @@ class GridFsStore implements BlobStore {
  * with an error isTransient recognises.
  */
 export async function createGridFsStore(uri: string, connectTimeoutMs = 5000): Promise<BlobStore> {
+  // Loaded on first use: a process on the embedded store never evaluates the driver (a faster cold start).
+  const { MongoClient, ObjectId } = await import('mongodb');
   const client = new MongoClient(uri, { serverSelectionTimeoutMS: connectTimeoutMs, connectTimeoutMS: connectTimeoutMs, appName: 'video2mp3' });
   try {
     await client.connect();
-    const store = new GridFsStore(client, client.db(parseMongoUri(uri).dbName));
+    const store = new GridFsStore(client, client.db(parseMongoUri(uri).dbName), () => new ObjectId());
     await store.ensureIndexes();
     return store;
   } catch (err) {

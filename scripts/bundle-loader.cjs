@@ -1,0 +1,103 @@
+// dist/<function>/index.js: starts the function's bundle (function.js, beside this file) from V8's code
+// cache (function.js.cache) when there is one this node accepts. Compiling a bundle of a few MiB, and
+// the functions its module code runs, is about a third of a cold start; the cache skips both. Without a
+// cache, or with one another node version made (V8 rejects it), the bundle compiles as it would under
+// require(), so the cache can only make a start faster.
+//
+// `node index.js --make-code-cache` runs the bundle's module code (not the server) and writes the cache:
+// build.mjs does that after bundling, and the Dockerfile again inside the image with the node that will
+// run it. Written by hand in plain CommonJS because it runs before anything is loaded.
+'use strict';
+const fs = require('node:fs');
+const Module = require('node:module');
+const path = require('node:path');
+const vm = require('node:vm');
+
+const file = path.join(__dirname, 'function.js');
+const cacheFile = `${file}.cache`;
+const makeCache = process.argv.includes('--make-code-cache');
+
+/** Module.wrap puts the CommonJS wrapper's head before the bundle's first line. */
+const wrapperColumns = Module.wrap('').indexOf('\n');
+
+/**
+ * Stack frames in the bundle, mapped to the TypeScript they came from. Node maps required files
+ * itself under --enable-source-maps, but not code compiled with vm.Script, as the cached bundle is;
+ * so when source maps are on, this does it for the bundle's frames (the map is read at the first stack).
+ */
+function mapBundleFrames() {
+  let map;
+  const mapped = (site) => {
+    // V8 keeps the name the cache was made under, so a bundle moved since names its old path.
+    if (path.basename(site.getFileName() ?? '') !== 'function.js') return undefined;
+    map ??= new Module.SourceMap(JSON.parse(fs.readFileSync(`${file}.map`, 'utf8')));
+    const line = site.getLineNumber() - 1;
+    const column = site.getColumnNumber() - 1 - (line === 0 ? wrapperColumns : 0);
+    const entry = map.findEntry(line, column);
+    if (!entry || entry.originalSource === undefined) return undefined;
+    const source = path.resolve(__dirname, entry.originalSource.replace(/^file:\/\//, ''));
+    const name = site.getFunctionName() ?? entry.name ?? '<anonymous>';
+    return `${name} (${source}:${entry.originalLine + 1}:${entry.originalColumn + 1})`;
+  };
+  Error.prepareStackTrace = (error, sites) => {
+    let header;
+    try {
+      header = Error.prototype.toString.call(error);
+    } catch {
+      header = 'Error';
+    }
+    const frames = sites.map((site) => {
+      try {
+        return `    at ${mapped(site) ?? site}`;
+      } catch {
+        return `    at ${site}`;
+      }
+    });
+    return [header, ...frames].join('\n');
+  };
+}
+
+/** Runs the bundle as the CommonJS module it is, compiled with `cachedData` when given. */
+function load(cachedData) {
+  const script = new vm.Script(Module.wrap(fs.readFileSync(file, 'utf8')), {
+    filename: file,
+    cachedData,
+    // The bundle's import() calls (drivers' optional helpers) resolve as they would in a required file.
+    importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
+  });
+  const mod = new Module(file, module);
+  mod.filename = file;
+  mod.paths = Module._nodeModulePaths(__dirname);
+  Module._cache[file] = mod;
+  script.runInThisContext().call(mod.exports, mod.exports, Module.createRequire(file), mod, file, __dirname);
+  mod.loaded = true;
+  return { script, exports: mod.exports };
+}
+
+if (makeCache) {
+  // After the module code ran, the cache holds the functions it compiled too, not just the top level.
+  const { script } = load(undefined);
+  fs.writeFileSync(cacheFile, script.createCachedData());
+  process.exit(0);
+}
+
+let cachedData;
+try {
+  cachedData = vm.constants?.USE_MAIN_CONTEXT_DEFAULT_LOADER ? fs.readFileSync(cacheFile) : undefined;
+} catch {
+  cachedData = undefined; // no cache: compile as usual
+}
+// A node without the main-context loader for vm scripts (before 20.12) requires the bundle plainly.
+let bundle;
+if (cachedData) {
+  if (process.sourceMapsEnabled) mapBundleFrames();
+  const loaded = load(cachedData);
+  // A cache from another node is ignored by V8: the start is as slow as without one, which the operator should hear of.
+  if (loaded.script.cachedDataRejected) {
+    process.stderr.write(`${JSON.stringify({ level: 'warn', time: new Date().toISOString(), service: 'video2mp3', msg: 'code cache rejected (made by another node version): run `node index.js --make-code-cache` with this node' })}\n`);
+  }
+  bundle = loaded.exports;
+} else {
+  bundle = require(file);
+}
+bundle.start();

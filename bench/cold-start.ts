@@ -20,6 +20,8 @@ interface Probe {
 const clip = Buffer.from('not a video, but the route reads it, sniffs it and answers 415');
 const probes: Probe[] = [
   { fn: 'auth', route: 'POST /login', request: (base) => fetch(`${base}/login`, { method: 'POST', headers: { authorization: `Basic ${Buffer.from('bench@example.com:bench password').toString('base64')}` } }) },
+  // Login spends ~80 ms in scrypt by design (lib/auth/passwords.ts); the key route shows auth's start-up without it.
+  { fn: 'auth', route: 'GET /.well-known/jwks.json', request: (base) => fetch(`${base}/.well-known/jwks.json`) },
   { fn: 'upload', route: 'POST / (415)', request: (base, token) => fetch(`${base}/`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'video/mp4', 'x-filename': 'a.mp4' }, body: clip }) },
   { fn: 'download', route: 'GET /jobs', request: (base, token) => fetch(`${base}/jobs`, { headers: { authorization: `Bearer ${token}` } }) },
 ];
@@ -79,22 +81,23 @@ async function main() {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'video2mp3-cold-'));
   try {
     const token = await prepare(dataDir);
-    const times = new Map<string, number[]>(probes.map((p) => [p.fn, []]));
+    const key = (p: Probe) => `${p.fn} ${p.route}`;
+    const times = new Map<string, number[]>(probes.map((p) => [key(p), []]));
     const statuses = new Map<string, number>();
     for (let i = 0; i < runs; i++) {
       for (const probe of probes) {
         const { ms, status } = await coldStart(probe, dataDir, token);
-        times.get(probe.fn)!.push(ms);
-        statuses.set(probe.fn, status);
+        times.get(key(probe))!.push(ms);
+        statuses.set(key(probe), status);
       }
     }
     console.log(`\ncold start: spawn → first answer of a real route (${runs} interleaved runs each; target ≤ ${targetMs} ms median)`);
-    console.log('function   route             status  median   min      max      target');
+    console.log('function   route                       status  median   min      max      target');
     for (const probe of probes) {
-      const xs = times.get(probe.fn)!;
+      const xs = times.get(key(probe))!;
       const m = median(xs);
       console.log(
-        `${probe.fn.padEnd(10)} ${probe.route.padEnd(17)} ${String(statuses.get(probe.fn)).padEnd(7)} ${`${m.toFixed(0)} ms`.padEnd(8)} ${`${Math.min(...xs).toFixed(0)} ms`.padEnd(8)} ${`${Math.max(...xs).toFixed(0)} ms`.padEnd(8)} ${m <= targetMs ? 'met' : 'missed'}`,
+        `${probe.fn.padEnd(10)} ${probe.route.padEnd(27)} ${String(statuses.get(key(probe))).padEnd(7)} ${`${m.toFixed(0)} ms`.padEnd(8)} ${`${Math.min(...xs).toFixed(0)} ms`.padEnd(8)} ${`${Math.max(...xs).toFixed(0)} ms`.padEnd(8)} ${m <= targetMs ? 'met' : 'missed'}`,
       );
     }
   } finally {

@@ -7,10 +7,11 @@
 // - function path: what convert does per event — the video streamed from the blob store to a file,
 //   the parallel conversion, the MP3 streamed back to the store (directory store; GridFS with
 //   BENCH_MONGODB_URI).
-// Readiness = a fresh process from before importing the converter until its instances are compiled
-// and warmed (transcoder.ready()), the median of three. BENCH_INPUTS=10s,120s limits the clips.
+// Readiness = a fresh process (the built converter, bench/child.ts) from before loading the converter
+// until its instances are compiled and warmed (transcoder.ready()), the median of three. BENCH_INPUTS=10s,120s limits the clips.
 // BENCH_LARGE=1 adds the large-input part: ~200 MB and ~2 GB MP4s (the 2 min clip repeated, remuxed),
-// each converted once in a fresh process, with that process's peak RSS against native ffmpeg's.
+// each converted once in a fresh process (the built converter, bench/child.ts), with that process's
+// peak RSS against native ffmpeg's.
 // `--large` runs the large-upload benchmark (bench/large-upload.ts) instead.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -20,6 +21,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createDirectoryStore, createGridFsStore, type BlobStore } from '../lib/storage/blobs';
 import type { Mp3Options, Transcoder } from '../lib/media/transcode';
+import * as esbuild from 'esbuild';
 import { runLargeUploadBench } from './large-upload';
 
 const NATIVE_FFMPEG = process.env.FFMPEG ?? '/usr/bin/ffmpeg';
@@ -110,19 +112,6 @@ function functionPathCase(transcoder: Transcoder, store: BlobStore): Case {
   };
 }
 
-/** Child mode: one conversion of a large file in a fresh process; prints its time and peak RSS. */
-async function largeChild(file: string): Promise<void> {
-  const { createTranscoder } = await import('../lib/media/transcode');
-  const transcoder = createTranscoder({ ...LIMITS, parallelism: os.availableParallelism() });
-  await transcoder.ready();
-  const started = performance.now();
-  const result = await transcoder.transcode(file, `${file}.mp3`, OPTIONS);
-  const ms = performance.now() - started;
-  await transcoder.close();
-  fs.rmSync(`${file}.mp3`, { force: true });
-  process.stdout.write(`${JSON.stringify({ ms, maxRssMB: process.resourceUsage().maxRSS / 1024, segments: result.segments })}\n`);
-}
-
 async function largePart(dir: string, clip: string): Promise<void> {
   console.log('\nLarge inputs (BENCH_LARGE=1): one conversion each, in a fresh process.');
   const clipBytes = fs.statSync(clip).size;
@@ -130,7 +119,7 @@ async function largePart(dir: string, clip: string): Promise<void> {
     const file = path.join(dir, `large-${Math.round(targetBytes / 1e6)}MB.mp4`);
     const loops = Math.max(0, Math.ceil(targetBytes / clipBytes) - 1);
     await run(NATIVE_FFMPEG, ['-hide_banner', '-loglevel', 'error', '-y', '-stream_loop', String(loops), '-i', clip, '-c', 'copy', file]);
-    const output = await run(process.execPath, [...process.execArgv, __filename, '--convert-large', file]);
+    const output = await run(process.execPath, [await childBundle(), '--convert-large', file]);
     const wasm = JSON.parse(output.trim().split('\n').at(-1)!) as { ms: number; maxRssMB: number; segments: number };
     const started = performance.now();
     const native = await run(NATIVE_FFMPEG, ['-hide_banner', '-nostdin', '-y', '-benchmark', '-i', file, '-map', '0:a:0', '-vn', ...NATIVE_LAME_ARGS, '-f', 'mp3', `${file}.mp3`]);
@@ -146,21 +135,27 @@ async function largePart(dir: string, clip: string): Promise<void> {
   }
 }
 
-/** Child mode: time from before the import until the instances are compiled and warmed. */
-async function readyChild(parallelism: number): Promise<void> {
-  const started = performance.now();
-  const { createTranscoder } = await import('../lib/media/transcode');
-  const transcoder = createTranscoder({ ...LIMITS, parallelism });
-  await transcoder.ready();
-  const ms = performance.now() - started;
-  await transcoder.close();
-  process.stdout.write(`${JSON.stringify({ ms })}\n`);
+let childBuild: Promise<string> | undefined;
+
+/**
+ * bench/child.ts bundled beside the built converter (npm run build first, done here), so its fresh
+ * processes run the converter as deployed: plain node, the bundled worker (see bench/child.ts).
+ */
+function childBundle(): Promise<string> {
+  childBuild ??= (async () => {
+    const root = path.resolve(__dirname, '..');
+    await run(process.execPath, [path.join(root, 'build.mjs')]);
+    const outfile = path.join(root, 'dist/convert/bench-child.js');
+    await esbuild.build({ entryPoints: [path.join(__dirname, 'child.ts')], bundle: true, platform: 'node', format: 'cjs', target: 'node20', external: ['@ffmpeg.wasm/core-mt'], outfile, logLevel: 'error' });
+    return outfile;
+  })();
+  return childBuild;
 }
 
 async function readiness(parallelism: number): Promise<number> {
   const times: number[] = [];
   for (let i = 0; i < 3; i++) {
-    const output = await run(process.execPath, [...process.execArgv, __filename, '--ready', String(parallelism)]);
+    const output = await run(process.execPath, [await childBundle(), '--ready', String(parallelism)]);
     times.push((JSON.parse(output.trim().split('\n').at(-1)!) as { ms: number }).ms);
   }
   return median(times);
@@ -234,13 +229,7 @@ async function main(): Promise<void> {
   }
 }
 
-const readyIndex = process.argv.indexOf('--ready');
-const largeIndex = process.argv.indexOf('--convert-large');
-const mode =
-  readyIndex >= 0 ? readyChild(Number(process.argv[readyIndex + 1]))
-  : largeIndex >= 0 ? largeChild(process.argv[largeIndex + 1])
-  : process.argv.includes('--large') ? runLargeUploadBench()
-  : main();
+const mode = process.argv.includes('--large') ? runLargeUploadBench() : main();
 mode.catch((error: unknown) => {
   console.error(error);
   process.exitCode = 1;

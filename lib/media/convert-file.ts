@@ -91,7 +91,12 @@ const OUT = '/output.mp3';
 // Decoders opened on the input (ffmpeg opens them while probing streams, even ones never encoded, such
 // as a cover picture or a video track) refuse frames larger than this, whatever dimensions the input
 // declares: a 16000×16000 image would otherwise cost ~750 MB to decode. 4096×4096 covers 4K video.
-const INPUT_LIMITS = ['-max_pixels', String(4096 * 4096)];
+//
+// One thread per decoder and filter graph: every thread ffmpeg starts is a pthread worker (a Node worker
+// thread with its own V8 isolate) that stays alive with the instance, ~15–20 MB each, while audio gains
+// nothing from threads (platform.md §4) and a probe decodes at most a few video frames. Two instances
+// warmed and used peak ~100 MB lower this way.
+const INPUT_LIMITS = ['-max_pixels', String(4096 * 4096), '-threads', '1', '-filter_threads', '1'];
 /** Log lines a conversion reads: the probe's summary and trace lines, failures, nothing else. */
 const PROBE_LINES = String.raw`^(Format .+ probed with|Input #|\s+(Duration|Stream #))`;
 const ENCODE_LINES = String.raw`^(Conversion failed!|/input: )|: partial file$`;

@@ -47,7 +47,8 @@ const WARM_OUTPUT = '/warm.mp3';
 
 /** A half-second conversion through the same encoder, so the first real job runs JIT-compiled code. */
 function warm(ff: FFmpeg): void {
-  runSync(ff, ['-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100:duration=0.5', '-c:a', 'libmp3lame', '-q:a', '2', '-f', 'mp3', WARM_OUTPUT], () => {});
+  // One filter thread, as every job runs (lib/media/convert-file.ts): no pthread worker is started for it.
+  runSync(ff, ['-filter_threads', '1', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100:duration=0.5', '-c:a', 'libmp3lame', '-q:a', '2', '-f', 'mp3', WARM_OUTPUT], () => {});
   try {
     ff.fs.unlink(WARM_OUTPUT);
   } catch {

@@ -98,7 +98,7 @@ describe.each(backends())('a 200+ MB upload on $name backends', ({ env }) => {
     expect((await fetch(`${stack.url}/download/jobs/${jobId}`, { method: 'DELETE', headers: user.auth })).status).toBe(204);
   };
 
-  it('when it is one multipart POST, then the server\'s memory does not grow with it', async () => {
+  it('when it is one multipart POST, then the server\'s memory does not grow with it, and its MP3 lasts as long as the video', async () => {
     const sampler = sampleRss(child.pid!);
     const baseline = sampler.stop();
     const during = sampleRss(child.pid!);
@@ -111,7 +111,7 @@ describe.each(backends())('a 200+ MB upload on $name backends', ({ env }) => {
     expect(peak - baseline, `RSS ${Math.round(baseline / mb)} → ${Math.round(peak / mb)} MB for a ${Math.round(size / mb)} MB file`).toBeLessThan(allowedGrowth);
   }, 300_000);
 
-  it('when it goes through tus in one PATCH, then the server\'s memory does not grow with it', async () => {
+  it('when it goes through tus in one PATCH, then the server\'s memory does not grow with it, and its MP3 lasts as long as the video', async () => {
     const baseline = sampleRss(child.pid!).stop();
     const during = sampleRss(child.pid!);
     const done = await tusUpload(fs.readFileSync(video), { endpoint: `${url}/files`, token: user.token, filename: 'big.mkv' });

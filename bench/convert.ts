@@ -4,9 +4,9 @@
 // - native: /usr/bin/ffmpeg, file to file, a fresh process per run;
 // - one instance: lib/media/transcode with parallelism 1, file to file;
 // - parallel: lib/media/transcode with one instance per available core (segments joined);
-// - function path: what convert does per event — the video streamed from the blob store to a file,
-//   the parallel conversion, the MP3 streamed back to the store (directory store; GridFS with
-//   BENCH_MONGODB_URI).
+// - function path: what convert does per event — the video read where the directory store keeps it
+//   (with BENCH_MONGODB_URI, streamed from GridFS to a file), the parallel conversion, the MP3 streamed
+//   back to the store.
 // Readiness = a fresh process (the built converter, bench/child.ts) from before loading the converter
 // until its instances are compiled and warmed (transcoder.ready()), the median of three. BENCH_INPUTS=10s,120s limits the clips.
 // BENCH_LARGE=1 adds the large-input part: ~200 MB and ~2 GB MP4s (the 2 min clip repeated, remuxed),
@@ -18,9 +18,9 @@ import fs from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { createDirectoryStore, createGridFsStore, type BlobStore } from '../lib/storage/blobs';
 import type { Mp3Options, Transcoder } from '../lib/media/transcode';
+import { videoFile } from '../lib/pipeline/conversion';
 import * as esbuild from 'esbuild';
 import { runLargeUploadBench } from './large-upload';
 
@@ -102,8 +102,7 @@ function functionPathCase(transcoder: Transcoder, store: BlobStore): Case {
         videoIds.set(input.name, videoId);
       }
       const local = path.join(transcoder.workDir, 'bench.video');
-      await pipeline(await store.read('videos', videoId), fs.createWriteStream(local));
-      const result = await transcoder.transcode(local, out, OPTIONS);
+      const result = await transcoder.transcode(await videoFile(store, videoId, local), out, OPTIONS);
       const stored = await store.put('mp3s', fs.createReadStream(out), { owner: 'bench', filename: 'out.mp3', contentType: 'audio/mpeg' });
       fs.rmSync(local, { force: true });
       await store.delete('mp3s', stored.id);

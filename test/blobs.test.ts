@@ -126,6 +126,14 @@ describe.each(variants)('blob store: $name', (variant) => {
     expect(await store.stat('videos', id)).toBeUndefined();
   });
 
+  it('when a blob is sealed, then the directory store names its file on disk (read in place by convert) and GridFS names none', async () => {
+    const info = await store.put('videos', pieces(data), meta);
+    const local = await store.localPath('videos', info.id);
+    if (variant.name === 'directory') expect(fs.readFileSync(local!).equals(data)).toBe(true);
+    else expect(local).toBeUndefined();
+    expect(await store.localPath('videos', ids())).toBeUndefined();
+  });
+
   it('when an empty blob is stored, then it reads back empty', async () => {
     const info = await store.put('videos', Buffer.alloc(0), meta);
 

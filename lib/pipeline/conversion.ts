@@ -59,6 +59,17 @@ export type ConvertOutcome = 'converted' | 'failed' | 'already-done' | 'already-
  * crash is converted again. Permanent problems with the input end the job `failed`; a dependency that
  * is down throws (the function answers 503 and the source retries).
  */
+/**
+ * The video as a file the converter reads: on the directory store the store's own file, in place (a
+ * multi-GB copy saved); on GridFS a copy streamed to `copyTo`, which the caller removes.
+ */
+export async function videoFile(blobs: BlobStore, blobId: string, copyTo: string): Promise<string> {
+  const local = await blobs.localPath('videos', blobId);
+  if (local) return local;
+  await pipeline(await blobs.read('videos', blobId), fs.createWriteStream(copyTo));
+  return copyTo;
+}
+
 export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promise<ConvertOutcome> {
   const { db, blobs, transcoder } = deps;
   const job = await startConversion(db, event.jobId);
@@ -83,9 +94,10 @@ export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promi
   // The owner's daily quota bounds this conversion too: a short file declaring hours is stopped at probe.
   const allowed = await remainingConversionSeconds(db, job.ownerId, job.id, deps.config);
   if (allowed <= 0) return fail(deps, job, 'Your daily conversion quota is used up; upload the file again tomorrow.');
-  // Conversion from disk: the video is streamed to a file, converted file to file, and the MP3 streamed
-  // to the store, so memory does not grow with either. Both files are removed on every path (and by
-  // the transcoder's crash recovery if this process dies first).
+  // Conversion from disk: the video is read where the directory store keeps it, or streamed from GridFS
+  // to a file; converted file to file; the MP3 streamed to the store, so memory does not grow with
+  // either. The files made here are removed on every path (and by the transcoder's crash recovery if
+  // this process dies first).
   const tempName = `${job.id}-${randomBytes(4).toString('hex')}`; // two deliveries of one job may overlap
   const inputFile = path.join(transcoder.workDir, `${tempName}.video`);
   const outputFile = path.join(transcoder.workDir, `${tempName}.mp3`);
@@ -95,10 +107,10 @@ export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promi
   progressOf = job.id;
   const progress = progressWriter(db, job.id);
   try {
-    await pipeline(await blobs.read('videos', job.videoBlobId), fs.createWriteStream(inputFile));
+    const source = await videoFile(blobs, job.videoBlobId, inputFile);
     try {
       const options = { ...job.options, title: job.options.title ?? defaultTitle(job.filename) };
-      result = await transcoder.transcode(inputFile, outputFile, options, { maxDurationSeconds: allowed, onProgress: progress.report });
+      result = await transcoder.transcode(source, outputFile, options, { maxDurationSeconds: allowed, onProgress: progress.report });
     } catch (err) {
       if (err instanceof TranscodeError && err.reason === 'too-long' && allowed < deps.config.limits.durationSeconds) {
         return await fail(deps, job, `${err.message} (what is left of your daily conversion quota of ${deps.config.quotas.conversionSecondsPerDay} seconds)`);

@@ -65,6 +65,12 @@ export interface BlobStore {
   /** The blob's bytes, or the inclusive `range` of them; throws NotFoundError or RangeNotSatisfiableError. */
   read(bucket: Bucket, id: string, range?: ByteRange): Promise<NodeJS.ReadableStream>;
   readAll(bucket: Bucket, id: string): Promise<Buffer>;
+  /**
+   * Where a sealed blob's bytes lie on this machine's disk, when the store keeps them there (the
+   * directory store), so a reader that needs a file can use them in place; undefined otherwise
+   * (GridFS, or no such blob).
+   */
+  localPath(bucket: Bucket, id: string): Promise<string | undefined>;
   /** True if something was deleted (a blob, or an unsealed one's bytes); safe to repeat. */
   delete(bucket: Bucket, id: string): Promise<boolean>;
   close(): Promise<void>;
@@ -392,6 +398,10 @@ class GridFsStore implements BlobStore {
     return Readable.from(this.chunkRange(bucket, id, range ?? { start: 0, end: info.size - 1 }, info.size));
   }
 
+  async localPath(): Promise<string | undefined> {
+    return undefined; // the bytes are chunks in MongoDB
+  }
+
   async readAll(bucket: Bucket, id: string): Promise<Buffer> {
     return collect(await this.read(bucket, id));
   }
@@ -591,6 +601,10 @@ class DirectoryStore implements BlobStore {
     }
     // The open handle keeps the bytes readable even if the blob is deleted mid-stream.
     return handle.createReadStream(range ? { start: range.start, end: range.end } : {});
+  }
+
+  async localPath(bucket: Bucket, id: string): Promise<string | undefined> {
+    return (await this.stat(bucket, id)) ? this.dataPath(bucket, id) : undefined;
   }
 
   async readAll(bucket: Bucket, id: string): Promise<Buffer> {

@@ -29,17 +29,27 @@ type Listener = http.RequestListener & { use(fn: unknown): void; set(name: strin
 
 export type ServeOptions = Pick<Config, 'timeouts' | 'trustProxy' | 'webOrigins'>;
 
-/**
- * A request whose body has not fully arrived in time is answered 408 and its connection closed. The
- * upload function takes long bodies (a large video over a slow link), so there the limit is on idle
- * time between bytes rather than on the whole request.
- */
 /** Requests answered 408: their answer is not held back for a body that stopped arriving. */
 const timedOut = new WeakSet<http.IncomingMessage>();
 
+/**
+ * A request whose body has not fully arrived in time is answered 408 and its connection closed. The
+ * upload function takes long bodies (a large video over a slow link), so there the limit is on idle
+ * time between bytes rather than on the whole request; and only on the client's idle time: while the
+ * body waits unread in the request's buffer (the store it goes to is slow), the socket is quiet
+ * because the server paused it, and the client is not to blame.
+ */
 function limitRequestTime(req: http.IncomingMessage, res: http.ServerResponse, idle: boolean, ms: number): void {
   const expire = () => {
+    if (idle && req.complete) {
+      req.socket.setTimeout(0); // all of it arrived; the answer may take its time (sealing a big upload)
+      return;
+    }
     if (req.complete) return;
+    if (idle && req.readableLength > 0) {
+      req.socket.setTimeout(ms); // our backpressure, not the client: wait another period
+      return;
+    }
     timedOut.add(req); // answer now: the rest of this body is not coming (see endAfterBody)
     log.info({ method: req.method, url: req.url, idle }, 'request timed out');
     res.setHeader('Connection', 'close');
@@ -48,7 +58,9 @@ function limitRequestTime(req: http.IncomingMessage, res: http.ServerResponse, i
     res.once('finish', () => req.socket.destroy());
   };
   if (idle) {
-    req.setTimeout(ms, expire); // on the request, so node's server does not just drop the socket
+    // On the response: node's server asks it about a socket timeout even once the request is complete
+    // (a listener on the request is asked only before), and destroys a socket nobody claims.
+    res.setTimeout(ms, expire);
     res.once('close', () => req.socket.setTimeout(0));
     return;
   }

@@ -148,7 +148,8 @@ function progressWriter(db: Db, jobId: string) {
   let writing: Promise<void> = Promise.resolve();
   return {
     report({ percent, timeSeconds }: { percent: number; timeSeconds: number }) {
-      if (percent >= 100 || Date.now() - lastWrite < progressWriteMs) return; // done is written by completeConversion
+      // 0 % is written when the conversion starts, done by completeConversion: neither spends a write.
+      if (percent <= 0 || percent >= 100 || Date.now() - lastWrite < progressWriteMs) return;
       lastWrite = Date.now();
       writing = writing.then(() => recordProgress(db, jobId, percent, timeSeconds))
         .catch((err: unknown) => log.warn({ err, jobId }, 'could not record conversion progress'));

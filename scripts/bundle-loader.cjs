@@ -63,7 +63,7 @@ function load(cachedData) {
     filename: file,
     cachedData,
     // The bundle's import() calls (drivers' optional helpers) resolve as they would in a required file.
-    importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
+    importModuleDynamically: vm.constants?.USE_MAIN_CONTEXT_DEFAULT_LOADER,
   });
   const mod = new Module(file, module);
   mod.filename = file;
@@ -92,9 +92,10 @@ let bundle;
 if (cachedData) {
   if (process.sourceMapsEnabled) mapBundleFrames();
   const loaded = load(cachedData);
-  // A cache from another node is ignored by V8: the start is as slow as without one, which the operator should hear of.
+  // A cache from another node, or made under other V8 flags (NODE_OPTIONS), is ignored by V8: the start
+  // is as slow as without one, which the operator should hear of.
   if (loaded.script.cachedDataRejected) {
-    process.stderr.write(`${JSON.stringify({ level: 'warn', time: new Date().toISOString(), service: 'video2mp3', msg: 'code cache rejected (made by another node version): run `node index.js --make-code-cache` with this node' })}\n`);
+    process.stderr.write(`${JSON.stringify({ level: 'warn', time: new Date().toISOString(), service: 'video2mp3', msg: 'code cache rejected (made by another node version or under other flags): run `node index.js --make-code-cache` with this node and NODE_OPTIONS' })}\n`);
   }
   bundle = loaded.exports;
 } else {

@@ -108,7 +108,7 @@ describe('the built bundles', () => {
     fs.writeFileSync(path.join(dir, 'function.js.cache'), 'made by some other node');
     const rejected = fail();
     expect(rejected.status).toBe(1);
-    expect(rejected.stderr).toMatch(/"level":"warn".*code cache rejected \(made by another node version\)/);
+    expect(rejected.stderr).toMatch(/"level":"warn".*code cache rejected \(made by another node version or under other flags\)/);
     expect(rejected.stdout).toMatch(/DATABASE_URL, MONGODB_URI, AMQP_URL, JWT_PUBLIC_KEY, DOWNLOAD_URL must be set for upload/);
   });
 

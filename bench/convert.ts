@@ -8,7 +8,8 @@
 //   (with BENCH_MONGODB_URI, streamed from GridFS to a file), the parallel conversion, the MP3 streamed
 //   back to the store.
 // Readiness = a fresh process (the built converter, bench/child.ts) from before loading the converter
-// until its instances are compiled and warmed (transcoder.ready()), the median of three. BENCH_INPUTS=10s,120s limits the clips.
+// until its instances are compiled and warmed (transcoder.ready()), the median of three.
+// BENCH_INPUTS=10s,120s limits the clips.
 // BENCH_LARGE=1 adds the large-input part: ~200 MB and ~2 GB MP4s (the 2 min clip repeated, remuxed),
 // each converted once in a fresh process (the built converter, bench/child.ts), with that process's
 // peak RSS against native ffmpeg's.
@@ -222,6 +223,8 @@ async function main(): Promise<void> {
     }
     console.log(`Total bench time ${round((performance.now() - benchStarted) / 1000, 1)} s.`);
   } finally {
+    // The child bundle is the bench's own: it must not ship in convert's image.
+    if (childBuild) fs.rmSync(await childBuild, { force: true });
     await Promise.all([single.close(), parallel.close()]);
     await store.close();
     await rm(dir, { recursive: true, force: true });

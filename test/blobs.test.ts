@@ -17,6 +17,7 @@ import {
   type Bucket,
 } from '../lib/storage/blobs';
 import { isTransient, NotFoundError } from '../lib/core/errors';
+import { videoFile } from '../lib/pipeline/conversion';
 import { uniqueName } from './support/stack';
 import { freePort } from './support/net';
 
@@ -126,12 +127,19 @@ describe.each(variants)('blob store: $name', (variant) => {
     expect(await store.stat('videos', id)).toBeUndefined();
   });
 
-  it('when a blob is sealed, then the directory store names its file on disk (read in place by convert) and GridFS names none', async () => {
+  it('when a blob is sealed, then the directory store names its file on disk and convert reads it in place; on GridFS convert reads a copy', async () => {
     const info = await store.put('videos', pieces(data), meta);
     const local = await store.localPath('videos', info.id);
     if (variant.name === 'directory') expect(fs.readFileSync(local!).equals(data)).toBe(true);
     else expect(local).toBeUndefined();
     expect(await store.localPath('videos', ids())).toBeUndefined();
+
+    // What convert reads: that file itself (no copy made), or a copy streamed from GridFS.
+    const copyTo = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'video-file-')), 'copy.video');
+    const file = await videoFile(store, info.id, copyTo);
+    expect(fs.readFileSync(file).equals(data)).toBe(true);
+    expect(file).toBe(variant.name === 'directory' ? local : copyTo);
+    expect(fs.existsSync(copyTo)).toBe(variant.name !== 'directory');
   });
 
   it('when an empty blob is stored, then it reads back empty', async () => {

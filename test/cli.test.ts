@@ -11,8 +11,8 @@ import { parseBuffer } from 'music-metadata';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fixturePath, fixturesDir } from './fixtures';
 import { freePort } from './support/net';
-import { startProxy, type Proxy } from './support/proxy';
-import { eventually, startStack, uniqueName, type Stack } from './support/stack';
+import type { Proxy } from './support/proxy';
+import { eventually, startStack, startStackBehindProxy, uniqueName, type Stack } from './support/stack';
 import { makeRawVideo } from './support/video';
 
 const cliPath = path.resolve(__dirname, '../cli/video2mp3.cjs');
@@ -157,11 +157,8 @@ describe('the video2mp3 CLI, when an upload is cut off', () => {
 
   beforeAll(async () => {
     home = fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-cli-resume-'));
-    // The CLI reaches the service through the proxy, and the service's links (the tus upload URL) name it.
-    const proxyPort = await freePort();
-    url = `http://127.0.0.1:${proxyPort}`;
-    stack = await startStack({ PUBLIC_URL: url }, { sources: true });
-    proxy = await startProxy({ host: '127.0.0.1', port: Number(new URL(stack.url).port) }, { port: proxyPort });
+    // The CLI reaches the service through the proxy.
+    ({ stack, proxy, url } = await startStackBehindProxy({}, { sources: true }));
   });
   afterAll(async () => {
     await proxy.close();

@@ -14,8 +14,8 @@ import { listStaticFiles, serveStatic } from '../lib/http/static';
 import { bundleWeb } from '../web/bundle.mjs';
 import { fixturePath } from './fixtures';
 import { freePort } from './support/net';
-import { startProxy, type Proxy } from './support/proxy';
-import { startStack, uniqueName, type Stack } from './support/stack';
+import type { Proxy } from './support/proxy';
+import { startStackBehindProxy, uniqueName, type Stack } from './support/stack';
 import { makeRawVideo } from './support/video';
 
 const artifacts = path.resolve(__dirname, '../artifacts/web');
@@ -46,15 +46,12 @@ describe('the web page, on another origin than the API', () => {
     fs.mkdirSync(artifacts, { recursive: true });
     const pagePort = await freePort();
     pageUrl = `http://localhost:${pagePort}`;
-    // The service's links (the tus upload URL among them) name the proxy, as PUBLIC_URL does behind a
-    // real ingress.
-    const proxyPort = await freePort();
-    stack = await startStack({ WEB_ORIGIN: pageUrl, PUBLIC_URL: `http://127.0.0.1:${proxyPort}` }, { sources: true });
-    proxy = await startProxy({ host: '127.0.0.1', port: Number(new URL(stack.url).port) }, { port: proxyPort });
+    let apiUrl: string;
+    ({ stack, proxy, url: apiUrl } = await startStackBehindProxy({ WEB_ORIGIN: pageUrl }, { sources: true }));
 
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-web-'));
     await bundleWeb(dir);
-    const api = Object.fromEntries(['auth', 'upload', 'download'].map((n) => [n, `http://127.0.0.1:${proxyPort}/${n}`]));
+    const api = Object.fromEntries(['auth', 'upload', 'download'].map((n) => [n, `${apiUrl}/${n}`]));
     fs.writeFileSync(path.join(dir, 'config.js'), `window.video2mp3Config = ${JSON.stringify(api)};\n`);
     const files = listStaticFiles(dir);
     pageServer = http.createServer((req, res) => {

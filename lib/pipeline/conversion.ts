@@ -54,12 +54,6 @@ export interface ConvertDeps {
 export type ConvertOutcome = 'converted' | 'failed' | 'already-done' | 'already-failed' | 'unknown-job' | 'not-convertible';
 
 /**
- * Handles one `video.uploaded` delivery. Safe to repeat: a job that is done or failed converts
- * nothing and only publishes its outcome if that had not happened yet; a job left `converting` by a
- * crash is converted again. Permanent problems with the input end the job `failed`; a dependency that
- * is down throws (the function answers 503 and the source retries).
- */
-/**
  * The video as a file the converter reads: on the directory store the store's own file, in place (a
  * multi-GB copy saved); on GridFS a copy streamed to `copyTo`, which the caller removes.
  */
@@ -70,6 +64,12 @@ export async function videoFile(blobs: BlobStore, blobId: string, copyTo: string
   return copyTo;
 }
 
+/**
+ * Handles one `video.uploaded` delivery. Safe to repeat: a job that is done or failed converts
+ * nothing and only publishes its outcome if that had not happened yet; a job left `converting` by a
+ * crash is converted again. Permanent problems with the input end the job `failed`; a dependency that
+ * is down throws (the function answers 503 and the source retries).
+ */
 export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promise<ConvertOutcome> {
   const { db, blobs, transcoder } = deps;
   const job = await startConversion(db, event.jobId);

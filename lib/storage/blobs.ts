@@ -4,7 +4,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { Db, MongoClient, ObjectId } from 'mongodb';
+import type { Db, MongoClient } from 'mongodb';
 import { lazyClient } from '../core/clients';
 import { getConfig, type Config } from '../core/config';
 import { ConflictError, NotFoundError, RangeNotSatisfiableError, TooLargeError } from '../core/errors';
@@ -171,8 +171,8 @@ interface FilesDoc {
   metadata?: { owner?: string; contentType?: string; sha256?: string };
 }
 
+/** A GridFS chunk; its `_id` (an ObjectId) is the driver's to assign, so the schema leaves it out. */
 interface ChunkDoc {
-  _id: ObjectId;
   files_id: string;
   n: number;
   data: Buffer;
@@ -221,7 +221,7 @@ function toInfo(doc: FilesDoc): BlobInfo {
 }
 
 class GridFsStore implements BlobStore {
-  constructor(private readonly client: MongoClient, private readonly db: Db, private readonly newObjectId: () => ObjectId) {}
+  constructor(private readonly client: MongoClient, private readonly db: Db) {}
 
   private files(bucket: Bucket) {
     return this.db.collection<FilesDoc>(`${bucket}.files`);
@@ -280,7 +280,7 @@ class GridFsStore implements BlobStore {
 
   /**
    * Inserts the chunks from number `n` on, in ordered batches; `first`, when given, inserts the
-   * first chunk on its own (put uses it to claim the id).
+   * first chunk on its own (put uses it to claim the id). The driver gives each chunk its `_id`.
    */
   private async insertChunks(bucket: Bucket, id: string, n: number, pieces: AsyncIterable<Buffer>, first?: (doc: ChunkDoc) => Promise<void>): Promise<number> {
     const chunks = this.chunks(bucket);
@@ -290,7 +290,7 @@ class GridFsStore implements BlobStore {
       batch = [];
     };
     for await (const data of pieces) {
-      const doc = { _id: this.newObjectId(), files_id: id, n, data };
+      const doc: ChunkDoc = { files_id: id, n, data };
       n += 1;
       if (first && n === 1) {
         await first(doc);
@@ -426,11 +426,11 @@ class GridFsStore implements BlobStore {
  */
 export async function createGridFsStore(uri: string, connectTimeoutMs = 5000): Promise<BlobStore> {
   // Loaded on first use: a process on the embedded store never evaluates the driver (a faster cold start).
-  const { MongoClient, ObjectId } = await import('mongodb');
+  const { MongoClient } = await import('mongodb');
   const client = new MongoClient(uri, { serverSelectionTimeoutMS: connectTimeoutMs, connectTimeoutMS: connectTimeoutMs, appName: 'video2mp3' });
   try {
     await client.connect();
-    const store = new GridFsStore(client, client.db(parseMongoUri(uri).dbName), () => new ObjectId());
+    const store = new GridFsStore(client, client.db(parseMongoUri(uri).dbName));
     await store.ensureIndexes();
     return store;
   } catch (err) {

@@ -10,6 +10,8 @@ import { getBroker, type Consumer } from '../../lib/messaging/queue';
 import { bodyLimit, createServer, eventFunctions, listenInternal } from '../../lib/http/serve';
 import { listStaticFiles } from '../../lib/http/static';
 import { startPipelineSources, startSource } from '../../lib/messaging/source';
+import { freePort } from './net';
+import { startProxy, type Proxy } from './proxy';
 
 export interface Backend {
   name: 'embedded' | 'services';
@@ -93,6 +95,19 @@ export async function startStack(env: Record<string, string> = {}, opts: { sourc
     },
   };
   return stack;
+}
+
+/**
+ * The stack behind a TCP proxy (test/support/proxy.ts) that a test can slow down and cut, with the
+ * service's links (the tus upload URL among them) naming the proxy, as PUBLIC_URL does behind an
+ * ingress. `url` is the proxy's.
+ */
+export async function startStackBehindProxy(env: Record<string, string> = {}, opts: Parameters<typeof startStack>[1] = {}): Promise<{ stack: Stack; proxy: Proxy; url: string }> {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const stack = await startStack({ ...env, PUBLIC_URL: url }, opts);
+  const proxy = await startProxy({ host: '127.0.0.1', port: Number(new URL(stack.url).port) }, { port });
+  return { stack, proxy, url };
 }
 
 export interface TestUser {

@@ -1,5 +1,5 @@
-// Retention: the maintenance tick on convert's /maintenance sweeps old MP3s, failed jobs' sources and
-// unfinished uploads; a swept job stays listable as `expired` and its MP3 answers 410.
+// Retention: the maintenance tick on convert's /maintenance sweeps old MP3s, failed jobs' sources, done
+// jobs' leftover sources and unfinished uploads; a swept job stays listable as `expired` and its MP3 answers 410.
 import { CloudEvent, HTTP } from 'cloudevents';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getBlobs } from '../lib/storage/blobs';
@@ -15,7 +15,7 @@ async function tick(stack: Stack, event: CloudEvent<object>) {
   const { headers, body } = HTTP.binary(event);
   const res = await fetch(`${stack.internalUrl}/convert/maintenance`, { method: 'POST', headers: headers as Record<string, string>, body: body as string });
   expect(res.status).toBe(200);
-  return ((await res.json()) as { swept: { uploads: number; mp3s: number; sources: number } }).swept;
+  return ((await res.json()) as { swept: { uploads: number; mp3s: number; sources: number; doneSources: number } }).swept;
 }
 
 describe.each(backends())('retention on $name backends', ({ env }) => {
@@ -58,6 +58,25 @@ describe.each(backends())('retention on $name backends', ({ env }) => {
     const list = (await (await fetch(`${stack.url}/download/jobs`, { headers: user.auth })).json()) as { jobs: { jobId: string; status: string }[] };
     expect(list.jobs.find((j) => j.jobId === job.id)?.status).toBe('expired');
     expect((await fetch(`${stack.url}/download/jobs/${fresh.id}/mp3`, { headers: user.auth })).status).toBe(200);
+  });
+
+  it('when a done job still has its source (the converter stopped before removing it), then the tick removes the source and the MP3 stays', async () => {
+    const job = await upload('mp4', 'left over.mp4');
+    expect(job.status).toBe('done');
+    expect(job.video_blob_id).toBeNull(); // the converter removed it, as it does when nothing stops it
+    // The state a kill between "done" and the removal leaves: the job done, its source still stored.
+    const blobs = await getBlobs();
+    const source = await blobs.put('videos', readFixture('mp4'), { owner: job.owner_id, filename: 'left over.mp4', contentType: 'video/mp4' });
+    const db = await getDb();
+    await db('jobs').where({ id: job.id }).update({ video_blob_id: source.id });
+
+    const swept = await tick(stack, maintenanceTick());
+    expect(swept.doneSources).toBe(1);
+    expect(await blobs.stat('videos', source.id)).toBeUndefined();
+    const row = await db('jobs').where({ id: job.id }).first();
+    expect(row).toMatchObject({ status: 'done', video_blob_id: null });
+    expect((await fetch(`${stack.url}/download/jobs/${job.id}/mp3`, { headers: user.auth })).status).toBe(200);
+    expect((await tick(stack, maintenanceTick())).doneSources).toBe(0);
   });
 
   it('when a job failed over a day ago, then a PingSource tick deletes its source video and keeps the job', async () => {

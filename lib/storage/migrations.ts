@@ -130,6 +130,13 @@ const migrations: Migration[] = [
       await db.schema.alterTable('jobs', (t) => t.dropColumn('callback_url'));
     },
   },
+  {
+    // The retention sweep looks for done jobs that still hold a source video (a converter stopped
+    // before removing it): few rows among many done ones, found without reading them all.
+    name: '008_jobs_status_video',
+    up: (db) => db.schema.alterTable('jobs', (t) => { t.index(['status', 'video_blob_id'], 'jobs_status_video'); }),
+    down: (db) => db.schema.alterTable('jobs', (t) => { t.dropIndex(['status', 'video_blob_id'], 'jobs_status_video'); }),
+  },
 ];
 
 /** Migrations compiled into the bundle (knex cannot read a migrations folder from an esbuild bundle). */

@@ -76,7 +76,7 @@ async function prepare(dataDir: string): Promise<string> {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-async function main() {
+export async function runColdStartBench(): Promise<void> {
   if (!existsSync(path.join(root, 'dist/auth/index.js'))) throw new Error('run `npm run build` first');
   const dataDir = mkdtempSync(path.join(tmpdir(), 'video2mp3-cold-'));
   try {
@@ -105,7 +105,3 @@ async function main() {
   }
 }
 
-main().catch((err: unknown) => {
-  console.error(err);
-  process.exit(1);
-});

@@ -13,7 +13,7 @@
 // BENCH_LARGE=1 adds the large-input part: ~200 MB and ~2 GB MP4s (the 2 min clip repeated, remuxed),
 // each converted once in a fresh process (the built converter, bench/child.ts), with that process's
 // peak RSS against native ffmpeg's.
-// `--large` runs the large-upload benchmark (bench/large-upload.ts) instead.
+// (`npm run bench -- --large` runs the large-upload benchmark, bench/large-upload.ts, instead: bench/index.ts.)
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -23,7 +23,6 @@ import { createDirectoryStore, createGridFsStore, type BlobStore } from '../lib/
 import type { Mp3Options, Transcoder } from '../lib/media/transcode';
 import { videoFile } from '../lib/pipeline/conversion';
 import * as esbuild from 'esbuild';
-import { runLargeUploadBench } from './large-upload';
 
 const NATIVE_FFMPEG = process.env.FFMPEG ?? '/usr/bin/ffmpeg';
 const OPTIONS: Mp3Options = { quality: 2 };
@@ -161,7 +160,7 @@ async function readiness(parallelism: number): Promise<number> {
   return median(times);
 }
 
-async function main(): Promise<void> {
+export async function runConversionBench(): Promise<void> {
   if (!fs.existsSync(NATIVE_FFMPEG)) throw new Error(`${NATIVE_FFMPEG} is needed to make the inputs and as the reference (apt-get install ffmpeg).`);
   const benchStarted = performance.now();
   const cores = os.availableParallelism();
@@ -231,8 +230,3 @@ async function main(): Promise<void> {
   }
 }
 
-const mode = process.argv.includes('--large') ? runLargeUploadBench() : main();
-mode.catch((error: unknown) => {
-  console.error(error);
-  process.exitCode = 1;
-});

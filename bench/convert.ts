@@ -10,8 +10,8 @@
 // Readiness = a fresh process (the built converter, bench/child.ts) from before loading the converter
 // until its instances are compiled and warmed (transcoder.ready()), the median of three.
 // BENCH_INPUTS=10s,120s limits the clips.
-// BENCH_LARGE=1 adds the large-input part: ~200 MB and ~2 GB MP4s (the 2 min clip repeated, remuxed),
-// each converted once in a fresh process (the built converter, bench/child.ts), with that process's
+// BENCH_LARGE=1 adds the large-input part: ~200 MB and ~2 GB MP4s (the 2 min clip repeated, remuxed)
+// and a ~2 GB minute of raw 720p in Matroska, each converted once in a fresh process (the built converter, bench/child.ts), with that process's
 // peak RSS against native ffmpeg's.
 // (`npm run bench -- --large` runs the large-upload benchmark, bench/large-upload.ts, instead: bench/index.ts.)
 import { spawn } from 'node:child_process';
@@ -23,6 +23,7 @@ import { createDirectoryStore, createGridFsStore, type BlobStore } from '../lib/
 import type { Mp3Options, Transcoder } from '../lib/media/transcode';
 import { videoFile } from '../lib/pipeline/conversion';
 import * as esbuild from 'esbuild';
+import { makeVideo } from './large-upload';
 
 const NATIVE_FFMPEG = process.env.FFMPEG ?? '/usr/bin/ffmpeg';
 const OPTIONS: Mp3Options = { quality: 2 };
@@ -114,10 +115,19 @@ function functionPathCase(transcoder: Transcoder, store: BlobStore): Case {
 async function largePart(dir: string, clip: string): Promise<void> {
   console.log('\nLarge inputs (BENCH_LARGE=1): one conversion each, in a fresh process.');
   const clipBytes = fs.statSync(clip).size;
-  for (const targetBytes of [200e6, 2.1e9]) {
-    const file = path.join(dir, `large-${Math.round(targetBytes / 1e6)}MB.mp4`);
+  // Looping the clip makes size and duration grow together; the raw video has the 2 GB file's size
+  // and a minute's duration, which tells the two apart (an MP4's index grows with its packets).
+  const inputs: { file: string; minutes: number; make: (file: string) => Promise<unknown> }[] = [200e6, 2.1e9].map((targetBytes) => {
     const loops = Math.max(0, Math.ceil(targetBytes / clipBytes) - 1);
-    await run(NATIVE_FFMPEG, ['-hide_banner', '-loglevel', 'error', '-y', '-stream_loop', String(loops), '-i', clip, '-c', 'copy', file]);
+    return {
+      file: path.join(dir, `large-${Math.round(targetBytes / 1e6)}MB.mp4`),
+      minutes: Math.round(((loops + 1) * 120) / 60),
+      make: (file) => run(NATIVE_FFMPEG, ['-hide_banner', '-loglevel', 'error', '-y', '-stream_loop', String(loops), '-i', clip, '-c', 'copy', file]),
+    };
+  });
+  inputs.push({ file: path.join(dir, 'large-raw.mkv'), minutes: 1, make: async (file) => makeVideo(file, 62) });
+  for (const { file, minutes, make } of inputs) {
+    await make(file);
     const output = await run(process.execPath, [await childBundle(), '--convert-large', file]);
     const wasm = JSON.parse(output.trim().split('\n').at(-1)!) as { ms: number; maxRssMB: number; segments: number };
     const started = performance.now();
@@ -125,7 +135,7 @@ async function largePart(dir: string, clip: string): Promise<void> {
     const nativeMs = performance.now() - started;
     const nativeRss = Number(/maxrss=(\d+)kB/.exec(native)?.[1] ?? 0) / 1024;
     console.log(
-      `  ${(fs.statSync(file).size / 1e9).toFixed(2)} GB (${Math.round(((loops + 1) * 120) / 60)} min): wasm ${(wasm.ms / 1000).toFixed(1)} s, ` +
+      `  ${(fs.statSync(file).size / 1e9).toFixed(2)} GB ${path.extname(file).slice(1)} (${minutes} min): wasm ${(wasm.ms / 1000).toFixed(1)} s, ` +
         `peak RSS ${Math.round(wasm.maxRssMB)} MB (${wasm.segments} segments); native ${(nativeMs / 1000).toFixed(1)} s, peak RSS ${Math.round(nativeRss)} MB; ` +
         `${round(wasm.ms / nativeMs, 2)}× native`,
     );

@@ -19,7 +19,7 @@ const NATIVE_FFMPEG = process.env.FFMPEG ?? '/usr/bin/ffmpeg';
 const mb = 1024 * 1024;
 
 /** 1280×720 raw frames in Matroska: ~35 MB per second of video, quick to make, sniffed as video/matroska. */
-function makeVideo(file: string, seconds: number): number {
+export function makeVideo(file: string, seconds: number): number {
   const made = spawnSync(NATIVE_FFMPEG, [
     '-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc=size=1280x720:rate=25', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
     '-t', String(seconds), '-c:v', 'rawvideo', '-pix_fmt', 'yuv420p', '-c:a', 'pcm_s16le', file,

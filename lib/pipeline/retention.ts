@@ -31,8 +31,8 @@ const batch = 200;
  * Deletes what is kept no longer (config.retention): unfinished uploads past UPLOAD_EXPIRY_SECONDS,
  * MP3s older than MP3_RETENTION_SECONDS (their jobs stay listable as `expired`, and the MP3 answers
  * 410), the sources of jobs that failed over a day ago, and (unless KEEP_SOURCE) any source a done job
- * still has. Blobs go before the row changes, and
- * every step is safe to repeat, so a sweep that dies part-way is finished by the next one.
+ * still has. Blobs go before the row changes, and every step is safe to repeat, so a sweep that dies
+ * part-way is finished by the next one.
  */
 export async function sweepExpired(deps: RetentionDeps, now = Date.now()): Promise<Swept> {
   const { db, blobs, config } = deps;

@@ -187,7 +187,7 @@ export function createServer(mounts: Mount[], opts: ServeOptions & { files?: Sta
   const routes = mounts
     .map((m) => {
       ff.http(m.name, (req, res) => {
-        if ((req as FramedRequest)[hiddenFraming]) leaveDomain();
+        if (streamsBody(m.name, req.method)) leaveDomain();
         restoreBody(req);
         return m.handler(req, res);
       });

@@ -105,8 +105,10 @@ async function endToEnd(file: string, size: number, videoSeconds: number, dir: s
     }
     const credentials = { email: `bench-${Date.now()}@example.com`, password: 'a long enough password' };
     const json = { 'content-type': 'application/json' };
-    await fetch(`${base}/auth/signup`, { method: 'POST', headers: json, body: JSON.stringify(credentials) });
-    const { token } = (await (await fetch(`${base}/auth/login`, { method: 'POST', headers: json, body: JSON.stringify(credentials) })).json()) as { token: string };
+    const signup = await fetch(`${base}/auth/signup`, { method: 'POST', headers: json, body: JSON.stringify(credentials) });
+    const login = await fetch(`${base}/auth/login`, { method: 'POST', headers: json, body: JSON.stringify(credentials) });
+    if (signup.status !== 201 || login.status !== 200) throw new Error(`signing the bench user in failed: signup ${signup.status}, login ${login.status}`);
+    const { token } = (await login.json()) as { token: string };
     const auth = { Authorization: `Bearer ${token}` };
 
     spawnSync('sync');

@@ -11,6 +11,7 @@ import { convertFile, PARALLEL_MIN_SECONDS, segmentStarts, type ConvertFileResul
 import type { Mp3Options as ConvertOptions } from '../lib/media/options';
 import { createEncoderPool } from '../lib/media/encoder-pool';
 import { joinMp3Segments, samplesPerFrame, scanMp3 } from '../lib/media/mp3-join';
+import { parseProbe } from '../lib/media/probe';
 
 const SECONDS = 40;
 const pool = createEncoderPool({ size: 2 });
@@ -215,18 +216,32 @@ describe('parallel segment encoding', () => {
   });
 });
 
-describe('the log of an audio-only run', () => {
-  it('when a 40 s MP4 with video is encoded, then ffmpeg hands over only INFO lines and above, not a trace line per packet', async () => {
+describe('the log of a run', () => {
+  const AV_LOG_INFO = 32;
+  const AV_LOG_DEBUG = 48;
+
+  it('when a 40 s MP4 with video is encoded at INFO, then ffmpeg hands over only INFO lines and above, not a trace line per packet', async () => {
     const input = clip('mp4');
     const output = path.join(dir, 'log.mp3');
     const files = [{ wasmPath: '/input', hostPath: input, mode: 'read' as const }, { wasmPath: '/output.mp3', hostPath: output, mode: 'write' as const }];
-    const args = ['-i', '/input', '-map', '0:a:0', '-vn', '-c:a', 'libmp3lame', '-f', 'mp3', '/output.mp3'];
+    const args = ['-threads', '1', '-filter_threads', '1', '-i', '/input', '-map', '0:a:0', '-vn', '-c:a', 'libmp3lame', '-f', 'mp3', '/output.mp3'];
     const full = await pool.run({ args, files, keep: String.raw`^Stream #|^\s+Stream #` });
-    const filtered = await pool.run({ args, files, keep: String.raw`^size=`, audioOnly: true });
+    const filtered = await pool.run({ args, files, keep: String.raw`^size=`, logLevel: AV_LOG_INFO });
     expect(full.logLines).toBeGreaterThan(2000); // the mov demuxer's trace lines, one per packet
     expect(filtered.logLines).toBeLessThan(200);
     expect(filtered.lines.length).toBeGreaterThan(0); // progress still arrives
     expect(fs.statSync(output).size).toBeGreaterThan(0);
+  });
+
+  it('when an MP4 is probed at DEBUG, then the demuxer and streams are read as from every line, with a fraction of the lines', async () => {
+    const files = [{ wasmPath: '/input', hostPath: clip('mp4'), mode: 'read' as const }];
+    const args = ['-threads', '1', '-filter_threads', '1', '-i', '/input'];
+    const keep = String.raw`^(Format .+ probed with|Input #|\s+(Duration|Stream #))`;
+    const full = await pool.run({ args, files, keep });
+    const debug = await pool.run({ args, files, keep, logLevel: AV_LOG_DEBUG });
+    expect(debug.logLines).toBeLessThan(full.logLines / 5);
+    expect(debug.lines).toEqual(full.lines);
+    expect(parseProbe(debug.lines)).toMatchObject({ detectedFormat: 'mov,mp4,m4a,3gp,3g2,mj2', opened: true });
   });
 });
 

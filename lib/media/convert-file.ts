@@ -95,11 +95,16 @@ const OUT = '/output.mp3';
 // One thread per decoder and filter graph: every thread ffmpeg starts is a pthread worker (a Node worker
 // thread with its own V8 isolate) that stays alive with the instance, ~15–20 MB each, while audio gains
 // nothing from threads (platform.md §4) and a probe decodes at most a few video frames. Two instances
-// warmed and used peak ~100 MB lower this way.
+// warmed and used peak ~100 MB lower this way. It also lets every run cut its log inside ffmpeg (the
+// filter cannot run on a pthread, lib/media/log-filter.ts).
 const INPUT_LIMITS = ['-max_pixels', String(4096 * 4096), '-threads', '1', '-filter_threads', '1'];
-/** Log lines a conversion reads: the probe's summary and trace lines, failures, nothing else. */
+/** Log lines a conversion reads: the probe's summary and its demuxer line (DEBUG), failures, nothing else. */
 const PROBE_LINES = String.raw`^(Format .+ probed with|Input #|\s+(Duration|Stream #))`;
 const ENCODE_LINES = String.raw`^(Conversion failed!|/input: )|: partial file$`;
+// The most verbose av_log level each run reads. Below DEBUG is TRACE, where the MOV demuxer writes a
+// line per sample-table entry: 46k lines, 0.13 s, for the probe of a 10-minute MP4.
+const AV_LOG_INFO = 32;
+const AV_LOG_DEBUG = 48;
 
 interface EncodeSpan {
   /** First and one-past-last output sample (relative to the trim start) of this encoding. */
@@ -166,7 +171,7 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
     lastMemory = result.memory;
     return result;
   };
-  const probed = await run({ args: [...INPUT_LIMITS, '-i', IN], files: [{ wasmPath: IN, hostPath: input, mode: 'read' }], keep: PROBE_LINES });
+  const probed = await run({ args: [...INPUT_LIMITS, '-i', IN], files: [{ wasmPath: IN, hostPath: input, mode: 'read' }], keep: PROBE_LINES, logLevel: AV_LOG_DEBUG });
   const probe = parseProbe(probed.lines);
   const stream = chooseAudioStream(probe, inputBytes);
   const source = probe.durationSeconds;
@@ -210,7 +215,7 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
       args,
       files: [{ wasmPath: IN, hostPath: input, mode: 'read' }, { wasmPath: OUT, hostPath: output, mode: 'write' }],
       keep: ENCODE_LINES,
-      audioOnly: true,
+      logLevel: AV_LOG_INFO,
       onProgress: (t) => progressOf([(done[0] = t)]), // output time: 0 at the trim start
     });
     checkRun(result.lines);
@@ -264,7 +269,7 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
           args,
           files: [{ wasmPath: IN, hostPath: input, mode: 'read' }, { wasmPath: OUT, hostPath: files[i], mode: 'write' }],
           keep: ENCODE_LINES,
-          audioOnly: true,
+          logLevel: AV_LOG_INFO,
           onProgress: (t) => {
             // Output time counts from the trim start: a segment's own part begins at fromSeconds.
             done[i] = Math.max(0, t - fromSeconds);

@@ -24,8 +24,13 @@ export interface EncodeTask {
   files: HostFileSpec[];
   /** RegExp source: log lines to return (every other line is dropped inside the worker). */
   keep: string;
-  /** The run decodes no video: its log is cut to INFO and above, which saves formatting time. */
-  audioOnly?: boolean;
+  /**
+   * Messages above this av_log level (AV_LOG_INFO = 32, AV_LOG_DEBUG = 48) are dropped inside ffmpeg,
+   * which saves formatting time; undefined hands over every line, down to TRACE. Only for runs whose
+   * decoders and filters are single-threaded (-threads 1, -filter_threads 1): the filter is a function
+   * of the instance's own thread, which a pthread cannot call (lib/media/log-filter.ts).
+   */
+  logLevel?: number;
   timeoutMs?: number;
   onProgress?: (timeSeconds: number) => void;
 }
@@ -153,7 +158,7 @@ export function createEncoderPool(opts: { size: number }): EncoderPool {
             replace(slot);
             await slot.warmed;
           }
-          return await request(slot.worker, { id: nextId++, kind: 'run', args: task.args, files: task.files, keep: task.keep, audioOnly: task.audioOnly ?? false }, task.onProgress, task.timeoutMs);
+          return await request(slot.worker, { id: nextId++, kind: 'run', args: task.args, files: task.files, keep: task.keep, logLevel: task.logLevel }, task.onProgress, task.timeoutMs);
         } catch (error) {
           if (error instanceof EncoderCrashError || error instanceof EncoderTimeoutError) replace(slot);
           throw error;

@@ -6,8 +6,8 @@
 // Both are found at run time: av_log_level is the one word that -loglevel quiet/info/trace sets to
 // -8/32/56; the word after it must hold a function of the table that, when cleared, silences the log.
 // The JS function exists only on the instance's own thread, not in its pthread workers, so the filter
-// is for jobs that decode no video (threaded video decoders log from pthreads): probes restore the
-// original callback.
+// is for runs whose decoders and filters are single-threaded (a frame-threaded video decoder logs from
+// pthreads): a run that asks for no level gets the original callback back.
 import type { FFmpeg } from '@ffmpeg.wasm/main';
 
 export interface LogFilter {

@@ -25,8 +25,8 @@ export type EncodeRequest =
       files: HostFileSpec[];
       /** Log lines matching this (a RegExp source) are returned; the others are dropped in the worker. */
       keep: string;
-      /** The run decodes no video: ffmpeg may skip formatting debug and trace messages. */
-      audioOnly: boolean;
+      /** Messages above this av_log level are dropped before they are formatted; undefined keeps all. */
+      logLevel?: number;
     };
 
 export type EncodeReply =

@@ -68,9 +68,7 @@ async function handle(request: EncodeRequest): Promise<EncodeReply> {
     return { id: request.id, kind: 'done', lines: [], logLines: 0, ms: performance.now() - started, memory: workerMemory() };
   }
   const keep = new RegExp(request.keep);
-  // Audio-only runs pass on messages up to INFO (progress, errors); a probe, which may decode video
-  // with threads, keeps the original callback (lib/media/log-filter.ts).
-  logFilter?.set(request.audioOnly ? 32 : 'all');
+  logFilter?.set(request.logLevel ?? 'all');
   const lines: string[] = [];
   let logLines = 0;
   const attached: HostFile[] = [];

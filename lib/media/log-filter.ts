@@ -37,7 +37,8 @@ export function createLogFilter(ff: FFmpeg, countLines: (run: () => void) => num
   const table = Object.values(core.asm ?? {}).find((v): v is Table => v instanceof WasmTable);
   if (!table || typeof core.addFunction !== 'function') return undefined;
   const words = () => new Int32Array(core.wasmMemory.buffer, 0, Math.min(SCAN_BYTES, core.wasmMemory.buffer.byteLength) / 4);
-  const tiny = (level: string) => ff.runSync('-nostdin', '-loglevel', level, '-f', 'lavfi', '-i', 'anullsrc=d=0.01', '-f', 'null', '-');
+  // A one-thread filtergraph source, as in the warm-up (lib/media/worker.ts): no pthread is started.
+  const tiny = (level: string) => ff.runSync('-nostdin', '-loglevel', level, '-filter_complex_threads', '1', '-filter_complex', 'anullsrc=d=0.01', '-f', 'null', '-');
 
   tiny('info');
   // Reading shared memory word by word is slow: copy the region once, then scan the copy.

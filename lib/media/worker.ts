@@ -45,10 +45,21 @@ function runSync(ff: FFmpeg, args: string[], collect: (line: string) => void): v
 
 const WARM_OUTPUT = '/warm.mp3';
 
-/** A half-second conversion through the same encoder, so the first real job runs JIT-compiled code. */
+/**
+ * Generated audio from a filtergraph that runs on this thread, as every job's filters do
+ * (lib/media/convert-file.ts). The lavfi demuxer's graph, and a -filter_complex one unless told, runs a
+ * thread per core, and each thread is a pthread worker that must boot Node and the core before the run
+ * goes on: that was ~0.3 s of the warm-up, and the workers then idled in the instance.
+ */
+const ONE_THREAD_SOURCE = ['-filter_complex_threads', '1', '-filter_complex'];
+
+/**
+ * A half-second conversion through the same encoder, so the first real job finds LAME compiled. The
+ * demuxer and decoder a job needs still compile on its first run (~0.1–0.3 s more on a 10 s clip);
+ * warming them too, on a real clip, would move that time into the start instead (about as much).
+ */
 function warm(ff: FFmpeg): void {
-  // One filter thread, as every job runs (lib/media/convert-file.ts): no pthread worker is started for it.
-  runSync(ff, ['-filter_threads', '1', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100:duration=0.5', '-c:a', 'libmp3lame', '-q:a', '2', '-f', 'mp3', WARM_OUTPUT], () => {});
+  runSync(ff, [...ONE_THREAD_SOURCE, 'sine=frequency=440:sample_rate=44100:duration=0.5', '-c:a', 'libmp3lame', '-q:a', '2', '-f', 'mp3', WARM_OUTPUT], () => {});
   try {
     ff.fs.unlink(WARM_OUTPUT);
   } catch {

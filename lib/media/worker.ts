@@ -2,12 +2,18 @@
 // and warmed once (a tiny conversion pays the JIT warm-up, platform.md §4), then one run at a time with
 // host files as input and output (lib/media/host-file.ts). runSync blocks this thread, never the caller's.
 // A run that throws leaves the instance in an unknown state: the pool terminates this thread.
+import v8 from 'node:v8';
 import { parentPort } from 'node:worker_threads';
 import { FFmpeg, type FFmpegCoreConstructor } from '@ffmpeg.wasm/main';
 import createCore from '@ffmpeg.wasm/core-mt';
 import { attachHostFile, type HostFile, type WasmFs } from './host-file';
 import { createLogFilter, type LogFilter } from './log-filter';
 import type { EncodeReply, EncodeRequest, WorkerMemory } from './worker-protocol';
+
+// V8 validates a whole wasm module before it compiles any of it: ~85 ms of every instance's start for
+// this 25 MB core. The core is a pinned package, checked against the lockfile's hash when installed,
+// so its functions are validated when first compiled instead. The flag is read when a module compiles.
+v8.setFlagsFromString('--wasm-lazy-validation');
 
 let ffmpeg: FFmpeg | undefined;
 let logFilter: LogFilter | undefined;

@@ -1,6 +1,7 @@
 // Worker-thread body of the encoder pool (lib/media/encoder-pool.ts): one ffmpeg.wasm instance, created
-// and warmed once (a tiny conversion pays the encoder's JIT warm-up, platform.md §4), then one run at a time with
-// host files as input and output (lib/media/host-file.ts). runSync blocks this thread, never the caller's.
+// and warmed once (a tiny conversion pays the encoder's JIT warm-up, platform.md §4), then one run at a
+// time with host files as input and output (lib/media/host-file.ts). runSync blocks this thread, never
+// the caller's.
 // A run that throws leaves the instance in an unknown state: the pool terminates this thread.
 import v8 from 'node:v8';
 import { parentPort } from 'node:worker_threads';

@@ -274,3 +274,14 @@ describe('the split into segments', () => {
     expect(segmentStarts(k, 0)).toEqual(Array.from({ length: k }, (_, i) => expect.closeTo(i / k, 6)));
   });
 });
+
+describe("the instances' threads", () => {
+  it('when both instances were warmed and have probed, encoded and joined every clip above, then neither has started a pthread worker', async () => {
+    // Each pthread worker is a Node worker with its own isolate (~15–20 MB) that the core keeps for
+    // reuse: the warm-up's generated audio and every job's decoders and filters run on the instance's
+    // own thread. Two runs at once take both instances.
+    const probe = { args: ['-threads', '1', '-filter_threads', '1', '-i', '/input'], files: [{ wasmPath: '/input', hostPath: clip('mp4'), mode: 'read' as const }], keep: 'x' };
+    const runs = await Promise.all([pool.run(probe), pool.run(probe)]);
+    expect(runs.map((r) => r.memory.pthreadWorkers)).toEqual([0, 0]);
+  });
+});

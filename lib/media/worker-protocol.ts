@@ -38,4 +38,6 @@ export interface WorkerMemory {
   heapUsedBytes: number;
   externalBytes: number;
   arrayBuffersBytes: number;
+  /** pthread workers the instance has started, idle or not: each a Node worker with its own isolate. */
+  pthreadWorkers: number;
 }

@@ -4,7 +4,7 @@
 // the caller's.
 // A run that throws leaves the instance in an unknown state: the pool terminates this thread.
 import v8 from 'node:v8';
-import { parentPort } from 'node:worker_threads';
+import { parentPort, Worker } from 'node:worker_threads';
 import { FFmpeg, type FFmpegCoreConstructor } from '@ffmpeg.wasm/main';
 import createCore from '@ffmpeg.wasm/core-mt';
 import { attachHostFile, type HostFile, type WasmFs } from './host-file';
@@ -111,7 +111,17 @@ async function handle(request: EncodeRequest): Promise<EncodeReply> {
 
 function workerMemory(): WorkerMemory {
   const { heapUsed, external, arrayBuffers } = process.memoryUsage();
-  return { heapUsedBytes: heapUsed, externalBytes: external, arrayBuffersBytes: arrayBuffers };
+  return { heapUsedBytes: heapUsed, externalBytes: external, arrayBuffersBytes: arrayBuffers, pthreadWorkers: pthreadWorkers() };
+}
+
+/**
+ * The core's pthread workers, idle ones (kept for reuse) included. Emscripten's PThread object is
+ * exported, but minified: its pool and running set are the arrays and maps that hold Workers.
+ */
+function pthreadWorkers(): number {
+  const pthread = (ffmpeg as unknown as { core?: { PThread?: Record<string, unknown> } } | undefined)?.core?.PThread ?? {};
+  const held = Object.values(pthread).flatMap((v) => (Array.isArray(v) ? v : v && typeof v === 'object' ? Object.values(v) : []));
+  return held.filter((w) => w instanceof Worker).length;
 }
 
 let queue: Promise<void> = Promise.resolve();

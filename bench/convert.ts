@@ -11,8 +11,8 @@
 // until its instances are compiled and warmed (transcoder.ready()), the median of three.
 // BENCH_INPUTS=10s,120s limits the clips.
 // BENCH_LARGE=1 adds the large-input part: ~200 MB and ~2 GB MP4s (the 2 min clip repeated, remuxed)
-// and a ~2 GB minute of raw 720p in Matroska, each converted once in a fresh process (the built converter, bench/child.ts), with that process's
-// peak RSS against native ffmpeg's.
+// and a ~2 GB minute of raw 720p in Matroska, each converted once in a fresh process (the built
+// converter, bench/child.ts), with that process's peak RSS against native ffmpeg's.
 // (`npm run bench -- --large` runs the large-upload benchmark, bench/large-upload.ts, instead: bench/index.ts.)
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';

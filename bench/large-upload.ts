@@ -1,9 +1,9 @@
 // `npm run bench -- --large`: a ≥ 2 GB video (made here with native ffmpeg) uploaded to the upload
-// function's built bundle running as its own process, once with tus-js-client and once as one streamed POST, printing
-// the upload throughput and the server's peak RSS during each. Embedded backends by default; with
-// DATABASE_URL, MONGODB_URI and AMQP_URL set, the same against those services as well. Then the same
-// video end to end on `npm start`: an interrupted and resumed tus upload, converted, the MP3 downloaded. Big files live
-// in BENCH_DIR (default the system temp dir) and are deleted at the end.
+// function's built bundle running as its own process, once with tus-js-client and once as one streamed
+// POST, printing the upload throughput and the server's peak RSS during each. Embedded backends by
+// default; with DATABASE_URL, MONGODB_URI and AMQP_URL set, the same against those services as well.
+// Then the same video end to end on `npm start`: an interrupted and resumed tus upload, converted, the
+// MP3 downloaded. Big files live in BENCH_DIR (default the system temp dir) and are deleted at the end.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';

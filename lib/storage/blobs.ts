@@ -147,7 +147,6 @@ class Meter {
       yield buf;
     }
   }
-
 }
 
 /**

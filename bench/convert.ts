@@ -9,6 +9,8 @@
 //   back to the store.
 // Readiness = a fresh process (the built converter, bench/child.ts) from before loading the converter
 // until its instances are compiled and warmed (transcoder.ready()), the median of three.
+// Before them, bench/machine.ts measures what the figures depend on (node start, page faults, two
+// native runs side by side), printed under the table.
 // BENCH_INPUTS=10s,120s limits the clips.
 // BENCH_LARGE=1 adds the large-input part: ~200 MB and ~2 GB MP4s (the 2 min clip repeated, remuxed)
 // and a ~2 GB minute of raw 720p in Matroska, each converted once in a fresh process (the built
@@ -24,6 +26,7 @@ import type { Mp3Options, Transcoder } from '../lib/media/transcode';
 import { videoFile } from '../lib/pipeline/conversion';
 import * as esbuild from 'esbuild';
 import { makeVideo } from './large-upload';
+import { describeMachine } from './machine';
 
 const NATIVE_FFMPEG = process.env.FFMPEG ?? '/usr/bin/ffmpeg';
 const OPTIONS: Mp3Options = { quality: 2 };
@@ -188,6 +191,8 @@ export async function runConversionBench(): Promise<void> {
       const seconds = Number.parseInt(name, 10);
       list.push({ name: `${seconds >= 120 ? `${seconds / 60} min` : `${seconds} s`} 720p`, seconds, file: await makeInput(dir, seconds) });
     }
+    console.log('Measuring the machine …');
+    const machine = await describeMachine(NATIVE_FFMPEG, list.find((i) => i.seconds === 120) ?? list.at(-1)!);
     console.log('Measuring readiness (fresh processes) …');
     const readySingle = await readiness(1);
     const readyParallel = await readiness(cores);
@@ -227,6 +232,7 @@ export async function runConversionBench(): Promise<void> {
     console.log(`\n${line(header)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n${rows.map(line).join('\n')}\n`);
     console.log(`Convert readiness (import → instances compiled and warmed, median of 3 fresh processes): one instance ${Math.round(readySingle)} ms, ${cores} instances ${Math.round(readyParallel)} ms.`);
     console.log(`${ROUNDS} interleaved rounds per input, ${cores} cores; peak RSS of this process ${Math.round(process.resourceUsage().maxRSS / 1024)} MB.`);
+    console.log(machine);
     if (process.env.BENCH_LARGE === '1') {
       await largePart(dir, list.find((i) => i.seconds === 120)?.file ?? (await makeInput(dir, 120)));
     }

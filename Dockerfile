@@ -16,6 +16,13 @@ COPY dist/${FUNCTION}/ ./
 # 2 GB file drops by ~50 MB; `npm run bench -- --large` runs the bundle with these flags). Set before the
 # code cache is made: V8 accepts a cache only under the flags it was made with.
 ENV NODE_OPTIONS=--max-semi-space-size=1
+# glibc's malloc asks the kernel for transparent huge pages (madvise) on its large blocks. A start
+# touches tens of MB in a few big blocks: each converter instance reads and copies the 25 MB core, and
+# a login's scrypt takes 32 MB. 2 MB pages fault those in 512 times less often. Where page faults are
+# slow (nested VMs: ~11 µs each), a two-instance converter became ready ~150 ms sooner and a cold
+# login ~100 ms sooner, with the same peak RSS. It does nothing on kernels with transparent huge pages
+# set to `never`. glibc ≥ 2.35; this image has 2.36.
+ENV GLIBC_TUNABLES=glibc.malloc.hugetlb=1
 # V8's code cache, remade with the node of this image (one from another node version is ignored, and
 # the start is then as slow as without one). Exec form: distroless has no shell. Root only to write it.
 USER 0

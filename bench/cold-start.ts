@@ -1,11 +1,13 @@
-// `npm run bench` (second part): cold start of each bundled HTTP function, from `node dist/<fn>/index.js`
-// to the first answer of a real route, on the embedded backends. Runs interleaved (auth, upload,
+// `npm run bench` (second part): cold start of each bundled HTTP function, from `node index.js` to the
+// first answer of a real route, on the embedded backends, run as its image runs it (bench/image.ts: the
+// image's node flags and environment, the code cache made under them). Runs interleaved (auth, upload,
 // download, auth, …) so a busy machine slows every function alike, and prints medians against the
 // 250 ms target. Run `npm run build` first.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { imageBundle, imageRuntime, removeImageBundles } from './image';
 
 const root = path.resolve(__dirname, '..');
 const runs = Number(process.env.COLD_RUNS ?? 7);
@@ -29,11 +31,12 @@ const probes: Probe[] = [
 let nextPort = 19_100;
 
 /** Starts a bundle, polls its route until it answers, and returns the time from spawn to that answer. */
-async function coldStart(probe: Probe, dataDir: string, token: string): Promise<{ ms: number; status: number }> {
+async function coldStart(probe: Probe, bundle: string, dataDir: string, token: string): Promise<{ ms: number; status: number }> {
   const port = nextPort++;
+  const { flags, env } = imageRuntime();
   const started = performance.now();
-  const child = spawn(process.execPath, [path.join(root, 'dist', probe.fn, 'index.js')], {
-    env: { ...process.env, PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'warn' },
+  const child = spawn(process.execPath, [...flags, path.join(bundle, 'index.js')], {
+    env: { ...process.env, ...env, PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   try {
@@ -53,9 +56,10 @@ async function coldStart(probe: Probe, dataDir: string, token: string): Promise<
 }
 
 /** Signs the bench user up through a running auth bundle and returns a token (keys land in dataDir). */
-async function prepare(dataDir: string): Promise<string> {
+async function prepare(authBundle: string, dataDir: string): Promise<string> {
   const port = nextPort++;
-  const child = spawn(process.execPath, [path.join(root, 'dist/auth/index.js')], { env: { ...process.env, PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'warn' }, stdio: 'ignore' });
+  const { flags, env } = imageRuntime();
+  const child = spawn(process.execPath, [...flags, path.join(authBundle, 'index.js')], { env: { ...process.env, ...env, PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'warn' }, stdio: 'ignore' });
   try {
     const base = `http://127.0.0.1:${port}`;
     for (let i = 0; ; i++) {
@@ -80,18 +84,19 @@ export async function runColdStartBench(): Promise<void> {
   if (!existsSync(path.join(root, 'dist/auth/index.js'))) throw new Error('run `npm run build` first');
   const dataDir = mkdtempSync(path.join(tmpdir(), 'video2mp3-cold-'));
   try {
-    const token = await prepare(dataDir);
+    const bundles = new Map(['auth', 'upload', 'download'].map((fn) => [fn, imageBundle(fn)]));
+    const token = await prepare(bundles.get('auth')!, dataDir);
     const key = (p: Probe) => `${p.fn} ${p.route}`;
     const times = new Map<string, number[]>(probes.map((p) => [key(p), []]));
     const statuses = new Map<string, number>();
     for (let i = 0; i < runs; i++) {
       for (const probe of probes) {
-        const { ms, status } = await coldStart(probe, dataDir, token);
+        const { ms, status } = await coldStart(probe, bundles.get(probe.fn)!, dataDir, token);
         times.get(key(probe))!.push(ms);
         statuses.set(key(probe), status);
       }
     }
-    console.log(`\ncold start: spawn → first answer of a real route (${runs} interleaved runs each; target ≤ ${targetMs} ms median)`);
+    console.log(`\ncold start: spawn → first answer of a real route (${runs} interleaved runs each, as in the image: ${imageRuntime().describe}; target ≤ ${targetMs} ms median)`);
     console.log('function   route                       status  median   min      max      target');
     for (const probe of probes) {
       const xs = times.get(key(probe))!;
@@ -102,6 +107,7 @@ export async function runColdStartBench(): Promise<void> {
     }
   } finally {
     rmSync(dataDir, { recursive: true, force: true });
+    removeImageBundles();
   }
 }
 

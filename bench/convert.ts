@@ -7,8 +7,9 @@
 // - function path: what convert does per event — the video read where the directory store keeps it
 //   (with BENCH_MONGODB_URI, streamed from GridFS to a file), the parallel conversion, the MP3 streamed
 //   back to the store.
-// Readiness = a fresh process (the built converter, bench/child.ts) from before loading the converter
-// until its instances are compiled and warmed (transcoder.ready()), the median of three.
+// Readiness = a fresh process (the built converter, bench/child.ts, run with the image's node flags and
+// environment: bench/image.ts) from before loading the converter until its instances are compiled and
+// warmed (transcoder.ready()), the median of three. The large part's processes run the same way.
 // Before them, bench/machine.ts measures what the figures depend on (node start, page faults, two
 // native runs side by side), printed under the table.
 // BENCH_INPUTS=10s,120s limits the clips.
@@ -26,6 +27,7 @@ import type { Mp3Options, Transcoder } from '../lib/media/transcode';
 import { videoFile } from '../lib/pipeline/conversion';
 import * as esbuild from 'esbuild';
 import { makeVideo } from './large-upload';
+import { imageRuntime } from './image';
 import { describeMachine } from './machine';
 
 const NATIVE_FFMPEG = process.env.FFMPEG ?? '/usr/bin/ffmpeg';
@@ -45,9 +47,9 @@ interface Case {
   run(input: BenchInput, out: string): Promise<{ segments?: number }>;
 }
 
-function run(cmd: string, args: string[]): Promise<string> {
+function run(cmd: string, args: string[], env?: Record<string, string>): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: env && { ...process.env, ...env } });
     let output = '';
     child.stdout.on('data', (d: Buffer) => (output += d.toString()));
     child.stderr.on('data', (d: Buffer) => (output += d.toString()));
@@ -131,7 +133,7 @@ async function largePart(dir: string, clip: string): Promise<void> {
   inputs.push({ file: path.join(dir, 'large-raw.mkv'), minutes: 1, make: async (file) => makeVideo(file, 62) });
   for (const { file, minutes, make } of inputs) {
     await make(file);
-    const output = await run(process.execPath, [await childBundle(), '--convert-large', file]);
+    const output = await runChild('--convert-large', file);
     const wasm = JSON.parse(output.trim().split('\n').at(-1)!) as { ms: number; maxRssMB: number; segments: number };
     const started = performance.now();
     const native = await run(NATIVE_FFMPEG, ['-hide_banner', '-nostdin', '-y', '-benchmark', '-i', file, '-map', '0:a:0', '-vn', ...NATIVE_LAME_ARGS, '-f', 'mp3', `${file}.mp3`]);
@@ -164,10 +166,16 @@ function childBundle(): Promise<string> {
   return childBuild;
 }
 
+/** The child, run as the image runs convert (its node flags and environment, bench/image.ts). */
+async function runChild(...args: string[]): Promise<string> {
+  const { flags, env } = imageRuntime();
+  return run(process.execPath, [...flags, await childBundle(), ...args], env);
+}
+
 async function readiness(parallelism: number): Promise<number> {
   const times: number[] = [];
   for (let i = 0; i < 3; i++) {
-    const output = await run(process.execPath, [await childBundle(), '--ready', String(parallelism)]);
+    const output = await runChild('--ready', String(parallelism));
     times.push((JSON.parse(output.trim().split('\n').at(-1)!) as { ms: number }).ms);
   }
   return median(times);
@@ -230,7 +238,10 @@ export async function runConversionBench(): Promise<void> {
     const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
     const line = (cells: string[]): string => cells.map((cell, i) => cell.padEnd(widths[i])).join('  ');
     console.log(`\n${line(header)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n${rows.map(line).join('\n')}\n`);
-    console.log(`Convert readiness (import → instances compiled and warmed, median of 3 fresh processes): one instance ${Math.round(readySingle)} ms, ${cores} instances ${Math.round(readyParallel)} ms.`);
+    console.log(
+      `Convert readiness (import → instances compiled and warmed, median of 3 fresh processes, as in the image: ${imageRuntime().describe}): ` +
+        `one instance ${Math.round(readySingle)} ms, ${cores} instances ${Math.round(readyParallel)} ms.`,
+    );
     console.log(`${ROUNDS} interleaved rounds per input, ${cores} cores; peak RSS of this process ${Math.round(process.resourceUsage().maxRSS / 1024)} MB.`);
     console.log(machine);
     if (process.env.BENCH_LARGE === '1') {

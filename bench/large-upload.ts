@@ -13,6 +13,7 @@ import { pipeline } from 'node:stream/promises';
 import { Upload } from 'tus-js-client';
 import { signAccessToken } from '../lib/auth/tokens';
 import { loadConfig } from '../lib/core/config';
+import { imageBundle, imageRuntime, removeImageBundles } from './image';
 
 const root = path.resolve(__dirname, '..');
 const NATIVE_FFMPEG = process.env.FFMPEG ?? '/usr/bin/ffmpeg';
@@ -167,23 +168,15 @@ async function endToEnd(file: string, size: number, videoSeconds: number, dir: s
   }
 }
 
-/**
- * The node flags the image runs every function with (Dockerfile, NODE_OPTIONS): a 1 MiB young
- * generation, so the socket buffers a multi-GB upload passes through are freed at every scavenge
- * instead of piling up to V8's external-memory limit. BENCH_NODE_FLAGS replaces them.
- */
-function imageNodeFlags(): string[] {
-  const dockerfile = fs.readFileSync(path.join(root, 'Dockerfile'), 'utf8');
-  const flags = process.env.BENCH_NODE_FLAGS ?? /NODE_OPTIONS=(\S+)/.exec(dockerfile)?.[1] ?? '';
-  return flags.split(' ').filter(Boolean);
-}
-
 async function startUpload(env: Record<string, string>, dataDir: string, bundle: string): Promise<{ child: ChildProcess; url: string }> {
   const port = 20_000 + Math.floor(Math.random() * 20_000);
-  // The built bundle, as deployed (plain node with the image's flags, no TypeScript loader in the measured process).
-  const child = spawn(process.execPath, [...imageNodeFlags(), path.join(bundle, 'index.js')], {
+  // The built bundle, as deployed (plain node with the image's flags, no TypeScript loader in the
+  // measured process). The image's young generation of 1 MiB frees the socket buffers a multi-GB
+  // upload passes through at every scavenge, instead of piling them up to V8's external-memory limit.
+  const image = imageRuntime();
+  const child = spawn(process.execPath, [...image.flags, path.join(bundle, 'index.js')], {
     cwd: root,
-    env: { PATH: process.env.PATH, ...env, PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'warn' },
+    env: { PATH: process.env.PATH, ...image.env, ...env, PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
   const url = `http://127.0.0.1:${port}`;
@@ -194,25 +187,13 @@ async function startUpload(env: Record<string, string>, dataDir: string, bundle:
   throw new Error('the upload function did not start');
 }
 
-/**
- * A copy of dist/upload with its code cache remade under the image's flags, as the image does; inside
- * dist/, so the embedded SQLite driver (not bundled) still resolves from the checkout's node_modules.
- */
-function uploadBundle(): string {
-  const bundle = fs.mkdtempSync(path.join(root, 'dist', 'bench-upload-'));
-  fs.cpSync(path.join(root, 'dist/upload'), bundle, { recursive: true });
-  const made = spawnSync(process.execPath, [...imageNodeFlags(), 'index.js', '--make-code-cache'], { cwd: bundle, encoding: 'utf8' });
-  if (made.status !== 0) throw new Error(`making the code cache failed: ${made.stderr}`);
-  return bundle;
-}
-
 export async function runLargeUploadBench(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(process.env.BENCH_DIR ?? os.tmpdir(), 'video2mp3-bench-large-'));
   try {
     const build = spawnSync(process.execPath, [path.join(root, 'build.mjs')], { cwd: root, encoding: 'utf8' });
     if (build.status !== 0) throw new Error(`npm run build failed: ${build.stderr}`);
-    const bundle = uploadBundle();
-    console.log(`upload bundle run with node ${imageNodeFlags().join(' ') || '(no flags)'}`);
+    const bundle = imageBundle('upload');
+    console.log(`upload bundle run as in the image: ${imageRuntime().describe}`);
     const file = path.join(dir, 'large.mkv');
     let started = performance.now();
     const seconds = Number(process.env.BENCH_LARGE_SECONDS ?? 62);
@@ -274,6 +255,6 @@ export async function runLargeUploadBench(): Promise<void> {
     console.log('Conversion of large files is the other opt-in part: BENCH_LARGE=1 npm run bench.');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
-    for (const d of fs.readdirSync(path.join(root, 'dist'))) if (d.startsWith('bench-upload-')) fs.rmSync(path.join(root, 'dist', d), { recursive: true, force: true });
+    removeImageBundles();
   }
 }

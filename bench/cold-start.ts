@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { imageBundle, imageRuntime, removeImageBundles } from './image';
+import { median } from './run';
 
 const root = path.resolve(__dirname, '..');
 const runs = Number(process.env.COLD_RUNS ?? 7);
@@ -77,8 +78,6 @@ async function prepare(authBundle: string, dataDir: string): Promise<string> {
     child.kill('SIGKILL');
   }
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 export async function runColdStartBench(): Promise<void> {
   if (!existsSync(path.join(root, 'dist/auth/index.js'))) throw new Error('run `npm run build` first');

@@ -17,7 +17,6 @@
 // and a ~2 GB minute of raw 720p in Matroska, each converted once in a fresh process (the built
 // converter, bench/child.ts), with that process's peak RSS against native ffmpeg's.
 // (`npm run bench -- --large` runs the large-upload benchmark, bench/large-upload.ts, instead: bench/index.ts.)
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -29,6 +28,7 @@ import * as esbuild from 'esbuild';
 import { makeVideo } from './large-upload';
 import { imageRuntime } from './image';
 import { describeMachine } from './machine';
+import { median, run } from './run';
 
 const NATIVE_FFMPEG = process.env.FFMPEG ?? '/usr/bin/ffmpeg';
 const OPTIONS: Mp3Options = { quality: 2 };
@@ -47,16 +47,6 @@ interface Case {
   run(input: BenchInput, out: string): Promise<{ segments?: number }>;
 }
 
-function run(cmd: string, args: string[], env?: Record<string, string>): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: env && { ...process.env, ...env } });
-    let output = '';
-    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(output) : reject(new Error(`${cmd} exited with ${code}: ${output.slice(-2000)}`))));
-  });
-}
 
 function makeInput(dir: string, seconds: number): Promise<string> {
   const file = path.join(dir, `${seconds}s-720p.mp4`);
@@ -69,11 +59,6 @@ function makeInput(dir: string, seconds: number): Promise<string> {
   ]).then(() => file);
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
 
 const round = (value: number, digits: number): number => Math.round(value * 10 ** digits) / 10 ** digits;
 

@@ -1,24 +1,19 @@
-// The machine the figures are taken on, printed by `npm run bench` before them. The targets are ratios
-// to native ffmpeg and milliseconds from a process's start, and both move with the host:
+// The machine the figures are taken on, measured by `npm run bench` before them and printed under
+// them. The targets are ratios to native ffmpeg and milliseconds from a process's start, and both move
+// with the host:
 // - node's own start (`node -e 0`), which every cold start and readiness pays before our code runs;
 // - how fast fresh memory is first touched: a cold start or an instance's start touches tens of MB,
 //   and a nested VM can fault pages in ten times slower than bare metal;
 // - two native ffmpeg runs at once against one alone: the parallel path's ceiling. Where the two vCPUs
 //   share a core or a neighbour is busy, runs side by side are each slower, and so are the segments.
-import { spawn } from 'node:child_process';
+import { median, run } from './run';
 
-function timed(cmd: string, args: string[]): Promise<{ ms: number; out: string }> {
-  return new Promise((resolve, reject) => {
-    const started = performance.now();
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'ignore'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve({ ms: performance.now() - started, out }) : reject(new Error(`${cmd} exited with ${code}`))));
-  });
+/** Runs the command and returns how long it took and what it printed. */
+async function timed(cmd: string, args: string[]): Promise<{ ms: number; out: string }> {
+  const started = performance.now();
+  const out = await run(cmd, args);
+  return { ms: performance.now() - started, out };
 }
-
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** Measures the three figures (median of three each), the pair on `clip` with native `ffmpeg`; returns one line. */
 export async function describeMachine(ffmpeg: string, clip: { name: string; file: string }): Promise<string> {

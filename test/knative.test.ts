@@ -505,6 +505,42 @@ describe('manifests and the code agree', () => {
     expect(ignore).toEqual(['*', '!dist/']);
   });
 
+  // glibc ignores a tunable it does not know, silently: a misspelt GLIBC_TUNABLES would leave the image
+  // as slow to start as without it. This runs node with the Dockerfile's value, a worker thread
+  // mallocing as a converter instance's thread does, and reads the process's own mappings.
+  it('when node runs with the image\'s GLIBC_TUNABLES, then every thread mallocs from one arena on transparent huge pages', () => {
+    const dockerfile = fs.readFileSync(path.join(root, 'Dockerfile'), 'utf8');
+    const tunables = /^ENV GLIBC_TUNABLES=(\S+)/m.exec(dockerfile)?.[1];
+    expect(tunables).toBeDefined();
+    const probe = `
+      const { Worker } = require('node:worker_threads');
+      const fs = require('node:fs');
+      Buffer.alloc(64 << 20).fill(1);
+      new Worker("const a = []; for (let i = 0; i < 2000; i++) a.push(Buffer.alloc(4096).fill(1)); require('node:worker_threads').parentPort.postMessage(0)", { eval: true }).on('message', () => {
+        const hugeKB = [...fs.readFileSync('/proc/self/smaps', 'utf8').matchAll(/^AnonHugePages:\\s+(\\d+) kB/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
+        // A thread's own arena is a heap glibc reserves as a 64 MiB mapping, mostly PROT_NONE.
+        const arenaHeaps = [...fs.readFileSync('/proc/self/maps', 'utf8').matchAll(/^([0-9a-f]+)-([0-9a-f]+) ---p \\S+ \\S+ 0\\s*$/gm)]
+          .map((m) => parseInt(m[2], 16) - parseInt(m[1], 16)).filter((n) => n > 32 * 2 ** 20 && n <= 64 * 2 ** 20).length;
+        console.log(JSON.stringify({ hugeKB, arenaHeaps }));
+        process.exit(0);
+      });`;
+    const measure = (env: Record<string, string>) => {
+      const { GLIBC_TUNABLES: _, ...base } = process.env;
+      const out = spawnSync(process.execPath, ['-e', probe], { encoding: 'utf8', env: { ...base, ...env } });
+      expect(out.status, out.stderr).toBe(0);
+      return JSON.parse(out.stdout) as { hugeKB: number; arenaHeaps: number };
+    };
+    const plain = measure({});
+    const image = measure({ GLIBC_TUNABLES: tunables! });
+    expect(plain.arenaHeaps).toBeGreaterThan(0);
+    expect(image.arenaHeaps).toBe(0);
+    // Huge pages need the kernel's consent: `madvise` (the usual default) grants them only to memory
+    // that asks, `always` to all, `never` to none.
+    const thp = /\[(\w+)\]/.exec(fs.readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8'))?.[1];
+    if (thp === 'madvise') expect(plain.hugeKB).toBe(0);
+    if (thp !== 'never') expect(image.hugeKB).toBeGreaterThan(0);
+  });
+
   it('when docs/deploy.md names an npm script or a repository file, then it exists', () => {
     const doc = fs.readFileSync(path.join(root, 'docs/deploy.md'), 'utf8');
     const scripts = (JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;

@@ -1,5 +1,4 @@
 import type http from 'node:http';
-import { Server } from '@tus/server';
 import { getConfig } from '../core/config';
 import { BadInputError, DomainError, isTransient } from '../core/errors';
 import { log } from '../core/log';
@@ -67,6 +66,10 @@ function tusError(req: Request, err: unknown): { status_code: number; body: stri
 export async function serveTus(req: http.IncomingMessage, res: http.ServerResponse, deps: ResumableDeps, owner: Owner | undefined): Promise<void> {
   const config = getConfig();
   const prefix = mountPrefix(req);
+  // Imported at the first tus request, not at start: @tus/server's web adapter (srvx) touches the
+  // global Headers and Request as it loads, which makes node load its fetch implementation (undici),
+  // ~40 ms of every cold start of the upload function, although only tus requests use it.
+  const { Server } = await import('@tus/server');
   const server = new Server({
     path: '/files',
     datastore: new ResumableStore(deps, owner),

@@ -2,7 +2,9 @@
 // first answer of a real route, on the embedded backends, run as its image runs it (bench/image.ts: the
 // image's node flags and environment, the code cache made under them). Runs interleaved (auth, upload,
 // download, auth, …) so a busy machine slows every function alike, and prints medians against the
-// 250 ms target. Run `npm run build` first.
+// 250 ms target. Run `npm run build` first. A bare node HTTP server, started the same way, is measured
+// alongside as the floor: what any node function pays on this machine before its own code runs, so
+// each function's time over it is what its bundle costs.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,12 +17,16 @@ const runs = Number(process.env.COLD_RUNS ?? 7);
 const targetMs = 250;
 
 interface Probe {
-  fn: 'auth' | 'upload' | 'download';
+  fn: 'auth' | 'upload' | 'download' | 'node';
   route: string;
   request: (base: string, token: string) => Promise<Response>;
 }
 
 const clip = Buffer.from('not a video, but the route reads it, sniffs it and answers 415');
+/** The floor: node with the image's flags, serving an empty answer from node:http, nothing loaded. */
+const bareServer = "require('node:http').createServer((req, res) => res.end()).listen(Number(process.env.PORT))";
+const floor: Probe = { fn: 'node', route: 'GET / (bare node:http)', request: (base) => fetch(`${base}/`) };
+
 const probes: Probe[] = [
   { fn: 'auth', route: 'POST /login', request: (base) => fetch(`${base}/login`, { method: 'POST', headers: { authorization: `Basic ${Buffer.from('bench@example.com:bench password').toString('base64')}` } }) },
   // Login spends ~80 ms in scrypt by design (lib/auth/passwords.ts); the key route shows auth's start-up without it.
@@ -31,12 +37,12 @@ const probes: Probe[] = [
 
 let nextPort = 19_100;
 
-/** Starts a bundle, polls its route until it answers, and returns the time from spawn to that answer. */
-async function coldStart(probe: Probe, bundle: string, dataDir: string, token: string): Promise<{ ms: number; status: number }> {
+/** Starts a bundle (undefined: the bare server), polls its route until it answers, and returns the time from spawn to that answer. */
+async function coldStart(probe: Probe, bundle: string | undefined, dataDir: string, token: string): Promise<{ ms: number; status: number }> {
   const port = nextPort++;
   const { flags, env } = imageRuntime();
   const started = performance.now();
-  const child = spawn(process.execPath, [...flags, path.join(bundle, 'index.js')], {
+  const child = spawn(process.execPath, [...flags, ...(bundle ? [path.join(bundle, 'index.js')] : ['-e', bareServer])], {
     env: { ...process.env, ...env, PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
@@ -86,22 +92,24 @@ export async function runColdStartBench(): Promise<void> {
     const bundles = new Map(['auth', 'upload', 'download'].map((fn) => [fn, imageBundle(fn)]));
     const token = await prepare(bundles.get('auth')!, dataDir);
     const key = (p: Probe) => `${p.fn} ${p.route}`;
-    const times = new Map<string, number[]>(probes.map((p) => [key(p), []]));
+    const times = new Map<string, number[]>([floor, ...probes].map((p) => [key(p), []]));
     const statuses = new Map<string, number>();
     for (let i = 0; i < runs; i++) {
-      for (const probe of probes) {
-        const { ms, status } = await coldStart(probe, bundles.get(probe.fn)!, dataDir, token);
+      for (const probe of [floor, ...probes]) {
+        const { ms, status } = await coldStart(probe, bundles.get(probe.fn), dataDir, token);
         times.get(key(probe))!.push(ms);
         statuses.set(key(probe), status);
       }
     }
     console.log(`\ncold start: spawn → first answer of a real route (${runs} interleaved runs each, as in the image: ${imageRuntime().describe}; target ≤ ${targetMs} ms median)`);
-    console.log('function   route                       status  median   min      max      target');
-    for (const probe of probes) {
+    console.log('function   route                       status  median   min      max      over node  target');
+    const floorMs = median(times.get(key(floor))!);
+    for (const probe of [floor, ...probes]) {
       const xs = times.get(key(probe))!;
       const m = median(xs);
+      const over = probe === floor ? 'floor' : `+${(m - floorMs).toFixed(0)} ms`;
       console.log(
-        `${probe.fn.padEnd(10)} ${probe.route.padEnd(27)} ${String(statuses.get(key(probe))).padEnd(7)} ${`${m.toFixed(0)} ms`.padEnd(8)} ${`${Math.min(...xs).toFixed(0)} ms`.padEnd(8)} ${`${Math.max(...xs).toFixed(0)} ms`.padEnd(8)} ${m <= targetMs ? 'met' : 'missed'}`,
+        `${probe.fn.padEnd(10)} ${probe.route.padEnd(27)} ${String(statuses.get(key(probe))).padEnd(7)} ${`${m.toFixed(0)} ms`.padEnd(8)} ${`${Math.min(...xs).toFixed(0)} ms`.padEnd(8)} ${`${Math.max(...xs).toFixed(0)} ms`.padEnd(8)} ${over.padEnd(10)} ${probe === floor ? '' : m <= targetMs ? 'met' : 'missed'}`,
       );
     }
   } finally {

@@ -9,7 +9,8 @@
 //   back to the store.
 // Readiness = a fresh process (the built converter, bench/child.ts, run with the image's node flags and
 // environment: bench/image.ts) from before loading the converter until its instances are compiled and
-// warmed (transcoder.ready()), the median of three. The large part's processes run the same way.
+// warmed (transcoder.ready()), the median of three; each of those processes then converts the 2 min
+// clip once, its first job, printed against the warm median. The large part's processes run the same way.
 // Before them, bench/machine.ts measures what the figures depend on (node start, page faults, two
 // native runs side by side), printed under the table.
 // BENCH_INPUTS=10s,120s limits the clips.
@@ -157,13 +158,21 @@ async function runChild(...args: string[]): Promise<string> {
   return run(process.execPath, [...flags, await childBundle(), ...args], env);
 }
 
-async function readiness(parallelism: number): Promise<number> {
-  const times: number[] = [];
+/**
+ * Readiness of a fresh converter with `parallelism` instances, and the time of its first job on `clip`
+ * right after: a converter scaled from zero runs that job before its code is fully optimized (V8 tiers
+ * up the decoder's and demuxer's hot functions while it runs) and into fresh memory. Medians of three.
+ */
+async function readiness(parallelism: number, clip: string | undefined): Promise<{ readyMs: number; firstMs?: number }> {
+  const ready: number[] = [];
+  const first: number[] = [];
   for (let i = 0; i < 3; i++) {
-    const output = await runChild('--ready', String(parallelism));
-    times.push((JSON.parse(output.trim().split('\n').at(-1)!) as { ms: number }).ms);
+    const output = await runChild('--ready', String(parallelism), ...(clip ? [clip] : []));
+    const result = JSON.parse(output.trim().split('\n').at(-1)!) as { ms: number; firstMs?: number };
+    ready.push(result.ms);
+    if (result.firstMs !== undefined) first.push(result.firstMs);
   }
-  return median(times);
+  return { readyMs: median(ready), firstMs: first.length ? median(first) : undefined };
 }
 
 export async function runConversionBench(): Promise<void> {
@@ -187,8 +196,9 @@ export async function runConversionBench(): Promise<void> {
     console.log('Measuring the machine …');
     const machine = await describeMachine(NATIVE_FFMPEG, list.find((i) => i.seconds === 120) ?? list.at(-1)!);
     console.log('Measuring readiness (fresh processes) …');
-    const readySingle = await readiness(1);
-    const readyParallel = await readiness(cores);
+    const firstClip = list.find((i) => i.seconds === 120);
+    const readySingle = await readiness(1, firstClip?.file);
+    const readyParallel = await readiness(cores, firstClip?.file);
     await Promise.all([single.ready(), parallel.ready()]);
 
     const cases = [nativeCase(), wasmCase('one wasm instance', single), wasmCase(`parallel wasm (${cores} instances)`, parallel), functionPathCase(parallel, store)];
@@ -225,8 +235,16 @@ export async function runConversionBench(): Promise<void> {
     console.log(`\n${line(header)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n${rows.map(line).join('\n')}\n`);
     console.log(
       `Convert readiness (import → instances compiled and warmed, median of 3 fresh processes, as in the image: ${imageRuntime().describe}): ` +
-        `one instance ${Math.round(readySingle)} ms, ${cores} instances ${Math.round(readyParallel)} ms.`,
+        `one instance ${Math.round(readySingle.readyMs)} ms, ${cores} instances ${Math.round(readyParallel.readyMs)} ms.`,
     );
+    if (firstClip && readySingle.firstMs !== undefined && readyParallel.firstMs !== undefined) {
+      const warm = (name: string) => median(times.get(`${firstClip.name}|${name}`)!);
+      const first = (ms: number, warmMs: number) => `${(ms / 1000).toFixed(2)} s (${round(ms / warmMs, 2)}× its warm median)`;
+      console.log(
+        `First job right after readiness, ${firstClip.name} (what a converter scaled from zero runs first; median of 3): ` +
+          `one instance ${first(readySingle.firstMs, warm(cases[1].name))}, ${cores} instances ${first(readyParallel.firstMs, warm(cases[2].name))}.`,
+      );
+    }
     console.log(`${ROUNDS} interleaved rounds per input, ${cores} cores; peak RSS of this process ${Math.round(process.resourceUsage().maxRSS / 1024)} MB.`);
     console.log(machine);
     if (process.env.BENCH_LARGE === '1') {

@@ -68,7 +68,7 @@ export async function serveTus(req: http.IncomingMessage, res: http.ServerRespon
   const prefix = mountPrefix(req);
   // Imported at the first tus request, not at start: @tus/server's web adapter (srvx) touches the
   // global Headers and Request as it loads, which makes node load its fetch implementation (undici),
-  // ~40 ms of every cold start of the upload function, although only tus requests use it.
+  // ~35 ms of every cold start of the upload function, although only tus requests use it.
   const { Server } = await import('@tus/server');
   const server = new Server({
     path: '/files',

@@ -17,46 +17,6 @@ const file = path.join(__dirname, 'function.js');
 const cacheFile = `${file}.cache`;
 const makeCache = process.argv.includes('--make-code-cache');
 
-/** Module.wrap puts the CommonJS wrapper's head before the bundle's first line. */
-const wrapperColumns = Module.wrap('').indexOf('\n');
-
-/**
- * Stack frames in the bundle, mapped to the TypeScript they came from. Node maps required files
- * itself under --enable-source-maps, but not code compiled with vm.Script, as the cached bundle is;
- * so when source maps are on, this does it for the bundle's frames (the map is read at the first stack).
- */
-function mapBundleFrames() {
-  let map;
-  const mapped = (site) => {
-    // V8 keeps the name the cache was made under, so a bundle moved since names its old path.
-    if (path.basename(site.getFileName() ?? '') !== 'function.js') return undefined;
-    map ??= new Module.SourceMap(JSON.parse(fs.readFileSync(`${file}.map`, 'utf8')));
-    const line = site.getLineNumber() - 1;
-    const column = site.getColumnNumber() - 1 - (line === 0 ? wrapperColumns : 0);
-    const entry = map.findEntry(line, column);
-    if (!entry || entry.originalSource === undefined) return undefined;
-    const source = path.resolve(__dirname, entry.originalSource.replace(/^file:\/\//, ''));
-    const name = site.getFunctionName() ?? entry.name ?? '<anonymous>';
-    return `${name} (${source}:${entry.originalLine + 1}:${entry.originalColumn + 1})`;
-  };
-  Error.prepareStackTrace = (error, sites) => {
-    let header;
-    try {
-      header = Error.prototype.toString.call(error);
-    } catch {
-      header = 'Error';
-    }
-    const frames = sites.map((site) => {
-      try {
-        return `    at ${mapped(site) ?? site}`;
-      } catch {
-        return `    at ${site}`;
-      }
-    });
-    return [header, ...frames].join('\n');
-  };
-}
-
 /** Runs the bundle as the CommonJS module it is, compiled with `cachedData` when given. */
 function load(cachedData) {
   const script = new vm.Script(Module.wrap(fs.readFileSync(file, 'utf8')), {
@@ -90,7 +50,8 @@ try {
 // A node without the main-context loader for vm scripts (before 20.12) requires the bundle plainly.
 let bundle;
 if (cachedData) {
-  if (process.sourceMapsEnabled) mapBundleFrames();
+  // Under --enable-source-maps node maps the frames of required files, not those of code compiled with
+  // vm.Script, as this is: the logger maps the bundle's frames of the errors it logs (lib/core/log.ts).
   const loaded = load(cachedData);
   // A cache from another node, or made under other V8 flags (NODE_OPTIONS), is ignored by V8: the start
   // is as slow as without one, which the operator should hear of.

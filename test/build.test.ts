@@ -112,6 +112,36 @@ describe('the built bundles', () => {
     expect(rejected.stdout).toMatch(/DATABASE_URL, MONGODB_URI, AMQP_URL, JWT_PUBLIC_KEY, DOWNLOAD_URL must be set for upload/);
   });
 
+  it('when a bundle runs under --enable-source-maps, then its source map is read for the first error it logs, not as it starts nor for a client\'s malformed JSON', async () => {
+    // A preload that reports every source map read: the map is ~10 MB and takes ~0.4 s to decode on a
+    // slow VM, which a stack formatted at load (node's domain module does) once cost every cold start.
+    const dir = path.join(root, 'dist/auth'); // embedded SQLite from this checkout's node_modules
+    const hook = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'map-hook-')), 'hook.cjs');
+    fs.writeFileSync(hook, `const fs = require('node:fs'); const read = fs.readFileSync;
+fs.readFileSync = function (file, ...rest) { if (String(file).endsWith('.js.map')) process.stderr.write('source map read\\n'); return read.call(this, file, ...rest); };`);
+    const port = await freePort();
+    const child = spawn(process.execPath, ['--enable-source-maps', '-r', hook, 'index.js'], {
+      cwd: dir, env: { PATH: process.env.PATH!, PORT: String(port), LOG_LEVEL: 'warn', DATA_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'auth-data-')) }, stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    children.push(child);
+    let stderr = '';
+    child.stderr!.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
+    const url = `http://127.0.0.1:${port}`;
+    await eventually(async () => (await fetch(`${url}/healthz`).then((r) => r.ok, () => false)) || undefined, 20_000, 'auth to listen');
+    const malformed = await fetch(`${url}/signup`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"email": ' });
+    expect(malformed.status).toBe(400); // body-parser formats this error's stack
+    expect((await fetch(`${url}/.well-known/jwks.json`)).status).toBe(200);
+    expect((await fetch(`${url}/login`, { method: 'POST', headers: { authorization: `Basic ${Buffer.from('nobody@example.com:password-123').toString('base64')}` } })).status).toBe(401);
+    child.kill('SIGKILL');
+    expect(stderr).not.toMatch(/source map read/);
+
+    // The same preload sees the read when an error is logged: a start that fails on its configuration.
+    const failed = spawnSync(process.execPath, ['--enable-source-maps', '-r', hook, 'index.js'], { cwd: shipped('upload'), env: { PATH: process.env.PATH!, K_SERVICE: 'upload' }, encoding: 'utf8', timeout: 20_000 });
+    expect(failed.status).toBe(1);
+    expect(failed.stderr).toMatch(/source map read/);
+    expect(failed.stdout).toMatch(/at loadConfig \(\S*\/lib\/core\/config\.ts:\d+:\d+\)/);
+  });
+
   it.runIf(services)('when the convert bundle (worker and wasm core beside it) gets a real event, then the job is done', async () => {
     const stack = await startStack(services!.env);
     try {

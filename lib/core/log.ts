@@ -1,7 +1,59 @@
+import fs from 'node:fs';
+import Module from 'node:module';
+import path from 'node:path';
 import { pino, type DestinationStream, type Logger } from 'pino';
 
 // Where lines go: stdout, unless a person's terminal asked for pretty lines (useLogDestination).
 let destination: DestinationStream = pino.destination({ dest: 1, sync: true });
+
+let bundleMap: Module.SourceMap | null | undefined;
+
+/**
+ * The source map of the bundle this code runs in (dist/<function>/function.js, started from its code
+ * cache by scripts/bundle-loader.cjs), when node runs with --enable-source-maps as the images do; null
+ * otherwise (TypeScript through tsx, whose stacks node maps itself). Read at the first error logged: the
+ * map is ~10 MB, read and decoded in ~0.4 s on a slow VM. Node maps the frames of the files it requires,
+ * but not those of code compiled with vm.Script, as the cached bundle is; and a stack formatter that
+ * mapped every stack (Error.prepareStackTrace) read the map at every cold start, because node's domain
+ * module, which the framework requires, formats a stack as it loads, and again for each malformed JSON
+ * body a client sent (body-parser rewrites its error's stack).
+ */
+function loadBundleMap(): Module.SourceMap | null {
+  if (bundleMap !== undefined) return bundleMap;
+  bundleMap = null;
+  if (process.sourceMapsEnabled && path.basename(__filename) === 'function.js') {
+    try {
+      bundleMap = new Module.SourceMap(JSON.parse(fs.readFileSync(`${__filename}.map`, 'utf8')));
+    } catch {
+      // No map shipped: frames stay as they are.
+    }
+  }
+  return bundleMap;
+}
+
+/** The loader compiles the bundle inside the CommonJS wrapper, whose head sits before its first line. */
+const wrapperColumns = Module.wrap('').indexOf('\n');
+
+/** The bundle's frames in `stack` (V8 names the path the code cache was made at), pointed at their TypeScript. */
+export function mapBundleStack(stack: string): string {
+  if (!stack.includes('function.js:')) return stack;
+  const map = loadBundleMap();
+  if (!map) return stack;
+  return stack.replace(/[^\s(]*function\.js:(\d+):(\d+)/g, (frame, lineText: string, columnText: string) => {
+    const line = Number(lineText) - 1;
+    const entry = map.findEntry(line, Number(columnText) - 1 - (line === 0 ? wrapperColumns : 0));
+    if (!('originalSource' in entry)) return frame;
+    const source = path.resolve(path.dirname(__filename), entry.originalSource.replace(/^file:\/\//, ''));
+    return `${source}:${entry.originalLine + 1}:${entry.originalColumn + 1}`;
+  });
+}
+
+/** pino's error serializer, with the bundle's frames mapped (mapBundleStack). */
+function serializeError(err: Error): ReturnType<typeof pino.stdSerializers.err> {
+  const serialized = pino.stdSerializers.err(err);
+  if (typeof serialized?.stack === 'string') serialized.stack = mapBundleStack(serialized.stack);
+  return serialized;
+}
 
 /**
  * Structured JSON lines on stdout. The level and the service name come from the configuration once
@@ -12,6 +64,7 @@ export const log: Logger = pino({
   base: { service: 'video2mp3' },
   timestamp: pino.stdTimeFunctions.isoTime,
   formatters: { level: (label) => ({ level: label }) },
+  serializers: { err: serializeError },
   redact: { paths: ['password', '*.password', 'authorization', '*.authorization', 'token', '*.token'], censor: '[redacted]' },
 }, { write: (line: string) => destination.write(line) });
 

@@ -1,5 +1,6 @@
 // How the benchmark runs a built function as its image does (Dockerfile): plain node with the image's
-// NODE_OPTIONS as flags and its GLIBC_TUNABLES in the environment, from a copy of dist/<function>
+// NODE_OPTIONS and the flags its CMD gives before index.js (--enable-source-maps) as flags, and its
+// GLIBC_TUNABLES in the environment, from a copy of dist/<function>
 // whose V8 code cache is remade under those flags (V8 ignores a cache made under other flags).
 // BENCH_NODE_FLAGS and BENCH_GLIBC_TUNABLES replace the image's values ('' for none), for A/B runs.
 import { spawnSync } from 'node:child_process';
@@ -22,8 +23,17 @@ export interface ImageRuntime {
   describe: string;
 }
 
+/** The node flags in the image's CMD, before the script. */
+function imageCmdFlags(): string[] {
+  const dockerfile = fs.readFileSync(path.join(root, 'Dockerfile'), 'utf8');
+  const cmd = /^CMD (\[.*\])$/m.exec(dockerfile)?.[1];
+  if (!cmd) throw new Error('Dockerfile: no CMD in exec form');
+  const args = JSON.parse(cmd) as string[];
+  return args.slice(0, args.indexOf('index.js'));
+}
+
 export function imageRuntime(): ImageRuntime {
-  const flags = (process.env.BENCH_NODE_FLAGS ?? imageEnvValue('NODE_OPTIONS')).split(' ').filter(Boolean);
+  const flags = [...(process.env.BENCH_NODE_FLAGS ?? imageEnvValue('NODE_OPTIONS')).split(' ').filter(Boolean), ...imageCmdFlags()];
   const tunables = process.env.BENCH_GLIBC_TUNABLES ?? imageEnvValue('GLIBC_TUNABLES');
   const env: Record<string, string> = tunables ? { GLIBC_TUNABLES: tunables } : {};
   return { flags, env, describe: `node ${flags.join(' ') || '(no flags)'}${tunables ? `, GLIBC_TUNABLES=${tunables}` : ''}` };

@@ -1,6 +1,6 @@
 // How the benchmark runs a built function as its image does (Dockerfile): plain node with the image's
 // NODE_OPTIONS and the flags its CMD gives before index.js (--enable-source-maps) as flags, and its
-// GLIBC_TUNABLES in the environment, from a copy of dist/<function>
+// NODE_ENV and GLIBC_TUNABLES in the environment, from a copy of dist/<function>
 // whose V8 code cache is remade under those flags (V8 ignores a cache made under other flags).
 // BENCH_NODE_FLAGS and BENCH_GLIBC_TUNABLES replace the image's values ('' for none), for A/B runs.
 import { spawnSync } from 'node:child_process';
@@ -35,8 +35,8 @@ function imageCmdFlags(): string[] {
 export function imageRuntime(): ImageRuntime {
   const flags = [...(process.env.BENCH_NODE_FLAGS ?? imageEnvValue('NODE_OPTIONS')).split(' ').filter(Boolean), ...imageCmdFlags()];
   const tunables = process.env.BENCH_GLIBC_TUNABLES ?? imageEnvValue('GLIBC_TUNABLES');
-  const env: Record<string, string> = tunables ? { GLIBC_TUNABLES: tunables } : {};
-  return { flags, env, describe: `node ${flags.join(' ') || '(no flags)'}${tunables ? `, GLIBC_TUNABLES=${tunables}` : ''}` };
+  const env: Record<string, string> = { NODE_ENV: imageEnvValue('NODE_ENV'), ...(tunables ? { GLIBC_TUNABLES: tunables } : {}) };
+  return { flags, env, describe: `node ${flags.join(' ') || '(no flags)'}, NODE_ENV=${env.NODE_ENV}${tunables ? `, GLIBC_TUNABLES=${tunables}` : ''}` };
 }
 
 /**

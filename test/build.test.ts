@@ -142,6 +142,21 @@ fs.readFileSync = function (file, ...rest) { if (String(file).endsWith('.js.map'
     expect(failed.stdout).toMatch(/at loadConfig \(\S*\/lib\/core\/config\.ts:\d+:\d+\)/);
   });
 
+  it('when a deployed bundle meets an error nothing catches, then it logs one fatal JSON line with the stack and exits 1', async () => {
+    // The error is thrown by a preload a moment after the start: any error escaping to the event loop ends the same way.
+    const hook = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'throw-hook-')), 'hook.cjs');
+    fs.writeFileSync(hook, "setTimeout(() => { throw new Error('nobody catches this'); }, 1500);");
+    const port = await freePort();
+    const crashed = spawnSync(process.execPath, ['--enable-source-maps', '-r', hook, 'index.js'], {
+      cwd: path.join(root, 'dist/auth'), env: { PATH: process.env.PATH!, PORT: String(port), LOG_LEVEL: 'warn', DATA_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'auth-data-')) }, encoding: 'utf8', timeout: 20_000,
+    });
+    expect(crashed.status).toBe(1);
+    const fatal = crashed.stdout.trim().split('\n').map((l) => JSON.parse(l) as { level: string; msg: string; origin: string; err: { message: string; stack: string } }).find((l) => l.level === 'fatal');
+    expect(fatal).toMatchObject({ msg: 'uncaught exception; exiting', origin: 'uncaughtException', err: { message: 'nobody catches this' } });
+    expect(fatal!.err.stack).toMatch(/hook\.cjs:1:\d+/);
+    expect(crashed.stderr).not.toMatch(/nobody catches this/); // not node's own print besides
+  });
+
   it.runIf(services)('when the convert bundle (worker and wasm core beside it) gets a real event, then the job is done', async () => {
     const stack = await startStack(services!.env);
     try {

@@ -301,6 +301,12 @@ function deployedPage(name: FunctionName, config: Readonly<Config>): StaticFiles
  * root, then run the function's `warmUp` (if it has one) so the first request pays no start-up.
  */
 export async function serveFunction(name: FunctionName, handler: ff.HttpFunction, warmUp?: () => Promise<void>): Promise<void> {
+  // An error nothing catches ends the process, as node's default does, but as a JSON line whose stack
+  // names the TypeScript (lib/core/log.ts maps the bundle's frames) instead of node's plain print.
+  process.on('uncaughtException', (err, origin) => {
+    log.fatal({ err, origin }, 'uncaught exception; exiting');
+    process.exit(1);
+  });
   try {
     const config = loadConfig(process.env, name);
     setConfig(config);

@@ -35,7 +35,7 @@ function loadBundleMap(): Module.SourceMap | null {
 const wrapperColumns = Module.wrap('').indexOf('\n');
 
 /** The bundle's frames in `stack` (V8 names the path the code cache was made at), pointed at their TypeScript. */
-export function mapBundleStack(stack: string): string {
+function mapBundleStack(stack: string): string {
   if (!stack.includes('function.js:')) return stack;
   const map = loadBundleMap();
   if (!map) return stack;

@@ -48,7 +48,6 @@ interface Case {
   run(input: BenchInput, out: string): Promise<{ segments?: number }>;
 }
 
-
 function makeInput(dir: string, seconds: number): Promise<string> {
   const file = path.join(dir, `${seconds}s-720p.mp4`);
   return run(NATIVE_FFMPEG, [
@@ -59,7 +58,6 @@ function makeInput(dir: string, seconds: number): Promise<string> {
     '-c:a', 'aac', '-b:a', '128k', '-ac', '2', '-movflags', '+faststart', file,
   ]).then(() => file);
 }
-
 
 const round = (value: number, digits: number): number => Math.round(value * 10 ** digits) / 10 ** digits;
 
@@ -193,10 +191,10 @@ export async function runConversionBench(): Promise<void> {
       const seconds = Number.parseInt(name, 10);
       list.push({ name: `${seconds >= 120 ? `${seconds / 60} min` : `${seconds} s`} 720p`, seconds, file: await makeInput(dir, seconds) });
     }
-    console.log('Measuring the machine …');
-    const machine = await describeMachine(NATIVE_FFMPEG, list.find((i) => i.seconds === 120) ?? list.at(-1)!);
-    console.log('Measuring readiness (fresh processes) …');
     const firstClip = list.find((i) => i.seconds === 120);
+    console.log('Measuring the machine …');
+    const machine = await describeMachine(NATIVE_FFMPEG, firstClip ?? list.at(-1)!);
+    console.log('Measuring readiness (fresh processes) …');
     const readySingle = await readiness(1, firstClip?.file);
     const readyParallel = await readiness(cores, firstClip?.file);
     await Promise.all([single.ready(), parallel.ready()]);

@@ -8,10 +8,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 const root = path.resolve(__dirname, '..');
+let dockerfileText: string | undefined;
+const dockerfile = (): string => (dockerfileText ??= fs.readFileSync(path.join(root, 'Dockerfile'), 'utf8'));
 
 function imageEnvValue(name: string): string {
-  const dockerfile = fs.readFileSync(path.join(root, 'Dockerfile'), 'utf8');
-  return new RegExp(`^ENV ${name}=(\\S+)`, 'm').exec(dockerfile)?.[1] ?? '';
+  return new RegExp(`^ENV ${name}=(\\S+)`, 'm').exec(dockerfile())?.[1] ?? '';
 }
 
 export interface ImageRuntime {
@@ -25,8 +26,7 @@ export interface ImageRuntime {
 
 /** The node flags in the image's CMD, before the script. */
 function imageCmdFlags(): string[] {
-  const dockerfile = fs.readFileSync(path.join(root, 'Dockerfile'), 'utf8');
-  const cmd = /^CMD (\[.*\])$/m.exec(dockerfile)?.[1];
+  const cmd = /^CMD (\[.*\])$/m.exec(dockerfile())?.[1];
   if (!cmd) throw new Error('Dockerfile: no CMD in exec form');
   const args = JSON.parse(cmd) as string[];
   return args.slice(0, args.indexOf('index.js'));

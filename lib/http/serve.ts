@@ -9,7 +9,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { closeClients } from '../core/clients';
 import { loadConfig, setConfig, type Config, type FunctionName } from '../core/config';
-import { BadInputError, LengthRequiredError, NotFoundError, RequestTimeoutError, TooLargeError, UnsupportedMediaError } from '../core/errors';
+import { BadInputError, EventTooLargeError, LengthRequiredError, NotFoundError, RequestTimeoutError, TooLargeError, UnsupportedMediaError } from '../core/errors';
 import { log } from '../core/log';
 import { applyCors } from './cors';
 import { toErrorResponse, writeError } from './errors';
@@ -223,7 +223,7 @@ export function createServer(mounts: Mount[], opts: ServeOptions & { files?: Sta
     if (Number(length) > route.bodyLimit + (streaming ? multipartFramingBytes : 0)) {
       if (streaming) endAfterBody(req, res);
       else res.setHeader('Connection', 'close'); // don't read a small route's body we refuse
-      return writeError(req, res, new TooLargeError(route.bodyLimit));
+      return writeError(req, res, eventFunctions.includes(route.name) ? new EventTooLargeError(route.bodyLimit) : new TooLargeError(route.bodyLimit));
     }
     limitRequestTime(req, res, route.name === 'upload', opts.timeouts.requestMs);
     (req as http.IncomingMessage & { [prefixOf]?: string })[prefixOf] = route.prefix;

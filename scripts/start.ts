@@ -49,6 +49,7 @@ async function main() {
   sources = [
     ...await startPipelineSources(await getBroker(), internalUrl, config),
     startPing({ sink: `${internalUrl}/convert/maintenance`, intervalMs: config.maintenance.intervalMs }),
+    startPing({ sink: `${internalUrl}/notify/webhooks`, intervalMs: config.webhooks.tickMs }),
   ];
   if (process.env.npm_lifecycle_event === 'start') stopWithParent();
   log.info({

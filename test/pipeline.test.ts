@@ -144,6 +144,16 @@ describe.each(backends())('conversion through the event path on $name backends',
     dead.ack();
     expect(dead.message.messageId).toBe('bad-1');
   });
+
+  it.each(['convert', 'notify'])('when an event larger than 1 MiB reaches %s, then it answers 400 (which the source does not retry), not 413 (which it does)', async (fn) => {
+    const res = await fetch(`${stack.internalUrl}/${fn}/`, {
+      method: 'POST',
+      headers: { 'ce-specversion': '1.0', 'ce-id': 'big-1', 'ce-type': eventTypes.videoUploaded, 'ce-source': '/video2mp3', 'content-type': 'application/json' },
+      body: JSON.stringify({ jobId: 'x', padding: 'x'.repeat(1024 * 1024) }),
+    });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({ error: { code: 'too_large', message: expect.stringContaining('the event is larger than the limit of 1048576 bytes') } });
+  });
 });
 
 const services = backends().find((b) => b.name === 'services');

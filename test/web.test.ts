@@ -10,6 +10,7 @@ import path from 'node:path';
 import { parseBuffer } from 'music-metadata';
 import { chromium, type BrowserContext, type Page, type Request } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pageSecurityHeaders } from '../lib/http/serve';
 import { listStaticFiles, serveStatic } from '../lib/http/static';
 import { bundleWeb } from '../web/bundle.mjs';
 import { fixturePath } from './fixtures';
@@ -54,8 +55,10 @@ describe('the web page, on another origin than the API', () => {
     const api = Object.fromEntries(['auth', 'upload', 'download'].map((n) => [n, `${apiUrl}/${n}`]));
     fs.writeFileSync(path.join(dir, 'config.js'), `window.video2mp3Config = ${JSON.stringify(api)};\n`);
     const files = listStaticFiles(dir);
+    // Served with the policy the functions serve it with (lib/http/serve.ts), so the page is tried under its own CSP.
+    const policy = pageSecurityHeaders({ authUrl: api.auth!, uploadUrl: api.upload!, downloadUrl: api.download! });
     pageServer = http.createServer((req, res) => {
-      if (!serveStatic(req, res, files)) res.writeHead(404).end();
+      if (!serveStatic(req, res, files, policy)) res.writeHead(404).end();
     });
     await new Promise<void>((resolve) => pageServer.listen(pagePort, '127.0.0.1', resolve));
 
@@ -99,7 +102,7 @@ describe('the web page, on another origin than the API', () => {
     await page.getByLabel('Password').fill(password);
     await shot('1-sign-in');
     await page.getByRole('button', { name: 'Sign up' }).click();
-    await expect.poll(() => page.locator('#who-email').textContent()).toBe(email);
+    await expect.poll(() => page.locator('#who-email').textContent(), { timeout: 20_000 }).toBe(email);
     await page.getByRole('button', { name: 'Log out' }).click();
     await expect.poll(() => page.locator('#account').isVisible()).toBe(true);
     expect(await page.evaluate<string | null>("sessionStorage.getItem('video2mp3.token')")).toBeNull();
@@ -199,6 +202,18 @@ describe('the web page, on another origin than the API', () => {
     await expect.poll(() => item.count()).toBe(0);
     const token = await page.evaluate<string | null>("sessionStorage.getItem('video2mp3.token')");
     expect((await fetch(`${stack.url}/download/jobs/${jobId}`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(404);
+  });
+
+  it('when they log out, then tus-js-client\'s resume records leave localStorage, and nothing else does', async () => {
+    // A record as tus-js-client keeps one for an unfinished upload (its fingerprint, then a random part).
+    const record = JSON.stringify({ size: 1000, metadata: { filename: 'half.mp4' }, creationTime: new Date().toString(), uploadUrl: `${stack.url}/upload/files/AAAAAAAAAAAAAAAAAAAAAA` });
+    await page.evaluate(`localStorage.setItem('tus::tus-br-half.mp4-video/mp4-1000-1::123456789', ${JSON.stringify(record)}); localStorage.setItem('another-app', 'kept')`);
+    const tusKeys = () => page.evaluate<string[]>("Object.keys(localStorage).filter((k) => k.startsWith('tus::'))");
+    expect((await tusKeys()).length).toBeGreaterThanOrEqual(1); // ours, and any the uploads above left (a refused one keeps its record)
+    await page.getByRole('button', { name: 'Log out' }).click();
+    await expect.poll(() => page.locator('#account').isVisible()).toBe(true);
+    await expect.poll(tusKeys).toEqual([]);
+    expect(await page.evaluate<string | null>("localStorage.getItem('another-app')")).toBe('kept');
   });
 
   it('when read at phone width, then nothing scrolls sideways', async () => {

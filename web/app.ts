@@ -100,10 +100,21 @@ function showSignedIn() {
   $('who-email').textContent = sessionStorage.getItem('video2mp3.email') ?? '';
 }
 
+/**
+ * tus-js-client keeps a resume record (the upload's URL, the file's name and size) in localStorage
+ * for every unfinished upload: they belong to the session, so the next person at this browser
+ * neither sees nor resumes them.
+ */
+async function forgetResumableUploads() {
+  const storage = tus.defaultOptions.urlStorage;
+  for (const upload of await storage.findAllUploads()) await storage.removeUpload(upload.urlStorageKey);
+}
+
 function logOut(reason?: string) {
   token = null;
   sessionStorage.removeItem('video2mp3.token');
   sessionStorage.removeItem('video2mp3.email');
+  void forgetResumableUploads().catch(() => undefined); // storage refused (private mode): nothing was kept
   window.clearTimeout(pollTimer);
   items.clear();
   $('jobs').replaceChildren();

@@ -25,6 +25,13 @@ const trustProxy = z.string().trim().refine(
   (v) => /^(true|false|\d{1,2})$/.test(v) || v.split(',').every((p) => /^[0-9a-fA-F.:]+(\/\d{1,3})?$|^(loopback|linklocal|uniquelocal)$/.test(p.trim())),
   'must be true, false, a hop count, or comma-separated addresses/CIDRs',
 ).transform((v): boolean | number | string[] => (v === 'true' ? true : v === 'false' ? false : /^\d+$/.test(v) ? Number(v) : v.split(',').map((p) => p.trim())));
+// A list of waits such as `5s,5m,30m,2h` (units ms, s, m, h), in milliseconds.
+const durationUnits = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
+const durationList = z.string().trim().regex(/^(\d+(ms|s|m|h))(\s*,\s*\d+(ms|s|m|h))*$/, 'must be a comma-separated list of durations such as 5s,5m,2h')
+  .transform((v) => v.split(',').map((d) => {
+    const [, amount, unit] = /^(\d+)(ms|s|m|h)$/.exec(d.trim())!;
+    return Number(amount) * durationUnits[unit as keyof typeof durationUnits];
+  }));
 const isoDuration = z.string().regex(/^PT(\d+(\.\d+)?S|\d+M(\d+(\.\d+)?S)?)$/, 'must be an ISO-8601 duration such as PT0.2S or PT1M');
 
 /**
@@ -81,6 +88,7 @@ export const envSchema = z.object({
   MAINTENANCE_INTERVAL_SECONDS: int(1, 86_400).default(60),
   RECONCILE_AFTER_SECONDS: int(1, 7 * 86_400).default(900),
   WEBHOOK_ALLOW_PRIVATE: bool.default(false),
+  WEBHOOK_RETRY_SCHEDULE: durationList.prefault('5s,5m,30m,2h,5h,10h,10h'),
   WEB_ORIGIN: z.string().refine((v) => v.split(',').every((o) => /^https?:\/\/[^/\s]+$/.test(o.trim())), 'must be origins such as https://app.example.com, comma-separated, without a path').optional(),
   K_SERVICE: z.string().optional(),
 });
@@ -160,8 +168,12 @@ export interface Config {
   /** ffmpeg.wasm instances a conversion may use: CONVERT_PARALLELISM, at most the available cores. */
   convertParallelism: number;
   keepSource: boolean;
-  /** Callback URLs on loopback, link-local and private addresses are refused unless allowPrivate. */
-  webhooks: { allowPrivate: boolean };
+  /**
+   * Webhooks: callback URLs on loopback, link-local and private addresses are refused unless
+   * allowPrivate. After a failed attempt n, attempt n + 1 is due `retryScheduleMs[n - 1]` later (on the
+   * first tick after that); after the last, they give up. Each attempt gets `timeoutMs` in all.
+   */
+  webhooks: { allowPrivate: boolean; retryScheduleMs: readonly number[]; timeoutMs: number; tickMs: number };
   /** The local stand-ins for the RabbitmqSources, by source (= queue) name. */
   sources: Readonly<{ video: SourceSettings; mp3: SourceSettings }>;
   /**
@@ -254,7 +266,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
     }),
     convertParallelism: Math.min(e.CONVERT_PARALLELISM ?? os.availableParallelism(), os.availableParallelism()),
     keepSource: e.KEEP_SOURCE,
-    webhooks: Object.freeze({ allowPrivate: e.WEBHOOK_ALLOW_PRIVATE }),
+    webhooks: Object.freeze({ allowPrivate: e.WEBHOOK_ALLOW_PRIVATE, retryScheduleMs: Object.freeze(e.WEBHOOK_RETRY_SCHEDULE), timeoutMs: 5000, tickMs: 5000 }),
     sources: Object.freeze({
       video: Object.freeze({
         parallelism: e.VIDEO_SOURCE_PARALLELISM,

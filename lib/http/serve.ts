@@ -9,7 +9,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { closeClients } from '../core/clients';
 import { loadConfig, setConfig, type Config, type FunctionName } from '../core/config';
-import { BadInputError, LengthRequiredError, NotFoundError, RequestTimeoutError, TooLargeError, UnsupportedMediaError } from '../core/errors';
+import { BadInputError, EventTooLargeError, LengthRequiredError, NotFoundError, RequestTimeoutError, TooLargeError, UnsupportedMediaError } from '../core/errors';
 import { log } from '../core/log';
 import { applyCors } from './cors';
 import { toErrorResponse, writeError } from './errors';
@@ -27,7 +27,7 @@ export interface Mount {
 
 type Listener = http.RequestListener & { use(fn: unknown): void; set(name: string, value: unknown): void };
 
-export type ServeOptions = Pick<Config, 'timeouts' | 'trustProxy' | 'webOrigins'>;
+export type ServeOptions = Pick<Config, 'timeouts' | 'trustProxy' | 'webOrigins' | 'authUrl' | 'uploadUrl' | 'downloadUrl'>;
 
 /** Requests answered 408: their answer is not held back for a body that stopped arriving. */
 const timedOut = new WeakSet<http.IncomingMessage>();
@@ -79,7 +79,7 @@ function onClientError(err: NodeJS.ErrnoException, socket: import('node:stream')
   const { status, body } = toErrorResponse(error);
   const text = JSON.stringify(body);
   if (socket.writable && (socket as { bytesWritten?: number }).bytesWritten === 0) {
-    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n` +
       `Content-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`);
   }
   socket.destroy();
@@ -175,6 +175,20 @@ function endAfterBody(req: http.IncomingMessage, res: http.ServerResponse): void
 }
 
 /**
+ * The web page's own scripts and styles only (no inline code, nothing from elsewhere), API calls to
+ * the functions' origins only, and never inside another site's frame (clickjacking): frame-ancestors
+ * for current browsers, X-Frame-Options for older ones.
+ */
+export function pageSecurityHeaders(opts: Pick<Config, 'authUrl' | 'uploadUrl' | 'downloadUrl'>): Record<string, string> {
+  const origins = [...new Set([opts.authUrl, opts.uploadUrl, opts.downloadUrl].map((u) => new URL(u).origin))];
+  const policy = [
+    "default-src 'self'", `connect-src 'self' ${origins.join(' ')}`, "img-src 'self' data: blob:", "object-src 'none'",
+    "base-uri 'none'", "form-action 'self'", "frame-ancestors 'none'",
+  ];
+  return { 'Content-Security-Policy': policy.join('; '), 'X-Frame-Options': 'DENY' };
+}
+
+/**
  * An HTTP server for functions, each on its prefix. Each handler is registered with
  * functions-framework and served by the framework's own express app; `getServer` is not exported
  * by the package, and `getTestServer` is the exported way to get that app for a registered function
@@ -200,15 +214,18 @@ export function createServer(mounts: Mount[], opts: ServeOptions & { files?: Sta
 
   // Node's own whole-request timeout is off (it would cut long uploads); limitRequestTime does it per
   // route. Headers must still arrive within headersMs, checked every second.
+  const pageHeaders = opts.files && pageSecurityHeaders(opts);
   const server = http.createServer({ requestTimeout: 0, headersTimeout: opts.timeouts.headersMs, connectionsCheckingInterval: 1000 }, (req, res) => {
     const url = req.url ?? '/';
+    // Every answer's Content-Type is meant: a browser must not guess another (a JSON error read as HTML).
+    res.setHeader('X-Content-Type-Options', 'nosniff');
     if (url === '/healthz') {
       res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"status":"ok"}');
       return;
     }
     if (applyCors(req, res, opts.webOrigins)) return;
     // The page's few fixed paths never collide with a function's routes (deployed, download has /jobs and /links).
-    if (opts.files && serveStatic(req, res, opts.files)) return;
+    if (opts.files && serveStatic(req, res, opts.files, pageHeaders)) return;
     const route = routes.find((r) => url === r.prefix || url.startsWith(`${r.prefix}/`) || url.startsWith(`${r.prefix}?`));
     if (!route) return writeError(req, res, new NotFoundError('function'));
     // body-parser would inflate a compressed body past any limit checked here: refuse it.
@@ -223,7 +240,7 @@ export function createServer(mounts: Mount[], opts: ServeOptions & { files?: Sta
     if (Number(length) > route.bodyLimit + (streaming ? multipartFramingBytes : 0)) {
       if (streaming) endAfterBody(req, res);
       else res.setHeader('Connection', 'close'); // don't read a small route's body we refuse
-      return writeError(req, res, new TooLargeError(route.bodyLimit));
+      return writeError(req, res, eventFunctions.includes(route.name) ? new EventTooLargeError(route.bodyLimit) : new TooLargeError(route.bodyLimit));
     }
     limitRequestTime(req, res, route.name === 'upload', opts.timeouts.requestMs);
     (req as http.IncomingMessage & { [prefixOf]?: string })[prefixOf] = route.prefix;

@@ -48,8 +48,10 @@ function tusError(req: Request, err: unknown): { status_code: number; body: stri
   } else if (typeof (err as { status_code?: unknown }).status_code === 'number') {
     // @tus/server's own errors ({status_code, body}): protocol violations, 409 offsets, 404s, 413s…
     const e = err as { status_code: number; body?: string };
-    // A lock that could not be had in time is a busy upload, not a server fault.
-    status = e.status_code === 500 ? 503 : e.status_code;
+    // A lock that could not be had in time is a busy upload, not a server fault; an extension the
+    // client asked for and this server does not offer (Upload-Defer-Length, Upload-Concat: 501 from
+    // @tus/server) is the client's request to change, not a server fault either.
+    status = e.status_code === 500 ? 503 : e.status_code === 501 ? 400 : e.status_code;
     body = { error: { code: status === 503 ? 'unavailable' : `tus_${status}`, message: (e.body ?? '').trim() || 'upload request refused' } };
   } else {
     ({ status, body } = toErrorResponse(err));

@@ -138,9 +138,16 @@ export function backoff(opts: Pick<SourceOptions, 'backoffPolicy' | 'backoffDela
   return opts.backoffPolicy === 'exponential' ? opts.backoffDelayMs * 2 ** n : opts.backoffDelayMs * n;
 }
 
+// Resolves after `ms`, or at once when stopped. Its listener on the source's one signal is removed
+// when the time is up, so retries do not pile listeners onto it.
 const sleep = (ms: number, signal: AbortSignal) => new Promise<void>((resolve) => {
-  const timer = setTimeout(resolve, ms);
-  signal.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+  const done = () => {
+    clearTimeout(timer);
+    signal.removeEventListener('abort', done);
+    resolve();
+  };
+  const timer = setTimeout(done, ms);
+  signal.addEventListener('abort', done, { once: true });
 });
 
 async function deliver(opts: SourceOptions, d: Delivery, signal: AbortSignal) {

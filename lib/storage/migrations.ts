@@ -137,6 +137,35 @@ const migrations: Migration[] = [
     up: (db) => db.schema.alterTable('jobs', (t) => { t.index(['status', 'video_blob_id'], 'jobs_status_video'); }),
     down: (db) => db.schema.alterTable('jobs', (t) => { t.dropIndex(['status', 'video_blob_id'], 'jobs_status_video'); }),
   },
+  {
+    // Webhooks leave the mp3 delivery slot: a delivery row is an outbox entry whose next attempt is
+    // due at next_attempt_at (a claimed one: when its claim lapses), found by the webhook tick; each
+    // attempt is recorded. Rows left pending or sending by the old code are due at once.
+    name: '009_webhook_schedule',
+    up: async (db) => {
+      await db.schema.alterTable('webhook_deliveries', (t) => {
+        t.bigInteger('next_attempt_at').nullable();
+        t.index(['status', 'next_attempt_at'], 'webhook_deliveries_due');
+      });
+      await db('webhook_deliveries').whereIn('status', ['pending', 'sending']).update({ next_attempt_at: db.ref('updated_at') });
+      await db.schema.createTable('webhook_attempts', (t) => {
+        t.string('job_id', 32).notNullable();
+        t.integer('attempt').notNullable();
+        t.bigInteger('started_at').notNullable();
+        t.bigInteger('finished_at').nullable();
+        t.integer('response_status').nullable();
+        t.text('error').nullable();
+        t.primary(['job_id', 'attempt']);
+      });
+    },
+    down: async (db) => {
+      await db.schema.dropTable('webhook_attempts');
+      await db.schema.alterTable('webhook_deliveries', (t) => {
+        t.dropIndex(['status', 'next_attempt_at'], 'webhook_deliveries_due');
+        t.dropColumn('next_attempt_at');
+      });
+    },
+  },
 ];
 
 /** Migrations compiled into the bundle (knex cannot read a migrations folder from an esbuild bundle). */

@@ -63,7 +63,11 @@ describe.runIf(binaryAvailable())('Knative admission (serving, eventing, eventin
       'video2mp3/RabbitmqSource/video', 'video2mp3/RabbitmqSource/mp3', 'video2mp3/PingSource/maintenance',
     ];
     for (const name of knativeObjects) {
-      expect(run.stdout).toMatch(new RegExp(`: ${name}: ok \\(strict decoding, defaulting and validation as a create and as a re-apply\\)`));
+      expect(run.stdout).toMatch(new RegExp(`: ${name}: ok \\(strict decoding, defaulting and validation as a create and as a re-apply[;)]`));
+    }
+    // As Knative's defaulting leaves them: the timeouts queue-proxy and the activator enforce.
+    for (const fn of ['convert', 'upload']) {
+      expect(run.stdout).toMatch(new RegExp(`Service/${fn}: ok .*defaulted: timeoutSeconds=600 responseStartTimeoutSeconds=600 `));
     }
     // Kubernetes' own kinds are decoded strictly; the operators' kinds are left to their CRD schemas.
     expect(run.stdout).toMatch(/knative\/30-config\.yaml: video2mp3\/ConfigMap\/video2mp3-config: ok \(strict decoding\)/);
@@ -134,6 +138,11 @@ describe.runIf(binaryAvailable())('Knative admission (serving, eventing, eventin
     const run = admission(broken(file, kind, change));
     expect(run.stderr).toMatch(expected);
     expect(run.status).toBe(1);
+  });
+
+  it('when convert leaves responseStartTimeoutSeconds out, then Knative\'s defaulting sets it to 300 s, below the conversion\'s own 540 s', () => {
+    const file = broken('knative/40-services/convert.yaml', 'Service', (d) => { delete d.spec.template.spec.responseStartTimeoutSeconds; });
+    expect(admission(file).stdout).toMatch(/Service\/convert: ok .*defaulted: timeoutSeconds=600 responseStartTimeoutSeconds=300 /);
   });
 
   it('when a Service file has a misspelt field, then kn drops it silently but the check of the file does not', () => {

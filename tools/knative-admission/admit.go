@@ -26,13 +26,16 @@ type knativeKind struct {
 	new     func() resourcesemantics.GenericCRD
 	context func(context.Context) context.Context
 	gaps    func(context.Context, resourcesemantics.GenericCRD) *apis.FieldError
+	// describe names what defaulting decided that matters here, for the report.
+	describe func(resourcesemantics.GenericCRD) string
 }
 
 var knativeKinds = map[schema.GroupVersionKind]knativeKind{
 	servingv1.SchemeGroupVersion.WithKind("Service"): {
-		new:     func() resourcesemantics.GenericCRD { return &servingv1.Service{} },
-		context: servingContext,
-		gaps:    serviceGaps,
+		new:      func() resourcesemantics.GenericCRD { return &servingv1.Service{} },
+		context:  servingContext,
+		gaps:     serviceGaps,
+		describe: describeTimeouts,
 	},
 	rabbitmqsourcesv1alpha1.SchemeGroupVersion.WithKind("RabbitmqSource"): {
 		// eventing-rabbitmq's source webhook adds nothing to the context (cmd/webhook/source).
@@ -120,9 +123,27 @@ func admitKnative(obj object, kind knativeKind) ([]problem, string) {
 	if len(found) > 0 {
 		return found, "create"
 	}
+	note := "strict decoding, defaulting and validation as a create and as a re-apply"
+	if kind.describe != nil {
+		note += "; defaulted: " + kind.describe(created)
+	}
 	reapplied := created.DeepCopyObject().(resourcesemantics.GenericCRD)
 	found = admitUpdate(obj.file, obj.name(), kind, created, reapplied)
-	return found, "strict decoding, defaulting and validation as a create and as a re-apply"
+	return found, note
+}
+
+// describeTimeouts names a Service's request timeouts as Knative's defaulting leaves them: the ones
+// queue-proxy and the activator enforce (docs/deploy.md, "How the request timeouts nest").
+func describeTimeouts(obj resourcesemantics.GenericCRD) string {
+	spec := obj.(*servingv1.Service).Spec.Template.Spec
+	seconds := func(v *int64) string {
+		if v == nil {
+			return "unset"
+		}
+		return fmt.Sprint(*v)
+	}
+	return fmt.Sprintf("timeoutSeconds=%s responseStartTimeoutSeconds=%s idleTimeoutSeconds=%s",
+		seconds(spec.TimeoutSeconds), seconds(spec.ResponseStartTimeoutSeconds), seconds(spec.IdleTimeoutSeconds))
 }
 
 // admitCreate runs the webhooks on a create; obj is defaulted in place, as the API server stores it.

@@ -48,7 +48,8 @@ function broken(file: string, kind: string, change: (doc: Doc) => void): string 
   const target = docs.find((d) => d.kind === kind);
   if (!target) throw new Error(`${file} holds no ${kind}`);
   change(target);
-  const out = path.join(scratch, `${path.basename(file, '.yaml')}-${Math.random().toString(36).slice(2)}.yaml`);
+  // Under its own name: deploy.sh names each Service after its file.
+  const out = path.join(fs.mkdtempSync(path.join(scratch, 'case-')), path.basename(file));
   fs.writeFileSync(out, docs.map((d) => stringify(d)).join('---\n'));
   return out;
 }
@@ -151,6 +152,13 @@ describe.runIf(binaryAvailable())('Knative admission (serving, eventing, eventin
     expect(run.status).toBe(1);
     expect(run.stderr).toMatch(/Service\/download: error: unknown field "spec\.template\.spec\.timeoutSecond"/);
     expect(run.stdout).toMatch(/Service\/download as kn service apply makes it: ok/);
+  });
+
+  it('when a Service file holds a Service named otherwise, then kn refuses to deploy it', () => {
+    const file = broken('knative/40-services/notify.yaml', 'Service', (d) => { d.metadata.name = 'notifier'; });
+    const run = admission('-kn-apply', file);
+    expect(run.status).toBe(1);
+    expect(run.stderr).toMatch(/video2mp3\/Service\/notify \(kn service apply\): error \(create\): .*provided service name 'notify' doesn't match name from file 'notifier'/);
   });
 
   it('when a Service file names its revision, then the file alone is admitted but the next deploy\'s update is refused', () => {

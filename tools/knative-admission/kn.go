@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -38,7 +39,9 @@ func admitKnApply(file string, objects []object, namespace string) []problem {
 		if obj.gvk != servingv1.SchemeGroupVersion.WithKind("Service") {
 			continue
 		}
-		name := obj.meta.Name
+		// deploy.sh names the Service after its file (FUNCTIONS, knative/40-services/NAME.yaml); kn
+		// refuses a file whose Service is named otherwise.
+		name := strings.TrimSuffix(filepath.Base(file), filepath.Ext(file))
 		label := fmt.Sprintf("%s/Service/%s (kn service apply)", namespace, name)
 		cluster := servingfake.NewSimpleClientset()
 		services := cluster.ServingV1().Services(namespace)

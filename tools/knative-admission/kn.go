@@ -53,19 +53,22 @@ func admitKnApply(file string, objects []object, namespace string) []problem {
 			if i > 0 {
 				phase = "update"
 			}
+			fail := func(message string) {
+				outcome = append(outcome, problem{file: file, object: label, level: "error (" + phase + ")", message: message})
+			}
 			if err := runKnApply(cluster, namespace, name, file, deploy.version, deploy.configSHA); err != nil {
-				outcome = append(outcome, problem{file: file, object: label, level: fmt.Sprintf("error (%s)", phase), message: err.Error()})
+				fail(err.Error())
 				break
 			}
 			made, err := services.Get(context.Background(), name, metav1.GetOptions{})
 			if err != nil {
-				outcome = append(outcome, problem{file: file, object: label, level: fmt.Sprintf("error (%s)", phase), message: "kn made no Service: " + err.Error()})
+				fail("kn made no Service: " + err.Error())
 				break
 			}
 			image := "dev.local/" + name + ":" + deploy.version
 			if len(made.Spec.Template.Spec.Containers) == 0 || made.Spec.Template.Spec.Containers[0].Image != image ||
 				made.Spec.Template.Annotations["video2mp3/config-sha"] != deploy.configSHA {
-				outcome = append(outcome, problem{file: file, object: label, level: fmt.Sprintf("error (%s)", phase), message: "kn's Service lacks the image " + image + " or the config-sha " + deploy.configSHA})
+				fail("kn's Service lacks the image " + image + " or the config-sha " + deploy.configSHA)
 				break
 			}
 			if stored == nil {
@@ -75,7 +78,7 @@ func admitKnApply(file string, objects []object, namespace string) []problem {
 			}
 			// What the API server keeps: the object as the defaulting webhook left it.
 			if made, err = services.Update(context.Background(), made, metav1.UpdateOptions{}); err != nil {
-				outcome = append(outcome, problem{file: file, object: label, level: fmt.Sprintf("error (%s)", phase), message: "storing: " + err.Error()})
+				fail("storing: " + err.Error())
 				break
 			}
 			stored = made

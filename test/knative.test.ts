@@ -39,13 +39,13 @@ interface Container {
   livenessProbe?: Probe;
   resources?: { requests?: Record<string, string>; limits?: Record<string, string> };
   volumeMounts?: { name: string; mountPath: string }[];
-  securityContext?: { runAsNonRoot?: boolean; allowPrivilegeEscalation?: boolean; capabilities?: { drop?: string[] } };
+  securityContext?: { runAsNonRoot?: boolean; allowPrivilegeEscalation?: boolean; capabilities?: { drop?: string[] }; seccompProfile?: { type?: string } };
 }
 interface KService extends K8sObject {
   spec: {
     template: {
       metadata?: { annotations?: Record<string, string> };
-      spec: { containerConcurrency?: number; timeoutSeconds?: number; containers: Container[]; volumes?: { name: string; emptyDir?: { sizeLimit?: string } }[] };
+      spec: { containerConcurrency?: number; timeoutSeconds?: number; responseStartTimeoutSeconds?: number; containers: Container[]; volumes?: { name: string; emptyDir?: { sizeLimit?: string } }[] };
     };
   };
 }
@@ -443,10 +443,31 @@ describe('manifests and the code agree', () => {
     const { limits, timeouts } = loadConfig(configMap().data);
     const convertSeconds = timeouts.convertMs / 1000;
     const worst = limits.durationSeconds * SECONDS_PER_VIDEO_SECOND * SAFETY_FACTOR + TRANSFER_SECONDS;
-    const timeout = service('convert').spec.template.spec.timeoutSeconds ?? 300;
+    const { timeoutSeconds, responseStartTimeoutSeconds } = service('convert').spec.template.spec;
+    // convert writes its first byte when the conversion ends, so the response-start timeout, not only
+    // the request timeout, must outlast the conversion's own (docs/deploy.md, "How the request timeouts nest").
     expect(convertSeconds).toBeGreaterThan(worst);
-    expect(timeout).toBeGreaterThan(convertSeconds);
-    expect(timeout).toBeLessThanOrEqual(MAX_REVISION_TIMEOUT);
+    expect(responseStartTimeoutSeconds).toBeGreaterThan(convertSeconds);
+    expect(timeoutSeconds).toBeGreaterThanOrEqual(responseStartTimeoutSeconds!);
+    expect(timeoutSeconds).toBeLessThanOrEqual(MAX_REVISION_TIMEOUT);
+  });
+
+  it('when upload takes one POST of the largest video, then its first byte may come as late as its request timeout, and the rate that needs is the one upload.yaml names', () => {
+    const { timeoutSeconds, responseStartTimeoutSeconds } = service('upload').spec.template.spec;
+    expect(responseStartTimeoutSeconds).toBe(timeoutSeconds);
+    expect(timeoutSeconds).toBeLessThanOrEqual(600);
+    const mbitPerSecond = (loadConfig(configMap().data).limits.uploadBytes * 8) / timeoutSeconds! / 1e6;
+    const named = Number(/needs ≥ (\d+) Mbit\/s/.exec(fs.readFileSync(path.join(root, 'knative/40-services/upload.yaml'), 'utf8'))?.[1]);
+    expect(Math.ceil(mbitPerSecond)).toBe(named);
+  });
+
+  it.each(functionNames)('when %s runs longer than Knative\'s default response-start timeout, then it sets its own, within its request timeout', (fn) => {
+    // Knative defaults responseStartTimeoutSeconds to revision-response-start-timeout-seconds (300 s by
+    // default) whenever that is below timeoutSeconds, and answers 504 when no byte was written by then.
+    const DEFAULT_RESPONSE_START = 300;
+    const { timeoutSeconds = 300, responseStartTimeoutSeconds } = service(fn).spec.template.spec;
+    if (timeoutSeconds > DEFAULT_RESPONSE_START) expect(responseStartTimeoutSeconds, fn).toBeDefined();
+    expect(responseStartTimeoutSeconds ?? timeoutSeconds, fn).toBeLessThanOrEqual(timeoutSeconds);
   });
 
   it.each(functionNames)('when %s runs, then it has /healthz probes, requests and limits, and runs as non-root', (fn) => {
@@ -457,7 +478,7 @@ describe('manifests and the code agree', () => {
     expect(c.readinessProbe?.httpGet?.port).toBeUndefined();
     expect(Object.keys(c.resources?.requests ?? {})).toEqual(expect.arrayContaining(['cpu', 'memory']));
     expect(Object.keys(c.resources?.limits ?? {})).toEqual(expect.arrayContaining(['cpu', 'memory']));
-    expect(c.securityContext).toMatchObject({ runAsNonRoot: true, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
+    expect(c.securityContext).toMatchObject({ runAsNonRoot: true, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] }, seccompProfile: { type: 'RuntimeDefault' } });
     expect(service(fn).spec.template.spec.timeoutSeconds, fn).toBeGreaterThan(0);
   });
 

@@ -81,7 +81,7 @@ export async function serveTus(req: http.IncomingMessage, res: http.ServerRespon
     // Relative, so it is right behind any host name and on the local stack's /upload prefix.
     generateUrl: (_req, { id }) => `${prefix}/files/${id}`,
     namingFunction: () => newUploadId(),
-    exposedHeaders: ['Upload-Job-Id', 'Upload-Job-Url'],
+    exposedHeaders: ['Upload-Job-Id', 'Upload-Job-Url', 'Retry-After'],
     disableTerminationForFinishedUploads: true,
     onUploadCreate: async (_req, upload) => {
       parseUploadMetadata(upload.metadata, config.webhooks); // a bad option, callbackUrl or no filename: 400 before any byte

@@ -103,7 +103,7 @@ describe('the web page, on another origin than the API', () => {
     await page.getByLabel('Password').fill(password);
     await shot('1-sign-in');
     await page.getByRole('button', { name: 'Sign up' }).click();
-    await expect.poll(() => page.locator('#who-email').textContent()).toBe(email);
+    await expect.poll(() => page.locator('#who-email').textContent(), { timeout: 10_000 }).toBe(email); // two scrypt hashes on a shared machine
     await page.getByRole('button', { name: 'Log out' }).click();
     await expect.poll(() => page.locator('#account').isVisible()).toBe(true);
     expect(await page.evaluate<string | null>("sessionStorage.getItem('video2mp3.token')")).toBeNull();

@@ -160,4 +160,18 @@ describe.each(backends())('turns on $name backends', ({ env }) => {
     expect(outcomes.sort()).toEqual(['claimed', 'converted']);
     expect(await findJob(await getDb(), jobId)).toMatchObject({ status: 'done', attempts: 1 });
   });
+
+  it('when a delivery finds a claim that stopped being renewed, then it is a 503 to retry, and once the claim lapses the job converts', async () => {
+    const user = await newUser(stack);
+    const { jobId } = (await (await post(user, 'abandoned.mp4')).json()) as { jobId: string };
+    const db = await getDb();
+    // What a converter killed mid-job leaves: converting, its claim unrenewed for most of the lease.
+    await db('jobs').where({ id: jobId }).update({ status: 'converting', claim_token: 'dead', claim_expires_at: Date.now() + 2000 });
+    const event = videoUploadedOf((await findJob(db, jobId))!);
+    const res = await fetch(`${stack.internalUrl}/convert/`, { method: 'POST', ...toHttp(event) });
+    expect(res.status).toBe(503);
+    expect(await findJob(db, jobId)).toMatchObject({ status: 'converting', attempts: 0 });
+    await db('jobs').where({ id: jobId }).update({ claim_expires_at: Date.now() - 1 });
+    expect(await postEvent(jobId)).toBe('converted');
+  });
 });

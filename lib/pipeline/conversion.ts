@@ -13,7 +13,7 @@ import { clearVideo, completeConversion, countAttempt, failConversion, findJob, 
 import { publishOutcome } from './outcomes';
 import { log } from '../core/log';
 import { remainingConversionSeconds } from './quotas';
-import { claimJob, dropClaim, releaseNext, renewClaim } from './scheduling';
+import { claimJob, claimLooksAbandoned, dropClaim, releaseNext, renewClaim } from './scheduling';
 import type { Broker } from '../messaging/queue';
 import { createTranscoder, TranscodeError, type Transcoder } from '../media/transcode';
 
@@ -102,7 +102,14 @@ async function runJob(deps: ConvertDeps, event: VideoUploaded): Promise<ConvertO
   }
   if (!token) {
     if (job.status === 'queued' && job.releasedAt === null) return 'not-its-turn'; // it is published when its turn comes
-    if (job.status === 'converting') return 'claimed'; // another delivery converts it; the reconciler re-drives it if that one dies
+    if (job.status === 'converting') {
+      // A live converter renews its claim every third of the lease. One that missed a renewal has most
+      // likely died: ask the source to retry, and a retry after the claim lapses converts the job. A
+      // fresh claim is a duplicate delivery: done here (the reconciler re-drives the job should its
+      // converter die after all).
+      if (await claimLooksAbandoned(db, job.id, leaseMs)) throw new UnavailableError('the job (its converter stopped renewing its claim)');
+      return 'claimed';
+    }
     return 'not-convertible';
   }
   const renewal = setInterval(() => {

@@ -157,6 +157,12 @@ export async function renewClaim(db: Db, id: string, token: string, leaseMs: num
   return (await db('jobs').where({ id, claim_token: token }).update({ claim_expires_at: Date.now() + leaseMs })) === 1;
 }
 
+/** True when the job's claim has gone unrenewed for over half its lease: its converter has likely died. */
+export async function claimLooksAbandoned(db: Db, id: string, leaseMs: number, now = Date.now()): Promise<boolean> {
+  const row = (await db('jobs').where({ id }).first('claim_expires_at')) as { claim_expires_at: unknown } | undefined;
+  return row?.claim_expires_at != null && Number(row.claim_expires_at) - now < leaseMs / 2;
+}
+
 /** Lets go of a claim at once (a conversion that will be retried), so the retry need not wait for it to lapse. */
 export async function dropClaim(db: Db, id: string, token: string): Promise<void> {
   await db('jobs').where({ id, claim_token: token }).update({ claim_expires_at: null });

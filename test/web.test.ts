@@ -16,7 +16,10 @@ import { bundleWeb } from '../web/bundle.mjs';
 import { fixturePath } from './fixtures';
 import { freePort } from './support/net';
 import type { Proxy } from './support/proxy';
-import { startStackBehindProxy, uniqueName, type Stack } from './support/stack';
+import { setConfig } from '../lib/core/config';
+import { findJob } from '../lib/pipeline/jobs';
+import { getDb } from '../lib/storage/db';
+import { eventually, newUser, startStackBehindProxy, uniqueName, videoForm, type Stack } from './support/stack';
 import { makeRawVideo } from './support/video';
 
 const artifacts = path.resolve(__dirname, '../artifacts/web');
@@ -48,7 +51,8 @@ describe('the web page, on another origin than the API', () => {
     const pagePort = await freePort();
     pageUrl = `http://localhost:${pagePort}`;
     let apiUrl: string;
-    ({ stack, proxy, url: apiUrl } = await startStackBehindProxy({ WEB_ORIGIN: pageUrl }, { sources: true }));
+    // MAX_JOBS_IN_FLIGHT as deployed (the test stack lifts it otherwise): the batch below is scheduled as on defaults.
+    ({ stack, proxy, url: apiUrl } = await startStackBehindProxy({ WEB_ORIGIN: pageUrl, MAX_JOBS_IN_FLIGHT: '3' }, { sources: true }));
 
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-web-'));
     await bundleWeb(dir);
@@ -203,6 +207,52 @@ describe('the web page, on another origin than the API', () => {
     const token = await page.evaluate<string | null>("sessionStorage.getItem('video2mp3.token')");
     expect((await fetch(`${stack.url}/download/jobs/${jobId}`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(404);
   });
+
+  /** `n` copies of the 3 s fixture named `<prefix> NN.mp4`. */
+  const copies = (prefix: string, n: number) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'web-batch-'));
+    return Array.from({ length: n }, (_, i) => {
+      const file = path.join(dir, `${prefix} ${String(i).padStart(2, '0')}.mp4`);
+      fs.copyFileSync(fixturePath('mp4'), file);
+      return file;
+    });
+  };
+  const doneCount = (prefix: string) => page.locator('#jobs li[data-status="done"]', { hasText: prefix }).count();
+
+  it('when they pick a batch of 20 on the default quotas, then all 20 end done, and another user\'s single upload is done within about one conversion', async () => {
+    await page.getByLabel('Video', { exact: true }).setInputFiles(copies('batch', 20));
+    const db = await getDb();
+    const owner = (await db('users').where({ email }).first()).id as string;
+    await eventually(async () => ((await db('jobs').where({ owner_id: owner }).whereIn('status', ['queued', 'converting']).count({ n: '*' }))[0]!.n as number >= 10 ? true : undefined), 60_000, 'half the batch queued');
+    const other = await newUser(stack);
+    const started = Date.now();
+    const res = await fetch(`${stack.url}/upload/`, { method: 'POST', headers: other.auth, body: videoForm(fs.readFileSync(fixturePath('mp4')), 'single.mp4') });
+    const { jobId } = (await res.json()) as { jobId: string };
+    await eventually(async () => ((await findJob(db, jobId))!.status === 'done' ? true : undefined), 60_000, 'the single upload');
+    const singleMs = Date.now() - started;
+    await expect.poll(() => doneCount('batch'), { timeout: 240_000 }).toBe(20);
+    await shot('5-batch');
+    const ms = (await db('jobs').where({ owner_id: owner }).whereLike('filename', 'batch%').pluck('conversion_ms')).map(Number).sort((x, y) => x - y);
+    const median = ms[Math.floor(ms.length / 2)]!;
+    console.log(JSON.stringify({ singleMs, batchConversionMedianMs: median }));
+    expect(singleMs).toBeLessThan(3 * median + 2000);
+  }, 300_000);
+
+  it('when the queue is full, then the page shows the service\'s message, counts down its Retry-After, and uploads the rest', async () => {
+    const defaults = stack.config;
+    setConfig({ ...defaults, quotas: { ...defaults.quotas, jobsQueued: 2, jobsInFlight: 1 } });
+    try {
+      await page.getByLabel('Video', { exact: true }).setInputFiles(copies('full', 4));
+      const waiting = page.locator('#jobs li[data-status="waiting"]', { hasText: 'full' }).first();
+      await expect.poll(() => waiting.textContent(), { timeout: 30_000 })
+        .toMatch(/Please wait: your queue is full: 2 jobs waiting or converting \(MAX_JOBS_QUEUED\); upload more as they finish\. Trying again in \d+ s\./);
+      expect(await waiting.locator('progress').count()).toBe(1);
+      await shot('6-queue-full');
+      await expect.poll(() => doneCount('full'), { timeout: 120_000 }).toBe(4);
+    } finally {
+      setConfig(defaults);
+    }
+  }, 180_000);
 
   it('when they log out, then tus-js-client\'s resume records leave localStorage, and nothing else does', async () => {
     // A record as tus-js-client keeps one for an unfinished upload (its fingerprint, then a random part).

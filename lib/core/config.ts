@@ -66,6 +66,7 @@ export const envSchema = z.object({
   LOGIN_WINDOW_SECONDS: int(1, 86_400).default(900),
   SIGNUP_MAX_PER_HOUR: int(1, 100_000).default(10),
   MAX_JOBS_IN_FLIGHT: int(1, 1000).default(3),
+  MAX_JOBS_QUEUED: int(1, 100_000).default(100),
   MAX_CONVERSION_SECONDS_PER_DAY: int(60, 30 * 86_400).default(6 * 3600),
   MAX_UPLOAD_BYTES: int(1024, 64 * gib).default(8 * gib),
   MAX_DURATION_SECONDS: int(1, 6 * 3600).default(3 * 3600),
@@ -74,6 +75,7 @@ export const envSchema = z.object({
   MP3_RETENTION_SECONDS: int(60, 365 * 86_400).optional(),
   CONVERT_TIMEOUT_SECONDS: int(10, 3600).default(540),
   CONVERT_PARALLELISM: int(1, 64).optional(),
+  CONVERT_LEASE_SECONDS: int(2, 3600).default(30),
   KEEP_SOURCE: bool.default(false),
   // The local stand-in for each RabbitmqSource (`video`, `mp3`), with its manifest's values as defaults
   // (knative/50-sources.yaml; test/knative.test.ts compares them).
@@ -140,7 +142,11 @@ export interface Config {
   links: { secret?: string; ttlSeconds: number };
   login: { maxFailures: number; windowSeconds: number };
   signup: { maxPerHour: number };
-  quotas: { jobsInFlight: number; conversionSecondsPerDay: number };
+  /**
+   * Per user: at most jobsQueued jobs waiting or converting (more is refused), of which at most
+   * jobsInFlight convert at once (the rest wait their turn: docs/scheduling.md), and seconds of media a day.
+   */
+  quotas: { jobsInFlight: number; jobsQueued: number; conversionSecondsPerDay: number };
   limits: { uploadBytes: number; durationSeconds: number; outputBytes: number };
   /**
    * How long things are kept: an unfinished resumable upload (then its bytes are deleted), a done
@@ -160,6 +166,8 @@ export interface Config {
     mailStepMs: number;
     mailSendMs: number;
     convertMs: number;
+    /** A converter's claim on a job lapses this long after its last renewal (it renews every third of it). */
+    convertLeaseMs: number;
     shutdownMs: number;
     /** A request (headers and body) must arrive within these; answered 408. Uploads have their own idle timeout. */
     requestMs: number;
@@ -241,7 +249,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
     links: Object.freeze({ secret: e.LINK_SECRET, ttlSeconds: e.LINK_TTL_SECONDS }),
     login: Object.freeze({ maxFailures: e.LOGIN_MAX_FAILURES, windowSeconds: e.LOGIN_WINDOW_SECONDS }),
     signup: Object.freeze({ maxPerHour: e.SIGNUP_MAX_PER_HOUR }),
-    quotas: Object.freeze({ jobsInFlight: e.MAX_JOBS_IN_FLIGHT, conversionSecondsPerDay: e.MAX_CONVERSION_SECONDS_PER_DAY }),
+    quotas: Object.freeze({ jobsInFlight: e.MAX_JOBS_IN_FLIGHT, jobsQueued: e.MAX_JOBS_QUEUED, conversionSecondsPerDay: e.MAX_CONVERSION_SECONDS_PER_DAY }),
     limits: Object.freeze({
       uploadBytes: e.MAX_UPLOAD_BYTES,
       durationSeconds: e.MAX_DURATION_SECONDS,
@@ -260,6 +268,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
       mailStepMs: 10_000,
       mailSendMs: 20_000,
       convertMs: e.CONVERT_TIMEOUT_SECONDS * 1000,
+      convertLeaseMs: e.CONVERT_LEASE_SECONDS * 1000,
       shutdownMs: 30_000,
       requestMs: e.REQUEST_TIMEOUT_SECONDS * 1000,
       headersMs: e.HEADERS_TIMEOUT_SECONDS * 1000,

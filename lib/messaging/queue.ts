@@ -33,6 +33,8 @@ export interface Delivery {
   ack(): void;
   /** nack without requeue: the message moves to the dead-letter queue. */
   deadLetter(): void;
+  /** nack with requeue: the message goes back to the head of its queue. */
+  requeue(): void;
 }
 
 export interface Consumer {
@@ -120,6 +122,7 @@ export function createAmqpBroker(url: string, connectTimeoutMs = 5000): Broker {
     // If the channel died meanwhile, the broker redelivers the message: handlers are idempotent.
     ack: () => { try { ch.ack(m); } catch (err) { log.warn({ err }, 'ack failed; the broker will redeliver'); } },
     deadLetter: () => { try { ch.nack(m, false, false); } catch (err) { log.warn({ err }, 'nack failed; the broker will redeliver'); } },
+    requeue: () => { try { ch.nack(m, false, true); } catch (err) { log.warn({ err }, 'nack failed; the broker will redeliver'); } },
   });
 
   return {
@@ -233,15 +236,16 @@ export function createMemoryBroker(): Broker {
       while (consumer.unsettled.size < consumer.prefetch && queue.ready.length > 0) {
         const entry = { message: queue.ready.shift()!, settled: false };
         consumer.unsettled.add(entry);
-        const settle = (dead: boolean) => {
+        const settle = (to: 'ack' | 'dead' | 'requeue') => {
           if (entry.settled) return;
           entry.settled = true;
           consumer.unsettled.delete(entry);
-          if (dead) q(`${name}.dlq`).ready.push(entry.message);
+          if (to === 'dead') q(`${name}.dlq`).ready.push(entry.message);
+          if (to === 'requeue') queue.ready.unshift(entry.message);
           setImmediate(() => dispatch(name));
         };
         const { message } = entry;
-        setImmediate(() => consumer.onDelivery({ message, persistent: true, ack: () => settle(false), deadLetter: () => settle(true) }));
+        setImmediate(() => consumer.onDelivery({ message, persistent: true, ack: () => settle('ack'), deadLetter: () => settle('dead'), requeue: () => settle('requeue') }));
       }
     }
   };
@@ -267,7 +271,7 @@ export function createMemoryBroker(): Broker {
     },
     async get(queue) {
       const message = q(queue).ready.shift();
-      return message && { message, persistent: true, ack: () => {}, deadLetter: () => q(`${queue}.dlq`).ready.push(message) };
+      return message && { message, persistent: true, ack: () => {}, deadLetter: () => q(`${queue}.dlq`).ready.push(message), requeue: () => q(queue).ready.unshift(message) };
     },
     async depth(queue) {
       return q(queue).ready.length;

@@ -9,10 +9,11 @@ import { getConfig, type Config } from '../core/config';
 import type { Db } from '../storage/db';
 import { defaultTitle, mp3Filename } from './filenames';
 import type { VideoUploaded } from '../messaging/events';
-import { clearVideo, completeConversion, countAttempt, failConversion, findJob, recordProgress, startConversion, type Job } from './jobs';
+import { clearVideo, completeConversion, countAttempt, failConversion, findJob, recordProgress, type Job } from './jobs';
 import { publishOutcome } from './outcomes';
 import { log } from '../core/log';
 import { remainingConversionSeconds } from './quotas';
+import { claimJob, claimLooksAbandoned, dropClaim, releaseNext, renewClaim } from './scheduling';
 import type { Broker } from '../messaging/queue';
 import { createTranscoder, TranscodeError, type Transcoder } from '../media/transcode';
 
@@ -48,10 +49,10 @@ export interface ConvertDeps {
   blobs: BlobStore;
   broker: Broker;
   transcoder: Transcoder;
-  config: Pick<Config, 'keepSource' | 'quotas' | 'limits'>;
+  config: Pick<Config, 'keepSource' | 'quotas' | 'limits' | 'timeouts'>;
 }
 
-export type ConvertOutcome = 'converted' | 'failed' | 'already-done' | 'already-failed' | 'unknown-job' | 'not-convertible';
+export type ConvertOutcome = 'converted' | 'failed' | 'already-done' | 'already-failed' | 'unknown-job' | 'not-convertible' | 'not-its-turn' | 'claimed';
 
 /**
  * The video as a file the converter reads: on the directory store the store's own file, in place (a
@@ -67,12 +68,29 @@ export async function videoFile(blobs: BlobStore, blobId: string, copyTo: string
 /**
  * Handles one `video.uploaded` delivery. Safe to repeat: a job that is done or failed converts
  * nothing and only publishes its outcome if that had not happened yet; a job left `converting` by a
- * crash is converted again. Permanent problems with the input end the job `failed`; a dependency that
- * is down throws (the function answers 503 and the source retries).
+ * crash is converted again once its converter's claim has lapsed, and never by two deliveries at
+ * once. Permanent problems with the input end the job `failed`; a dependency that is down throws (the
+ * function answers 503 and the source retries). Once the job has ended, the owner's next job gets its
+ * turn (lib/pipeline/scheduling.ts).
  */
 export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promise<ConvertOutcome> {
-  const { db, blobs, transcoder } = deps;
-  const job = await startConversion(db, event.jobId);
+  const outcome = await runJob(deps, event);
+  if (ended.has(outcome)) {
+    const job = await findJob(deps.db, event.jobId);
+    if (job) await releaseNext(deps, job.ownerId);
+  }
+  return outcome;
+}
+
+const ended = new Set<ConvertOutcome>(['converted', 'failed', 'already-done', 'already-failed']);
+
+async function runJob(deps: ConvertDeps, event: VideoUploaded): Promise<ConvertOutcome> {
+  const { db } = deps;
+  const leaseMs = deps.config.timeouts.convertLeaseMs;
+  // The event is a hint (anyone reaching the receiver can post one): only the row's state and the
+  // row's video and options count, and only a job whose turn has come, claimed by nobody else, converts.
+  const token = await claimJob(db, event.jobId, leaseMs);
+  const job = await findJob(db, event.jobId);
   if (!job) return 'unknown-job'; // deleted by its owner meanwhile: nothing to do
   if (job.status === 'done') {
     await finishDone(deps, job);
@@ -82,9 +100,35 @@ export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promi
     if (!job.publishedAt) await publishFailure(deps, job, job.error ?? 'the conversion failed');
     return 'already-failed';
   }
-  // The event is a hint (anyone reaching the receiver can post one): only the row's state and the
-  // row's video and options count, and only a job waiting for its conversion gets one.
-  if (job.status !== 'converting') return 'not-convertible';
+  if (!token) {
+    if (job.status === 'queued' && job.releasedAt === null) return 'not-its-turn'; // it is published when its turn comes
+    if (job.status === 'converting') {
+      // A live converter renews its claim every third of the lease. One that missed a renewal has most
+      // likely died: ask the source to retry, and a retry after the claim lapses converts the job. A
+      // fresh claim is a duplicate delivery: done here (the reconciler re-drives the job should its
+      // converter die after all).
+      if (await claimLooksAbandoned(db, job.id, leaseMs)) throw new UnavailableError('the job (its converter stopped renewing its claim)');
+      return 'claimed';
+    }
+    return 'not-convertible';
+  }
+  const renewal = setInterval(() => {
+    renewClaim(db, job.id, token, leaseMs).catch((err: unknown) => log.warn({ err, jobId: job.id }, 'could not renew the claim on a job'));
+  }, leaseMs / 3);
+  renewal.unref();
+  try {
+    return await convertClaimed(deps, job);
+  } catch (err) {
+    // A retry of this delivery (503) may claim the job again at once.
+    await dropClaim(db, job.id, token).catch(() => undefined);
+    throw err;
+  } finally {
+    clearInterval(renewal);
+  }
+}
+
+async function convertClaimed(deps: ConvertDeps, job: Job): Promise<ConvertOutcome> {
+  const { db, blobs, transcoder } = deps;
   const video = job.videoBlobId ? await blobs.stat('videos', job.videoBlobId) : undefined;
   if (!job.videoBlobId || !video) return fail(deps, job, 'The uploaded video is no longer stored.');
   if ((await countAttempt(db, job.id)) > maxAttempts) {

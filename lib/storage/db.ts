@@ -12,6 +12,8 @@ import { UnavailableError } from '../core/errors';
 import { migrationSource } from './migrations';
 
 export type Db = Knex;
+/** A transaction: a Db whose statements commit or roll back together. */
+export type Trx = Knex.Transaction;
 
 /** MySQL through mysql2 when DATABASE_URL is set, otherwise an SQLite file in the data directory. */
 export function createDb(config: Pick<Config, 'databaseUrl' | 'dataDir' | 'timeouts'>): Db {

@@ -166,6 +166,38 @@ const migrations: Migration[] = [
       });
     },
   },
+  {
+    // Fair scheduling (docs/scheduling.md): a job's turn (released_at: published to `video`, counted
+    // against MAX_JOBS_IN_FLIGHT), the converter's claim on it (a lease, so a duplicate delivery does
+    // not convert it twice and a crashed converter's claim lapses), and one row per owner that every
+    // admission or release locks, so quotas are taken in one step on any number of replicas.
+    name: '013_job_scheduling',
+    up: async (db) => {
+      await db.schema.alterTable('jobs', (t) => {
+        t.bigInteger('released_at').nullable();
+        t.string('claim_token', 32).nullable();
+        t.bigInteger('claim_expires_at').nullable();
+        t.index(['owner_id', 'status'], 'jobs_owner_status');
+      });
+      // Jobs queued before this migration had their event published already: their turn has come.
+      await db('jobs').whereIn('status', ['queued', 'converting']).update({ released_at: db.ref('updated_at') });
+      await db.schema.createTable('owner_queues', (t) => {
+        t.string('owner_id', 36).primary();
+        t.bigInteger('locked_at').notNullable();
+      });
+      await db.schema.alterTable('uploads', (t) => { t.index(['owner_id', 'job_id'], 'uploads_owner_job'); });
+    },
+    down: async (db) => {
+      await db.schema.alterTable('uploads', (t) => { t.dropIndex(['owner_id', 'job_id'], 'uploads_owner_job'); });
+      await db.schema.dropTable('owner_queues');
+      await db.schema.alterTable('jobs', (t) => {
+        t.dropIndex(['owner_id', 'status'], 'jobs_owner_status');
+        t.dropColumn('released_at');
+        t.dropColumn('claim_token');
+        t.dropColumn('claim_expires_at');
+      });
+    },
+  },
 ];
 
 /** Migrations compiled into the bundle (knex cannot read a migrations folder from an esbuild bundle). */

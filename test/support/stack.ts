@@ -60,7 +60,7 @@ export async function startStack(env: Record<string, string> = {}, opts: { sourc
   await closeClients();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-test-'));
   // Every test signs users up from 127.0.0.1 and many queue several jobs at once: the per-address
-  // signup limit and the jobs-in-flight quota are lifted unless a test sets them.
+  // signup limit and the per-user turns (MAX_JOBS_IN_FLIGHT, docs/scheduling.md) are lifted unless a test sets them.
   const base = { DATA_DIR: dataDir, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn', SIGNUP_MAX_PER_HOUR: '100000', MAX_JOBS_IN_FLIGHT: '1000' };
   const limits = loadConfig({ ...base, ...env });
   // As `npm start`: the API description at /openapi.json, and the built page at / when `web` names its directory.

@@ -12,6 +12,8 @@ import { isPrivateAddress } from '../core/callback-url';
 import { getConfig, type Config } from '../core/config';
 import { UnavailableError } from '../core/errors';
 import { log } from '../core/log';
+import { webhookDeliveries } from '../core/metrics';
+import { withSpan } from '../core/tracing';
 import { findJob, type Job } from '../pipeline/jobs';
 import { isDuplicateKey, type Db } from '../storage/db';
 import { outcomeOf, type OutcomeEvent } from './compose';
@@ -74,6 +76,13 @@ async function claim(db: Db, jobId: string): Promise<number | false> {
 
 class PermanentWebhookError extends Error {}
 
+/** The receiver failed and attempts are left: a 503, so the event is redelivered. */
+class ReceiverFailedError extends UnavailableError {
+  constructor() {
+    super('the webhook receiver');
+  }
+}
+
 /** dns.lookup that refuses private addresses: the address checked is the address connected to. */
 function guardedLookup(allowPrivate: boolean): net.LookupFunction {
   return (hostname, options, callback) => {
@@ -109,13 +118,31 @@ function post(url: string, body: string, headers: Record<string, string>, allowP
 }
 
 /**
+ * deliverWebhookOnce, traced (a client span) and counted in video2mp3_webhook_deliveries_total by what
+ * happened to the POST: delivered, rejected, failed (given up) or retry (the 503 it throws).
+ */
+export function deliverWebhook(db: Db, hint: OutcomeEvent, config: Readonly<Config> = getConfig()): Promise<WebhookStatus | undefined> {
+  return withSpan('webhook', { kind: 'client', attributes: { 'video2mp3.job_id': hint.data.jobId } }, async (span) => {
+    try {
+      const status = await deliverWebhookOnce(db, hint, config);
+      span.set({ 'video2mp3.webhook': status ?? 'none' });
+      if (status && status !== 'duplicate') webhookDeliveries.inc({ outcome: status });
+      return status;
+    } catch (err) {
+      if (err instanceof ReceiverFailedError) webhookDeliveries.inc({ outcome: 'retry' });
+      throw err;
+    }
+  });
+}
+
+/**
  * Delivers the outcome webhook of a job, if its upload gave a callbackUrl. The event is only a hint
  * (anyone reaching the receiver can post one): the job row says whether it really ended that way,
  * where the callback goes, and what it says. Returns normally when delivered, already settled, given
  * up (recorded) or not applicable; throws UnavailableError (503, the source redelivers with backoff)
  * while the receiver fails and attempts are left.
  */
-export async function deliverWebhook(db: Db, hint: OutcomeEvent, config: Readonly<Config> = getConfig()): Promise<WebhookStatus | undefined> {
+async function deliverWebhookOnce(db: Db, hint: OutcomeEvent, config: Readonly<Config>): Promise<WebhookStatus | undefined> {
   const job = await findJob(db, hint.data.jobId);
   const wanted = outcomeOf(hint) === 'succeeded' ? 'done' : 'failed';
   if (!job?.callbackUrl || job.status !== wanted) return undefined;
@@ -160,5 +187,5 @@ export async function deliverWebhook(db: Db, hint: OutcomeEvent, config: Readonl
   }
   await settle('pending', { error: failure });
   log.warn({ jobId, attempt, reason: failure }, 'webhook failed; the event will be redelivered');
-  throw new UnavailableError('the webhook receiver');
+  throw new ReceiverFailedError();
 }

@@ -1,7 +1,8 @@
 import type { Config } from '../core/config';
 import { log } from '../core/log';
-import { toAmqp, videoUploaded } from '../messaging/events';
-import type { Broker } from '../messaging/queue';
+import { videoUploaded } from '../messaging/events';
+import { jobsFinished, reconcilerRedrives } from '../core/metrics';
+import { publishEvent, type Broker } from '../messaging/queue';
 import type { Db } from '../storage/db';
 import { failConversion, findJob, type Job } from './jobs';
 import { publishOutcome } from './outcomes';
@@ -70,10 +71,10 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions = {}
     if (!job || (job.status !== 'queued' && job.status !== 'converting')) continue;
     if (!job.videoBlobId) {
       // Nothing to convert any more; failing it lets step 2 tell the user.
-      await failConversion(db, job.id, 'The uploaded video is no longer stored.');
+      if (await failConversion(db, job.id, 'The uploaded video is no longer stored.')) jobsFinished.inc({ outcome: 'failed', reason: 'video-missing' });
       continue;
     }
-    await deps.broker.publish('video', toAmqp(videoUploadedOf(job)));
+    await publishEvent(deps.broker, 'video', videoUploadedOf(job));
     // Conditional: a conversion that moved the job meanwhile keeps its own clock.
     await db('jobs').where({ id: job.id, updated_at: row.updated_at }).update({ updated_at: now });
     result.conversions++;
@@ -102,6 +103,7 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions = {}
     result.notifications++;
   }
 
+  for (const kind of ['conversions', 'outcomes', 'notifications'] as const) if (result[kind] > 0) reconcilerRedrives.inc({ kind }, result[kind]);
   if (result.conversions + result.outcomes + result.notifications > 0) log.info({ ...result, restarted: !!opts.restarted }, 'reconciled');
   return result;
 }

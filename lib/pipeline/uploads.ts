@@ -5,12 +5,13 @@ import type { Db } from '../storage/db';
 import { isDuplicateKey } from '../storage/db';
 import { BadInputError, TooLargeError, UnsupportedMediaError } from '../core/errors';
 import { cleanFilename } from './filenames';
-import { toAmqp, videoUploaded } from '../messaging/events';
+import { videoUploaded } from '../messaging/events';
 import { createJob, deleteJob, findJob, newJobId, type Job } from './jobs';
 import { checkQuotas } from './quotas';
 import { log } from '../core/log';
 import type { Mp3Options } from '../media/options';
-import type { Broker } from '../messaging/queue';
+import { publishEvent, type Broker } from '../messaging/queue';
+import { jobsCreated, uploadBytes, uploadDuration } from '../core/metrics';
 
 /** How many leading bytes decide what kind of file this is. */
 export const sniffBytes = 64 * 1024;
@@ -78,8 +79,11 @@ export async function storeVideo(deps: Pick<UploadDeps, 'db' | 'blobs' | 'config
   const contentType = await sniffMedia(head);
   const filename = cleanFilename(upload.filename);
   const limit = config.limits.uploadBytes;
+  const end = uploadDuration.startTimer({ kind: 'single' });
   try {
     const blob = await blobs.put('videos', all, { owner: owner.id, filename, contentType }, { limit });
+    end();
+    uploadBytes.observe({ kind: 'single' }, blob.size);
     return { blob, filename, contentType };
   } catch (err) {
     if (err instanceof TooLargeError) throw new TooLargeError(limit, 'the video');
@@ -114,6 +118,7 @@ export async function queueJob(deps: UploadDeps, owner: { id: string; email: str
     await undo(() => blobs.delete('videos', video.blob.id));
     throw err;
   }
+  jobsCreated.inc();
   log.info({ jobId, owner: owner.id, bytes: video.blob.size, contentType: video.contentType }, 'video queued');
   return job;
 }
@@ -129,6 +134,7 @@ export async function queueUploadJob(deps: UploadDeps, jobId: string, owner: { i
   let job: Job;
   try {
     job = await createJob(db, jobFields(jobId, owner, video, options, callbackUrl));
+    jobsCreated.inc();
   } catch (err) {
     if (!isDuplicateKey(err)) throw err;
     job = (await findJob(db, jobId))!;
@@ -159,7 +165,7 @@ async function publishUploaded(deps: Pick<UploadDeps, 'broker'>, job: Job): Prom
     { jobId: job.id, owner: job.ownerId, email: job.ownerEmail, filename: job.filename, videoBlobId: job.videoBlobId!, options: job.options },
     `${job.id}.uploaded`,
   );
-  await deps.broker.publish('video', toAmqp(event));
+  await publishEvent(deps.broker, 'video', event);
 }
 
 async function undo(step: () => Promise<unknown>) {

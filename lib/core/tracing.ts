@@ -1,3 +1,4 @@
+import type { EventEmitter } from 'node:events';
 import type * as Api from '@opentelemetry/api';
 
 /**
@@ -104,18 +105,29 @@ export async function withSpan<T>(name: string, opts: { kind?: SpanKind; attribu
 /**
  * Runs `run` inside a server span continuing the trace the request carries: a CloudEvent's
  * `ce-traceparent` extension first (what the RabbitMQ source delivers), else the HTTP `traceparent`
- * header. `end` is called once with the final name and attributes, when the response is over.
+ * header. `done` is called once with the final name and attributes, when the response is over.
  */
-export function serverSpan(headers: Record<string, string | string[] | undefined>, name: string, run: (done: (name: string, attributes: Attributes, failed: boolean) => void) => void): void {
+export function serverSpan(
+  req: EventEmitter & { headers: Record<string, string | string[] | undefined> },
+  res: EventEmitter,
+  name: string,
+  run: (done: (name: string, attributes: Attributes, failed: boolean) => void) => void,
+): void {
   const t = tracing;
   if (!t) return run(() => {});
+  const { headers } = req;
   const header = (key: string) => {
     const v = headers[`ce-${key}`] ?? headers[key];
     return Array.isArray(v) ? v[0] : v;
   };
   const parent = t.propagator.extract(t.api.ROOT_CONTEXT, headers, { keys: () => ['traceparent', 'tracestate'], get: (_carrier, key) => header(key) });
   const span = t.tracer.startSpan(name, { kind: t.api.SpanKind.SERVER }, parent);
-  t.api.context.with(t.api.trace.setSpan(parent, span), () => run((finalName, attributes, failed) => {
+  const active = t.api.trace.setSpan(parent, span);
+  // The body arrives in the socket's callbacks, not ours: listeners added from here on (body-parser's,
+  // busboy's, the handler's) run in the span's context.
+  t.api.context.bind(active, req);
+  t.api.context.bind(active, res);
+  t.api.context.with(active, () => run((finalName, attributes, failed) => {
     span.updateName(finalName);
     span.setAttributes(clean(attributes));
     if (failed) span.setStatus({ code: t.api.SpanStatusCode.ERROR });

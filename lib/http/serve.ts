@@ -177,20 +177,22 @@ function endAfterBody(req: http.IncomingMessage, res: http.ServerResponse): void
 }
 
 const methods = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+/** The framework's own catch-all route, which every function's handler hangs from. */
+const frameworkRoute = '/{*splat}';
 
 /**
  * Times the request into video2mp3_http_request_duration_seconds and traces it (a server span that
  * continues the trace the request carries), labelled by the express route pattern that answered it,
- * never the raw path (ids would make a series each). '(none)': answered before routing, or by a
- * function without routes (notify).
+ * never the raw path (ids would make a series each). '*': no route of the function matched (a 404,
+ * or notify, which has none); '(none)': answered before the function ran (413, 415, 411).
  */
 function observeRequest(req: http.IncomingMessage, res: http.ServerResponse, name: FunctionName, run: () => void): void {
   const end = httpRequestDuration.startTimer();
   const method = methods.has(req.method ?? '') ? req.method! : 'OTHER';
-  serverSpan(req.headers, `${name} ${method}`, (done) => {
+  serverSpan(req, res, `${name} ${method}`, (done) => {
     res.once('close', () => {
       const pattern = (req as http.IncomingMessage & { route?: { path?: unknown } }).route?.path;
-      const route = Array.isArray(pattern) ? pattern.join(',') : typeof pattern === 'string' ? pattern : '(none)';
+      const route = Array.isArray(pattern) ? pattern.join(',') : pattern === frameworkRoute ? '*' : typeof pattern === 'string' ? pattern : '(none)';
       const status = res.headersSent ? res.statusCode : 0; // 0: the connection closed before an answer
       end({ function: name, route, method, status: String(status) });
       done(`${name} ${method} ${route}`, { 'faas.name': name, 'http.request.method': method, 'http.route': route, 'http.response.status_code': status }, status === 0 || status >= 500);

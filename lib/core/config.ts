@@ -212,6 +212,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
       throw new ConfigError(`${missing.join(', ')} must be set for ${fn} on Knative (no embedded defaults there)`);
     }
   }
+  if (e.METRICS_PORT !== 0 && e.METRICS_PORT === e.PORT) throw new ConfigError(`invalid configuration: METRICS_PORT: must differ from PORT (${e.PORT})`);
   const publicUrl = (e.PUBLIC_URL ?? `http://localhost:${e.PORT}`).replace(/\/+$/, '');
   return Object.freeze({
     port: e.PORT,

@@ -74,6 +74,16 @@ describe('configuration', () => {
     expect(loadConfig({ TRUST_PROXY: value }).trustProxy).toEqual(expected);
   });
 
+  it('when metrics and tracing are configured, then metrics keep a port of their own and tracing is off without an endpoint', () => {
+    expect(loadConfig({}).metrics).toEqual({ port: 9464, host: '127.0.0.1' });
+    expect(loadConfig({ K_SERVICE: 'auth' }).metrics.host).toBe('0.0.0.0'); // Prometheus scrapes the pod's IP
+    expect(loadConfig({ METRICS_PORT: '0' }).metrics.port).toBe(0);
+    expect(() => loadConfig({ PORT: '9464' })).toThrow(/METRICS_PORT: must differ from PORT/);
+    expect(loadConfig({}).otlpEndpoint).toBeUndefined();
+    expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318/' }).otlpEndpoint).toBe('http://collector:4318');
+    expect(() => loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4318' })).toThrow(/OTEL_EXPORTER_OTLP_ENDPOINT:/);
+  });
+
   it('when a function runs on Knative without its backends, then it refuses to start and names what is missing', () => {
     expect(() => loadConfig({ K_SERVICE: 'upload' }, 'upload')).toThrow(/DATABASE_URL, MONGODB_URI, AMQP_URL, JWT_PUBLIC_KEY, DOWNLOAD_URL must be set for upload/);
     expect(() => loadConfig({}, 'upload')).not.toThrow(); // on one machine the embedded defaults apply

@@ -33,6 +33,7 @@ interface Probe { httpGet?: { path?: string; port?: unknown } }
 interface Container {
   name: string;
   image: string;
+  ports?: { name?: string; containerPort: number }[];
   env?: EnvVar[];
   envFrom?: { configMapRef?: { name: string }; secretRef?: { name: string } }[];
   readinessProbe?: Probe;
@@ -67,9 +68,11 @@ interface StatefulSetObject extends K8sObject {
 
 interface Manifest { file: string; object: K8sObject }
 
+// monitoring/ holds Prometheus rule files and a Grafana dashboard, not Kubernetes objects
+// (test/monitoring.test.ts checks them).
 function yamlFiles(dir: string): string[] {
   return (fs.readdirSync(dir, { recursive: true }) as string[])
-    .filter((f) => f.endsWith('.yaml') && !f.startsWith('schemas'))
+    .filter((f) => f.endsWith('.yaml') && !f.startsWith('schemas') && !f.startsWith('monitoring'))
     .sort()
     .map((f) => path.join('knative', f));
 }
@@ -217,7 +220,7 @@ describe('knative/ manifests', () => {
   it('when a revision is annotated, then every key is one Knative reads (the models do not check keys)', () => {
     const known = new Set(['min-scale', 'max-scale', 'initial-scale', 'target', 'metric', 'target-utilization-percentage',
       'scale-to-zero-pod-retention-period', 'activation-scale', 'window', 'scale-down-delay', 'panic-window-percentage',
-      'panic-threshold-percentage', 'class'].map((k) => `autoscaling.knative.dev/${k}`));
+      'panic-threshold-percentage', 'class'].map((k) => `autoscaling.knative.dev/${k}`).concat(['prometheus.io/scrape', 'prometheus.io/port', 'prometheus.io/path']));
     for (const s of services()) {
       for (const key of Object.keys(s.spec.template.metadata?.annotations ?? {})) expect(known, `${s.metadata.name}: ${key}`).toContain(key);
     }
@@ -225,6 +228,17 @@ describe('knative/ manifests', () => {
 });
 
 describe('manifests and the code agree', () => {
+  it('when a function is scraped, then its annotations name the metrics port the code listens on, which Knative neither declares nor routes', () => {
+    for (const fn of functionNames) {
+      expect(service(fn).spec.template.metadata?.annotations, fn).toMatchObject({
+        'prometheus.io/scrape': 'true', 'prometheus.io/port': String(codeDefaults.METRICS_PORT), 'prometheus.io/path': '/metrics',
+      });
+      // Knative allows one containerPort: the routed one. The metrics port must not be it.
+      expect(container(fn).ports?.map((p) => p.containerPort), fn).toEqual([Number(configMap().data.PORT ?? codeDefaults.PORT)]);
+      expect(codeDefaults.METRICS_PORT).not.toBe(codeDefaults.PORT);
+    }
+  });
+
   it('when the functions are listed, then each has a Knative Service, a container and a place in both scripts', () => {
     const folders = fs.readdirSync(path.join(root, 'functions')).filter((n) => fs.existsSync(path.join(root, 'functions', n, 'index.ts')));
     expect(functionNames).toEqual(expect.arrayContaining(folders));
@@ -284,7 +298,7 @@ describe('manifests and the code agree', () => {
     expect(() => loadConfig(data)).not.toThrow();
   });
 
-  it('when the NetworkPolicy is read, then it covers exactly convert and notify and admits only the sources\' adapters, the activator/autoscaler and the ingress', () => {
+  it('when the NetworkPolicy is read, then it covers exactly convert and notify and admits only the sources\' adapters, the activator/autoscaler, the ingress and Prometheus on the metrics port', () => {
     interface Selector { matchLabels?: Record<string, string>; matchExpressions?: { key: string; operator: string; values: string[] }[] }
     interface Peer { podSelector?: Selector; namespaceSelector?: Selector; ipBlock?: unknown }
     const policy = one<K8sObject & { spec: { podSelector: Selector; policyTypes: string[]; ingress: { from?: Peer[]; ports?: unknown[] }[] } }>('NetworkPolicy', 'event-receivers');
@@ -308,7 +322,11 @@ describe('manifests and the code agree', () => {
     const inNamespace = (ns: string) => peers.find((p) => values(p.namespaceSelector, 'kubernetes.io/metadata.name')?.includes(ns));
     expect(values(inNamespace('knative-serving')?.podSelector, 'app')?.sort()).toEqual(['activator', 'autoscaler']);
     expect(values(inNamespace('kourier-system')?.podSelector, 'app')).toEqual(['3scale-kourier-gateway']);
-    expect(peers).toHaveLength(3);
+    // Prometheus, and only on the metrics port (the functions' own port stays closed to it).
+    const scraper = policy.spec.ingress.find((rule) => rule.from!.some((p) => values(p.namespaceSelector, 'kubernetes.io/metadata.name')?.includes('monitoring')));
+    expect(scraper?.ports).toEqual([{ protocol: 'TCP', port: codeDefaults.METRICS_PORT }]);
+    expect(policy.spec.ingress.filter((rule) => rule.ports === undefined)).toHaveLength(policy.spec.ingress.length - 1);
+    expect(peers).toHaveLength(4);
     // The public functions are not covered: their callers are on the internet, behind the ingress.
     for (const fn of PUBLIC) expect(values(policy.spec.podSelector, 'serving.knative.dev/service')).not.toContain(fn);
   });

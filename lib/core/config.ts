@@ -92,6 +92,8 @@ export const envSchema = z.object({
   WEBHOOK_ALLOW_PRIVATE: bool.default(false),
   WEBHOOK_RETRY_SCHEDULE: durationList.prefault('5s,5m,30m,2h,5h,10h,10h'),
   WEB_ORIGIN: z.string().refine((v) => v.split(',').every((o) => /^https?:\/\/[^/\s]+$/.test(o.trim())), 'must be origins such as https://app.example.com, comma-separated, without a path').optional(),
+  METRICS_PORT: int(0, 65535).default(9464),
+  OTEL_EXPORTER_OTLP_ENDPOINT: urlWith('http', 'https').optional(),
   K_SERVICE: z.string().optional(),
 });
 export type Env = z.infer<typeof envSchema>;
@@ -192,6 +194,13 @@ export interface Config {
   maintenance: { intervalMs: number; reconcileAfterMs: number };
   /** Origins of the web page allowed to call the API from another origin (CORS); empty: none. */
   webOrigins: readonly string[];
+  /**
+   * Prometheus metrics, on a listener of their own that the public route never reaches: loopback on one
+   * machine, every interface in a pod (docs/operations.md). Port 0 picks a free port.
+   */
+  metrics: { port: number; host: string };
+  /** Where OTLP/HTTP traces go; undefined: tracing is off and its libraries are never loaded. */
+  otlpEndpoint?: string;
   /** The Knative service name when deployed; undefined on one machine. */
   service?: string;
 }
@@ -223,6 +232,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
       throw new ConfigError(`${missing.join(', ')} must be set for ${fn} on Knative (no embedded defaults there)`);
     }
   }
+  if (e.METRICS_PORT !== 0 && e.METRICS_PORT === e.PORT) throw new ConfigError(`invalid configuration: METRICS_PORT: must differ from PORT (${e.PORT})`);
   const publicUrl = (e.PUBLIC_URL ?? `http://localhost:${e.PORT}`).replace(/\/+$/, '');
   return Object.freeze({
     port: e.PORT,
@@ -294,6 +304,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
       intervalMs: e.MAINTENANCE_INTERVAL_SECONDS * 1000,
       reconcileAfterMs: e.RECONCILE_AFTER_SECONDS * 1000,
     }),
+    metrics: Object.freeze({ port: e.METRICS_PORT, host: e.K_SERVICE ? '0.0.0.0' : '127.0.0.1' }),
+    otlpEndpoint: e.OTEL_EXPORTER_OTLP_ENDPOINT?.replace(/\/+$/, ''),
     webOrigins: Object.freeze((e.WEB_ORIGIN ?? '').split(',').map((o) => o.trim()).filter(Boolean)),
     service: e.K_SERVICE,
   });

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import Module from 'node:module';
 import path from 'node:path';
 import { pino, type DestinationStream, type Logger } from 'pino';
+import { traceFields } from './tracing';
 
 // Where lines go: stdout, unless a person's terminal asked for pretty lines (useLogDestination).
 let destination: DestinationStream = pino.destination({ dest: 1, sync: true });
@@ -67,7 +68,8 @@ export function redactUrl(url: unknown): unknown {
 
 /**
  * Structured JSON lines on stdout. The level and the service name come from the configuration once
- * it is parsed (configureLog); until then, `info`.
+ * it is parsed (configureLog); until then, `info`. A line written inside a traced span carries its
+ * traceId and spanId.
  */
 export const log: Logger = pino({
   level: 'info',
@@ -75,6 +77,7 @@ export const log: Logger = pino({
   timestamp: pino.stdTimeFunctions.isoTime,
   formatters: { level: (label) => ({ level: label }) },
   serializers: { err: serializeError, url: redactUrl },
+  mixin: traceFields,
   redact: { paths: ['password', '*.password', 'authorization', '*.authorization', 'token', '*.token'], censor: '[redacted]' },
 }, { write: (line: string) => destination.write(line) });
 

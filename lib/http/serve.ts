@@ -11,6 +11,8 @@ import { closeClients } from '../core/clients';
 import { loadConfig, setConfig, type Config, type FunctionName } from '../core/config';
 import { BadInputError, EventTooLargeError, LengthRequiredError, NotFoundError, RequestTimeoutError, TooLargeError, UnsupportedMediaError } from '../core/errors';
 import { log } from '../core/log';
+import { httpRequestDuration, serveMetrics } from '../core/metrics';
+import { serverSpan, startTracing } from '../core/tracing';
 import { applyCors } from './cors';
 import { toErrorResponse, writeError } from './errors';
 import { errorMiddleware } from './router';
@@ -174,6 +176,31 @@ function endAfterBody(req: http.IncomingMessage, res: http.ServerResponse): void
   }) as typeof res.end;
 }
 
+const methods = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+/** The framework's own catch-all route, which every function's handler hangs from. */
+const frameworkRoute = '/{*splat}';
+
+/**
+ * Times the request into video2mp3_http_request_duration_seconds and traces it (a server span that
+ * continues the trace the request carries), labelled by the express route pattern that answered it,
+ * never the raw path (ids would make a series each). '*': no route of the function matched (a 404,
+ * or notify, which has none); '(none)': answered before the function ran (413, 415, 411).
+ */
+function observeRequest(req: http.IncomingMessage, res: http.ServerResponse, name: FunctionName, run: () => void): void {
+  const end = httpRequestDuration.startTimer();
+  const method = methods.has(req.method ?? '') ? req.method! : 'OTHER';
+  serverSpan(req, res, `${name} ${method}`, (done) => {
+    res.once('close', () => {
+      const pattern = (req as http.IncomingMessage & { route?: { path?: unknown } }).route?.path;
+      const route = Array.isArray(pattern) ? pattern.join(',') : pattern === frameworkRoute ? '*' : typeof pattern === 'string' ? pattern : '(none)';
+      const status = res.headersSent ? res.statusCode : 0; // 0: the connection closed before an answer
+      end({ function: name, route, method, status: String(status) });
+      done(`${name} ${method} ${route}`, { 'faas.name': name, 'http.request.method': method, 'http.route': route, 'http.response.status_code': status }, status === 0 || status >= 500);
+    });
+    run();
+  });
+}
+
 /**
  * The web page's own scripts and styles only (no inline code, nothing from elsewhere), API calls to
  * the functions' origins only, and never inside another site's frame (clickjacking): frame-ancestors
@@ -228,6 +255,9 @@ export function createServer(mounts: Mount[], opts: ServeOptions & { files?: Sta
     if (opts.files && serveStatic(req, res, opts.files, pageHeaders)) return;
     const route = routes.find((r) => url === r.prefix || url.startsWith(`${r.prefix}/`) || url.startsWith(`${r.prefix}?`));
     if (!route) return writeError(req, res, new NotFoundError('function'));
+    observeRequest(req, res, route.name, () => dispatch(req, res, route, url));
+  });
+  const dispatch = (req: http.IncomingMessage, res: http.ServerResponse, route: (typeof routes)[number], url: string) => {
     // body-parser would inflate a compressed body past any limit checked here: refuse it.
     const encoding = req.headers['content-encoding'];
     if (encoding && encoding.toLowerCase() !== 'identity') {
@@ -251,7 +281,7 @@ export function createServer(mounts: Mount[], opts: ServeOptions & { files?: Sta
       endAfterBody(req, res);
     }
     route.app(req, res);
-  });
+  };
   server.on('clientError', onClientError);
   return server;
 }
@@ -327,9 +357,11 @@ export async function serveFunction(name: FunctionName, handler: ff.HttpFunction
   try {
     const config = loadConfig(process.env, name);
     setConfig(config);
+    if (config.otlpEndpoint) await startTracing({ endpoint: config.otlpEndpoint, service: config.service ?? name });
+    const metrics = await serveMetrics(config);
     const server = createServer([{ prefix: '', name, handler, bodyLimit: bodyLimit(name, config) }], { ...config, files: deployedPage(name, config) });
     const port = await listen(server, config);
-    log.info({ function: name, port }, 'function listening');
+    log.info({ function: name, port, metrics, tracing: config.otlpEndpoint ?? 'off' }, 'function listening');
     await warmUp?.();
   } catch (err) {
     log.fatal({ err }, 'function failed to start');

@@ -5,6 +5,8 @@
 // delivery slot one attempt's timeout at most, and never sleeps in it.
 import { getConfig, type Config } from '../core/config';
 import { log } from '../core/log';
+import { webhookDeliveries } from '../core/metrics';
+import { withSpan } from '../core/tracing';
 import { findJob, type Job } from '../pipeline/jobs';
 import { isDuplicateKey, type Db } from '../storage/db';
 import { outcomeOf, type OutcomeEvent } from './compose';
@@ -94,9 +96,12 @@ async function attemptDue(db: Db, jobId: string, config: Readonly<Config>): Prom
   // The job row, read again at each attempt, says what the receiver gets and whether it still should.
   const job = await findJob(db, jobId);
   const result: AttemptResult = job?.callbackUrl && (job.status === 'done' || job.status === 'failed')
-    ? await sendWebhook(db, job, config)
+    ? await withSpan('webhook', { kind: 'client', attributes: { 'video2mp3.job_id': jobId, 'video2mp3.webhook_attempt': attempt } }, () => sendWebhook(db, job, config))
     : { ok: false, retry: false, error: job ? `the job is ${job.status}; its outcome is no longer sent` : 'the job was deleted' };
-  return record(db, jobId, attempt, result, config);
+  const next = await record(db, jobId, attempt, result, config);
+  const rejected = !result.ok && !result.retry;
+  webhookDeliveries.inc({ outcome: next === 'delivered' ? 'delivered' : next === 'scheduled' ? 'retry' : rejected ? 'rejected' : 'failed' });
+  return next;
 }
 
 /**

@@ -7,8 +7,10 @@ import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, GetMessage 
 import { lazyClient } from '../core/clients';
 import { getConfig, type Config } from '../core/config';
 import { UnavailableError } from '../core/errors';
-import type { AmqpMessage } from './events';
+import type { CloudEvent } from 'cloudevents';
+import { toAmqp, type AmqpMessage } from './events';
 import { log } from '../core/log';
+import { withSpan } from '../core/tracing';
 
 export type QueueName = 'video' | 'mp3';
 
@@ -289,6 +291,15 @@ export function createBroker(config: Pick<Config, 'amqpUrl' | 'timeouts'>): Brok
 
 /** The instance's broker. */
 export const getBroker = lazyClient('broker', async () => createBroker(getConfig()), (b) => b.close());
+
+/**
+ * Publishes an event to a queue inside a producer span, so the message carries that span's trace
+ * context (`ce-traceparent`, toAmqp) and the consumer's spans continue the same trace.
+ */
+export function publishEvent(broker: Broker, queue: QueueName, event: CloudEvent<object>): Promise<void> {
+  return withSpan(`${queue} publish`, { kind: 'producer', attributes: { 'messaging.system': 'rabbitmq', 'messaging.destination.name': queue, 'messaging.message.id': event.id, 'cloudevents.event_type': event.type } },
+    () => broker.publish(queue, toAmqp(event)));
+}
 
 export function describeBroker(config: Pick<Config, 'amqpUrl'>): string {
   if (!config.amqpUrl) return 'in-process queue';

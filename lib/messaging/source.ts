@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { Config, SourceSettings } from '../core/config';
 import type { AmqpMessage } from './events';
 import { log } from '../core/log';
+import { eventsDeadLettered } from '../core/metrics';
 import type { Broker, Consumer, Delivery, QueueName } from './queue';
 
 /**
@@ -80,11 +81,12 @@ function binary(attrs: Record<string, string>, body: Buffer, opts: Pick<SourceOp
 export function toCloudEventRequest(message: AmqpMessage, opts: Pick<SourceOptions, 'queue' | 'name' | 'namespace'>): CloudEventRequest {
   const namespace = opts.namespace ?? NAMESPACE;
   const source = `/apis/v1/namespaces/${namespace}/rabbitmqsources/${opts.name ?? opts.queue}#${opts.queue}`;
-  // Header names lower-cased and without `ce-`; trace context is not carried over; a missing source is filled in.
+  // Header names lower-cased and without `ce-`; a missing source is filled in. The bare `traceparent`
+  // and `tracestate` headers (exactly so spelt) are dropped, while `ce-traceparent` becomes the event's
+  // traceparent extension, as the adapter's NewMessageFromDelivery does.
   const headers: Record<string, string> = {};
   for (const [k, v] of Object.entries(message.headers)) {
-    const key = k.toLowerCase().replace(/^ce-/, '');
-    if (key !== 'traceparent' && key !== 'tracestate') headers[key] = v;
+    if (k !== 'traceparent' && k !== 'tracestate') headers[k.toLowerCase().replace(/^ce-/, '')] = v;
   }
   headers.source ??= source;
 
@@ -157,6 +159,7 @@ async function deliver(opts: SourceOptions, d: Delivery, signal: AbortSignal) {
     request = toCloudEventRequest(d.message, opts);
   } catch (err) {
     log.warn({ queue: opts.queue, id, err }, 'message is not a valid CloudEvent; dead-lettered without delivery');
+    eventsDeadLettered.inc({ queue: opts.queue, reason: 'invalid' });
     d.deadLetter();
     return;
   }
@@ -176,6 +179,7 @@ async function deliver(opts: SourceOptions, d: Delivery, signal: AbortSignal) {
     const again = typeof status === 'string' || retryable.has(status);
     if (!again || retries >= opts.retry) {
       log.warn({ queue: opts.queue, id, status, attempts: retries + 1 }, 'event not delivered; dead-lettered');
+      eventsDeadLettered.inc({ queue: opts.queue, reason: again ? 'retries-exhausted' : 'rejected' });
       d.deadLetter();
       return;
     }

@@ -12,6 +12,8 @@ import type { VideoUploaded } from '../messaging/events';
 import { clearVideo, completeConversion, countAttempt, failConversion, findJob, recordProgress, type Job } from './jobs';
 import { publishOutcome } from './outcomes';
 import { log } from '../core/log';
+import { conversionDuration, conversionSpeed, jobsFinished, jobWait } from '../core/metrics';
+import { withSpan } from '../core/tracing';
 import { remainingConversionSeconds } from './quotas';
 import { claimJob, claimLooksAbandoned, dropClaim, releaseNext, renewClaim } from './scheduling';
 import type { Broker } from '../messaging/queue';
@@ -130,14 +132,15 @@ async function runJob(deps: ConvertDeps, event: VideoUploaded): Promise<ConvertO
 async function convertClaimed(deps: ConvertDeps, job: Job): Promise<ConvertOutcome> {
   const { db, blobs, transcoder } = deps;
   const video = job.videoBlobId ? await blobs.stat('videos', job.videoBlobId) : undefined;
-  if (!job.videoBlobId || !video) return fail(deps, job, 'The uploaded video is no longer stored.');
+  if (!job.videoBlobId || !video) return fail(deps, job, 'The uploaded video is no longer stored.', 'video-missing');
+  if (job.attempts === 0) jobWait.observe((Date.now() - job.createdAt) / 1000); // its first start only
   if ((await countAttempt(db, job.id)) > maxAttempts) {
-    return fail(deps, job, `The conversion stopped ${maxAttempts} times without finishing, so it was given up.`);
+    return fail(deps, job, `The conversion stopped ${maxAttempts} times without finishing, so it was given up.`, 'attempts');
   }
 
   // The owner's daily quota bounds this conversion too: a short file declaring hours is stopped at probe.
   const allowed = await remainingConversionSeconds(db, job.ownerId, job.id, deps.config);
-  if (allowed <= 0) return fail(deps, job, 'Your daily conversion quota is used up; upload the file again tomorrow.');
+  if (allowed <= 0) return fail(deps, job, 'Your daily conversion quota is used up; upload the file again tomorrow.', 'quota');
   // Conversion from disk: the video is read where the directory store keeps it, or streamed from GridFS
   // to a file; converted file to file; the MP3 streamed to the store, so memory does not grow with
   // either. The files made here are removed on every path (and by the transcoder's crash recovery if
@@ -154,13 +157,17 @@ async function convertClaimed(deps: ConvertDeps, job: Job): Promise<ConvertOutco
     const source = await videoFile(blobs, job.videoBlobId, inputFile);
     try {
       const options = { ...job.options, title: job.options.title ?? defaultTitle(job.filename) };
-      result = await transcoder.transcode(source, outputFile, options, { maxDurationSeconds: allowed, onProgress: progress.report });
+      result = await withSpan('transcode', { attributes: { 'video2mp3.job_id': job.id, 'video2mp3.video_bytes': video.size } }, async (span) => {
+        const converted = await transcoder.transcode(source, outputFile, options, { maxDurationSeconds: allowed, onProgress: progress.report });
+        span.set({ 'video2mp3.media_seconds': converted.durationSeconds });
+        return converted;
+      });
     } catch (err) {
       if (err instanceof TranscodeError && err.reason === 'too-long' && allowed < deps.config.limits.durationSeconds) {
-        return await fail(deps, job, `${err.message} (what is left of your daily conversion quota of ${deps.config.quotas.conversionSecondsPerDay} seconds)`);
+        return await fail(deps, job, `${err.message} (what is left of your daily conversion quota of ${deps.config.quotas.conversionSecondsPerDay} seconds)`, 'quota');
       }
-      if (err instanceof TranscodeError) return await fail(deps, job, err.message);
-      if (err instanceof RangeError) return await fail(deps, job, `The conversion options are invalid: ${err.message}`);
+      if (err instanceof TranscodeError) return await fail(deps, job, err.message, err.reason);
+      if (err instanceof RangeError) return await fail(deps, job, `The conversion options are invalid: ${err.message}`, 'invalid-options');
       throw new UnavailableError('the converter', { cause: err }); // it broke, not the input: retry (bounded by maxAttempts)
     }
     mp3 = await storeMp3(blobs, job, outputFile);
@@ -179,6 +186,10 @@ async function convertClaimed(deps: ConvertDeps, job: Job): Promise<ConvertOutco
   });
   log.info({ jobId: job.id, won, bytes: mp3.size, durationSeconds: result.durationSeconds, ms: Date.now() - started }, 'converted');
   if (!won) return 'already-done'; // a concurrent delivery finished first and publishes
+  const wallSeconds = (Date.now() - started) / 1000;
+  conversionDuration.observe(wallSeconds);
+  if (wallSeconds > 0) conversionSpeed.observe(result.durationSeconds / wallSeconds);
+  jobsFinished.inc({ outcome: 'done', reason: '' });
   await finishDone(deps, (await findJob(db, job.id))!);
   return 'converted';
 }
@@ -232,9 +243,13 @@ async function finishDone(deps: ConvertDeps, job: Job) {
   }
 }
 
-async function fail(deps: ConvertDeps, job: Job, message: string): Promise<ConvertOutcome> {
+/** Ends the job failed; `reason` is the metric's label (a TranscodeError's reason, or what stopped it before). */
+async function fail(deps: ConvertDeps, job: Job, message: string, reason: string): Promise<ConvertOutcome> {
   log.warn({ jobId: job.id, reason: message }, 'conversion failed');
-  if (await failConversion(deps.db, job.id, message)) await publishFailure(deps, job, message);
+  if (await failConversion(deps.db, job.id, message)) {
+    jobsFinished.inc({ outcome: 'failed', reason });
+    await publishFailure(deps, job, message);
+  }
   return 'failed';
 }
 

@@ -1,7 +1,7 @@
 import type { Config } from '../core/config';
 import { log } from '../core/log';
-import { toAmqp } from '../messaging/events';
-import type { Broker } from '../messaging/queue';
+import { jobsFinished, reconcilerRedrives } from '../core/metrics';
+import { publishEvent, type Broker } from '../messaging/queue';
 import type { Db } from '../storage/db';
 import { failConversion, findJob } from './jobs';
 import { publishOutcome } from './outcomes';
@@ -84,10 +84,10 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions = {}
     if (!job || (job.status !== 'queued' && job.status !== 'converting')) continue;
     if (!job.videoBlobId) {
       // Nothing to convert any more; failing it lets step 2 tell the user.
-      await failConversion(db, job.id, 'The uploaded video is no longer stored.');
+      if (await failConversion(db, job.id, 'The uploaded video is no longer stored.')) jobsFinished.inc({ outcome: 'failed', reason: 'video-missing' });
       continue;
     }
-    await deps.broker.publish('video', toAmqp(videoUploadedOf(job)));
+    await publishEvent(deps.broker, 'video', videoUploadedOf(job));
     // Conditional: a conversion that moved the job meanwhile keeps its own clock.
     await db('jobs').where({ id: job.id, updated_at: row.updated_at }).update({ updated_at: now });
     result.conversions++;
@@ -122,6 +122,7 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions = {}
   // Last, once the database answered everything above: events dead-lettered during an outage.
   result.redriven = await redriveDeadLetters(deps);
 
+  for (const [kind, n] of Object.entries(result)) if (n > 0) reconcilerRedrives.inc({ kind }, n);
   if (Object.values(result).some((n) => n > 0)) log.info({ ...result, restarted: !!opts.restarted }, 'reconciled');
   return result;
 }

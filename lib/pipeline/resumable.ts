@@ -10,6 +10,7 @@ import { askRelease, renewLock, tryLock, unlock, type Lease } from '../storage/l
 import { cleanFilename } from './filenames';
 import { newJobId } from './jobs';
 import { parseCallbackUrl } from '../core/callback-url';
+import { uploadBytes, uploadDuration } from '../core/metrics';
 import { queueUploadJob, sniffBytes, sniffMedia, type UploadDeps } from './uploads';
 import { publishTurns, takePlace } from './scheduling';
 
@@ -183,6 +184,8 @@ export class ResumableStore extends DataStore {
     const callbackUrl = parseCallbackUrl((JSON.parse(row.metadata) as Record<string, unknown>).callbackUrl, this.deps.config.webhooks);
     await queueUploadJob(this.deps, row.id, owner, { blob, filename: row.filename, contentType }, options, callbackUrl);
     await db('uploads').where({ id: row.id }).update({ job_id: row.id });
+    uploadBytes.observe({ kind: 'resumable' }, size);
+    uploadDuration.observe({ kind: 'resumable' }, (Date.now() - Number(row.created_at)) / 1000);
   }
 
   /** Termination of an unfinished upload: its bytes and its row go. */

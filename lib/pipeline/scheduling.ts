@@ -2,8 +2,8 @@ import { randomBytes } from 'node:crypto';
 import type { Config } from '../core/config';
 import { TooManyRequestsError } from '../core/errors';
 import { log } from '../core/log';
-import { toAmqp, videoUploaded } from '../messaging/events';
-import type { Broker } from '../messaging/queue';
+import { videoUploaded } from '../messaging/events';
+import { publishEvent, type Broker } from '../messaging/queue';
 import type { Db, Trx } from '../storage/db';
 import { findJob, type Job } from './jobs';
 import { refuseWhenDailyQuotaSpent } from './quotas';
@@ -109,7 +109,7 @@ export async function publishTurns(deps: Pick<TurnDeps, 'db' | 'broker'>, ids: s
     const job = await findJob(deps.db, id);
     if (!job?.videoBlobId) continue;
     try {
-      await deps.broker.publish('video', toAmqp(videoUploadedOf(job)));
+      await publishEvent(deps.broker, 'video', videoUploadedOf(job));
     } catch (err) {
       await deps.db('jobs').whereIn('id', ids.slice(i)).where({ status: 'queued' }).whereNull('claim_token')
         .update({ released_at: null }).catch(() => undefined);

@@ -10,6 +10,7 @@ import { checkQuotas, publishTurns, takePlace } from './scheduling';
 import { log } from '../core/log';
 import type { Mp3Options } from '../media/options';
 import type { Broker } from '../messaging/queue';
+import { jobsCreated, uploadBytes, uploadDuration } from '../core/metrics';
 
 /** How many leading bytes decide what kind of file this is. */
 export const sniffBytes = 64 * 1024;
@@ -77,8 +78,11 @@ export async function storeVideo(deps: Pick<UploadDeps, 'db' | 'blobs' | 'config
   const contentType = await sniffMedia(head);
   const filename = cleanFilename(upload.filename);
   const limit = config.limits.uploadBytes;
+  const end = uploadDuration.startTimer({ kind: 'single' });
   try {
     const blob = await blobs.put('videos', all, { owner: owner.id, filename, contentType }, { limit });
+    end();
+    uploadBytes.observe({ kind: 'single' }, blob.size);
     return { blob, filename, contentType };
   } catch (err) {
     if (err instanceof TooLargeError) throw new TooLargeError(limit, 'the video');
@@ -115,6 +119,7 @@ export async function queueJob(deps: UploadDeps, owner: { id: string; email: str
     await undo(() => blobs.delete('videos', video.blob.id));
     throw err;
   }
+  jobsCreated.inc();
   log.info({ jobId, owner: owner.id, bytes: video.blob.size, contentType: video.contentType }, 'video queued');
   return job;
 }
@@ -132,6 +137,7 @@ export async function queueUploadJob(deps: UploadDeps, jobId: string, owner: { i
   try {
     // Its place in the queue was taken when the upload was created (ResumableStore.create).
     ({ value: job, released } = await takePlace(db, owner.id, deps.config, (trx) => createJob(trx, jobFields(jobId, owner, video, options, callbackUrl)), { reserved: true }));
+    jobsCreated.inc();
   } catch (err) {
     if (!isDuplicateKey(err)) throw err;
     job = (await findJob(db, jobId))!;

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { handlers } from '../../functions/all';
 import { closeClients } from '../../lib/core/clients';
 import { functionNames, loadConfig, setConfig, type Config } from '../../lib/core/config';
+import { startTracing } from '../../lib/core/tracing';
 import { getBroker, type Consumer } from '../../lib/messaging/queue';
 import { bodyLimit, createServer, eventFunctions, listenInternal } from '../../lib/http/serve';
 import { listStaticFiles } from '../../lib/http/static';
@@ -74,6 +75,7 @@ export async function startStack(env: Record<string, string> = {}, opts: { sourc
   // Links and Location headers point at this server, as PUBLIC_URL does for `npm start`.
   const config = loadConfig({ ...base, PUBLIC_URL: `http://127.0.0.1:${port}`, ...env });
   setConfig(config);
+  if (config.otlpEndpoint) await startTracing({ endpoint: config.otlpEndpoint, service: 'video2mp3' });
   const url = `http://127.0.0.1:${port}`;
   const sources = opts.sources === 'video'
     ? [await startSource(await getBroker(), { ...config.sources.video, queue: 'video', sink: `${internalUrl}/convert/` })]

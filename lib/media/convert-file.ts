@@ -19,6 +19,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { EncoderPool, EncodeRun, EncodeTask } from './encoder-pool';
 import { canJoin, joinMp3Segments, samplesPerFrame, scanMp3, SeamError, type SeamRule } from './mp3-join';
+import { correctLoudness, loudnessFilters, MEASURE_FILTER, MEASURE_LINES, parseMeasure, planLoudness, type LoudnessPlan } from './loudness';
 import { measureMp3Duration } from './mp3-frames';
 import { sampleRates, type Mp3Options } from './options';
 import { chooseAudioStream, InvalidOptions, JobFailure, parseProbe, type ProbedStream } from './probe';
@@ -52,6 +53,8 @@ export interface ConvertFileResult {
   seamSeconds: number[];
   /** Why one instance was used although the pool has more (undefined when parallel or pool of 1). */
   singleReason?: string;
+  /** The loudness measured and the gain applied, when the loudness option was given. */
+  loudness?: LoudnessPlan;
 }
 
 /**
@@ -83,6 +86,9 @@ export function segmentStarts(k: number, decodeCost = DECODE_COST): number[] {
   }
   return starts(low);
 }
+
+/** The part of a job's progress that measuring its loudness takes (it decodes the span once more). */
+const MEASURE_SHARE = 0.2;
 
 /** Spans shorter than this are encoded by one instance: splitting costs more than it saves. */
 export const PARALLEL_MIN_SECONDS = 30;
@@ -120,23 +126,36 @@ interface EncodeSpan {
   first: boolean;
 }
 
-function buildArgs(stream: ProbedStream, options: Mp3Options, rate: number | undefined, span: EncodeSpan, maxOutputBytes: number): string[] {
+/** Loudness filters for every encoding of a job, and the delay (samples) they add. */
+interface Shaping {
+  filters: string[];
+  delay: number;
+}
+
+/** Mono sources stay mono; everything else is folded to stereo (LAME encodes only those). */
+const outputChannels = (stream: ProbedStream, options: Mp3Options): 1 | 2 => options.channels ?? (stream.channels === 1 ? 1 : 2);
+
+function buildArgs(stream: ProbedStream, options: Mp3Options, rate: number | undefined, span: EncodeSpan, maxOutputBytes: number, shaping?: Shaping): string[] {
   const args: string[] = [];
   if (options.start !== undefined && options.start > 0) args.push('-ss', String(options.start));
   args.push(...INPUT_LIMITS, '-i', IN, '-map', `0:${stream.index}`, '-vn', '-sn', '-dn');
   if (rate !== undefined) {
-    const trim = [span.fromSample > 0 ? `start_sample=${span.fromSample}` : '', span.toSample !== undefined ? `end_sample=${span.toSample}` : '']
+    // Shaping filters run on every sample from the trim start, so each segment's are in the same state
+    // at its part as one instance's; their delay is cut from the front and flushed at the end.
+    const delay = shaping?.delay ?? 0;
+    const from = span.fromSample + delay;
+    const trim = [from > 0 ? `start_sample=${from}` : '', span.toSample !== undefined ? `end_sample=${span.toSample + delay}` : '']
       .filter(Boolean)
       .join(':');
-    args.push('-af', `aresample=${rate}${trim ? `,atrim=${trim}` : ''}`);
+    const shape = shaping ? [`aformat=channel_layouts=${outputChannels(stream, options) === 1 ? 'mono' : 'stereo'}`, ...shaping.filters] : [];
+    args.push('-af', [`aresample=${rate}`, ...shape, ...(trim ? [`atrim=${trim}`] : [])].join(','));
   }
   if (span.capSeconds !== undefined) args.push('-t', String(span.capSeconds));
   args.push('-map_metadata', '-1', '-map_chapters', '-1', '-c:a', 'libmp3lame');
   if (options.bitrate !== undefined) args.push('-b:a', `${options.bitrate}k`);
   else args.push('-q:a', String(options.quality ?? 2));
   if (rate !== undefined) args.push('-ar', String(rate));
-  // LAME encodes mono or stereo only; keep mono sources mono, fold everything else to stereo.
-  args.push('-ac', String(options.channels ?? (stream.channels === 1 ? 1 : 2)));
+  args.push('-ac', String(outputChannels(stream, options)));
   if (span.first && options.title !== undefined) args.push('-metadata', `title=${options.title}`);
   // -fs stops the muxer once the file passes the limit, so an oversized output never fills the disk.
   args.push('-fs', String(maxOutputBytes + 1));
@@ -189,7 +208,9 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
   const spanEnd = Math.min(options.end ?? Infinity, source ?? Infinity);
   const span = Number.isFinite(spanEnd) ? spanEnd - start : undefined;
   const sourceRate = stream.sampleRate !== undefined && (sampleRates as readonly number[]).includes(stream.sampleRate) ? stream.sampleRate : undefined;
-  const rate = options.sampleRate ?? sourceRate;
+  // Loudness is shaped at a known rate (its limiter's delay is counted in samples): a source at a rate
+  // MP3 has not is brought to 48 kHz, as LAME would choose for it, or 44.1 kHz when its rate is unknown.
+  const rate = options.sampleRate ?? sourceRate ?? (options.loudness === undefined ? undefined : (stream.sampleRate ?? 0) >= 48000 ? 48000 : 44100);
   const endSample = rate !== undefined && options.end !== undefined ? Math.round((options.end - start) * rate) : undefined;
 
   const wanted = Math.max(1, Math.min(req.parallelism ?? pool.size, pool.size));
@@ -201,19 +222,64 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
     : undefined;
 
   const segmentCount = wanted >= 2 && singleReason === undefined ? wanted : 1;
+  // Progress: each loudness measurement (a decode of the span) counts for MEASURE_SHARE of the work,
+  // the encoding for the rest.
+  let measured = 0;
+  let measuring = false;
   const progressOf = (done: number[]) => {
     if (!req.onProgress) return;
     const timeSeconds = done.reduce((a, b) => a + b, 0);
+    const fraction = span ? Math.min(1, timeSeconds / span) : 0;
+    const base = measured * MEASURE_SHARE;
     try {
-      req.onProgress({ timeSeconds, percent: span ? Math.min(100, (timeSeconds / span) * 100) : 0 });
+      req.onProgress({ timeSeconds, percent: 100 * (base + fraction * (measuring ? MEASURE_SHARE : 1 - base)) });
     } catch {
       // Progress is advisory.
     }
   };
 
+  let loudness: LoudnessPlan | undefined;
+  let shaping: Shaping | undefined;
+  if (options.loudness !== undefined) {
+    const r = rate!;
+    const channels = outputChannels(stream, options);
+    /** The span's loudness after `shape` (whose delay is cut from the front). */
+    const measure = async (shape?: Shaping) => {
+      measuring = true;
+      const delay = shape?.delay ?? 0;
+      const trim = [delay > 0 ? `start_sample=${delay}` : '', endSample === undefined ? '' : `end_sample=${endSample + delay}`].filter(Boolean).join(':');
+      const filters = [`aresample=${r}`, `aformat=channel_layouts=${channels === 1 ? 'mono' : 'stereo'}`, ...(shape?.filters ?? []), ...(trim ? [`atrim=${trim}`] : []), MEASURE_FILTER];
+      const result = await run({
+        args: [
+          ...(start > 0 ? ['-ss', String(start)] : []),
+          ...INPUT_LIMITS, '-i', IN, '-map', `0:${stream.index}`, '-vn', '-sn', '-dn', '-af', filters.join(','),
+          ...(span === undefined ? ['-t', String(maxDurationSeconds + 1)] : []),
+          '-f', 'null', '-',
+        ],
+        files: [{ wasmPath: IN, hostPath: input, mode: 'read' }],
+        keep: `${MEASURE_LINES}|${ENCODE_LINES}`,
+        logLevel: AV_LOG_INFO,
+        onProgress: (t) => progressOf([t]),
+      });
+      measuring = false;
+      measured++;
+      const failed = new RegExp(ENCODE_LINES);
+      const values = parseMeasure(result.lines);
+      if (!values || result.lines.some((line) => failed.test(line))) throw new JobFailure('corrupt');
+      return values;
+    };
+    loudness = planLoudness(options.loudness, await measure());
+    shaping = loudnessFilters(loudness, r, channels);
+    // The limiter lowers the loudness where it works: measured once more with it, the gain makes up for that.
+    if (loudness.limited) {
+      loudness = correctLoudness(loudness, await measure(shaping));
+      shaping = loudnessFilters(loudness, r, channels);
+    }
+  }
+
   const encodeSingle = async (): Promise<void> => {
     const capSeconds = rate === undefined ? (span ?? maxDurationSeconds + 1) : source === undefined ? maxDurationSeconds + 1 : undefined;
-    const args = buildArgs(stream, options, rate, { fromSample: 0, toSample: endSample, capSeconds, first: true }, maxOutputBytes);
+    const args = buildArgs(stream, options, rate, { fromSample: 0, toSample: endSample, capSeconds, first: true }, maxOutputBytes, shaping);
     const done = [0];
     const result = await run({
       args,
@@ -247,7 +313,7 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
     // A frame's samples come out of the decoder delayed by the encoder delay (576) plus the decoder's 529.
     const seamSeconds = (joined?.seamFrames ?? []).map((f) => (f * samplesPerFrame(joined!.sampleRate) - 1105) / joined!.sampleRate);
     const samples = joined?.samples ?? (rate === undefined ? undefined : Math.round(durationSeconds * rate));
-    return { durationSeconds, bytes, samples, sampleRate: rate, memory: lastMemory!, segments, seamSeconds, singleReason: segments === 1 ? singleReason : undefined };
+    return { durationSeconds, bytes, samples, sampleRate: rate, memory: lastMemory!, segments, seamSeconds, singleReason: segments === 1 ? singleReason : undefined, loudness };
   } catch (error) {
     removeQuietly(output);
     throw error;
@@ -267,7 +333,7 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
     try {
       const runs = startFrames.map((from, i) => {
         const to = i === k - 1 ? endSample : (startFrames[i + 1] + warmupFrames + searchFrames + tailFrames + 2) * frameSamples;
-        const args = buildArgs(stream, options, r, { fromSample: from * frameSamples, toSample: to, first: i === 0 }, maxOutputBytes);
+        const args = buildArgs(stream, options, r, { fromSample: from * frameSamples, toSample: to, first: i === 0 }, maxOutputBytes, shaping);
         const fromSeconds = (from * frameSamples) / r;
         return run({
           args,

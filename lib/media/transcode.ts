@@ -13,10 +13,11 @@ import { formatDuration, formatSize } from '../core/format';
 import { convertFile } from './convert-file';
 import { createEncoderPool, EncoderTimeoutError, type EncoderPool } from './encoder-pool';
 import { mp3OptionsSchema, type Mp3Options } from './options';
+import type { LoudnessPlan } from './loudness';
 import { InvalidOptions, JobFailure } from './probe';
 import type { FailureDetail, TranscodeFailure, WorkerMemory } from './worker-protocol';
 
-export type { Mp3Options, TranscodeFailure };
+export type { LoudnessPlan, Mp3Options, TranscodeFailure };
 
 /** A conversion that can never succeed for this input and these limits (retrying will not help). */
 export class TranscodeError extends Error {
@@ -35,6 +36,8 @@ export interface TranscodeResult {
   segments: number;
   /** An instance thread's memory after the job, for spotting growth across jobs. */
   workerMemory: WorkerMemory;
+  /** The loudness measured and the gain applied (only with the loudness option). */
+  loudness?: LoudnessPlan;
 }
 
 export interface TranscoderOptions {
@@ -140,6 +143,7 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
         elapsedMs: performance.now() - startedAt,
         segments: result.segments,
         workerMemory: result.memory,
+        ...(result.loudness ? { loudness: result.loudness } : {}),
       };
     } catch (error) {
       if (error instanceof JobFailure) throw new TranscodeError(error.reason, describeFailure(error.reason, error.detail));

@@ -189,7 +189,7 @@ describe('parallel segment encoding', () => {
     if (options.start !== undefined) expect(Math.abs(c.parallel.durationSeconds - (options.end! - options.start))).toBeLessThan(1 / 44100);
     if (options.loudness !== undefined) expect(c.parallel.loudness).toEqual(c.single.loudness);
     if (options.loudness === -5) expect(c.parallel.loudness?.limited).toBe(true);
-  });
+  }, 180_000); // loudness measures each span (twice when limited) before encoding it
 
   it('when the audio ends long before the video, then the MP3 is as long as the audio, whichever way it was encoded', async () => {
     const file = path.join(dir, 'short-audio.mp4');

@@ -17,7 +17,9 @@
 // MP3 after the seam then differs from one instance's by −41 to −48 dB, not the −60 dB the seams keep.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { EncoderPool, EncodeRun, EncodeTask } from './encoder-pool';
+import type { EncoderPool, EncodeRun, EncodeTask, HostFileSpec } from './encoder-pool';
+import { extractCover } from './cover';
+import { buildId3Tag, type Id3Tag } from './id3';
 import { canJoin, joinMp3Segments, samplesPerFrame, scanMp3, SeamError, type SeamRule } from './mp3-join';
 import { correctLoudness, loudnessFilters, MEASURE_FILTER, MEASURE_LINES, parseMeasure, planLoudness, type LoudnessPlan } from './loudness';
 import { measureMp3Duration } from './mp3-frames';
@@ -55,6 +57,8 @@ export interface ConvertFileResult {
   singleReason?: string;
   /** The loudness measured and the gain applied, when the loudness option was given. */
   loudness?: LoudnessPlan;
+  /** Whether the MP3's tag carries a front cover. */
+  cover: boolean;
 }
 
 /**
@@ -122,8 +126,6 @@ interface EncodeSpan {
   toSample?: number;
   /** Seconds, when the output rate is unknown and samples cannot be counted. */
   capSeconds?: number;
-  /** Segment 0 / single: carries the ID3 tag. */
-  first: boolean;
 }
 
 /** Loudness filters for every encoding of a job, and the delay (samples) they add. */
@@ -156,11 +158,31 @@ function buildArgs(stream: ProbedStream, options: Mp3Options, rate: number | und
   else args.push('-q:a', String(options.quality ?? 2));
   if (rate !== undefined) args.push('-ar', String(rate));
   args.push('-ac', String(outputChannels(stream, options)));
-  if (span.first && options.title !== undefined) args.push('-metadata', `title=${options.title}`);
   // -fs stops the muxer once the file passes the limit, so an oversized output never fills the disk.
   args.push('-fs', String(maxOutputBytes + 1));
-  args.push('-id3v2_version', span.first ? '3' : '0', '-write_xing', '1', '-fflags', '+bitexact', '-f', 'mp3', OUT);
+  // No ID3 tag: it is written in front of the frames afterwards (lib/media/id3.ts).
+  args.push('-id3v2_version', '0', '-write_xing', '1', '-fflags', '+bitexact', '-f', 'mp3', OUT);
   return args;
+}
+
+/** The host files of an encoding: the input, and the MP3 written. */
+const encodeFiles = (input: string, output: string): HostFileSpec[] => [
+  { wasmPath: IN, hostPath: input, mode: 'read' },
+  { wasmPath: OUT, hostPath: output, mode: 'write' },
+];
+
+/** Writes `id3` and then the whole of `mp3` (which has no tag) to `output`, a chunk at a time. */
+function prependTag(id3: Buffer, mp3: string, output: string): void {
+  const out = fs.openSync(output, 'w');
+  const from = fs.openSync(mp3, 'r');
+  try {
+    fs.writeSync(out, id3);
+    const buf = Buffer.alloc(1 << 20);
+    for (let n; (n = fs.readSync(from, buf, 0, buf.length, null)) > 0; ) fs.writeSync(out, buf, 0, n);
+  } finally {
+    fs.closeSync(from);
+    fs.closeSync(out);
+  }
 }
 
 /** Duration of the MP3 on disk, from its Xing/LAME tag (the first frame, within the first 64 KiB). */
@@ -194,6 +216,8 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
     lastMemory = result.memory;
     return result;
   };
+  const dir = req.workDir ?? path.dirname(output);
+  const base = path.join(dir, `.${path.basename(output)}.${process.pid}.${Date.now().toString(36)}`);
   const probed = await run({ args: [...INPUT_LIMITS, '-i', IN], files: [{ wasmPath: IN, hostPath: input, mode: 'read' }], keep: PROBE_LINES, logLevel: AV_LOG_DEBUG });
   const probe = parseProbe(probed.lines);
   const stream = chooseAudioStream(probe, inputBytes);
@@ -238,106 +262,134 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
     }
   };
 
+  const tag: Id3Tag = { title: options.title };
   let loudness: LoudnessPlan | undefined;
   let shaping: Shaping | undefined;
-  if (options.loudness !== undefined) {
-    const r = rate!;
-    const channels = outputChannels(stream, options);
-    /** The span's loudness after `shape` (whose delay is cut from the front). */
-    const measure = async (shape?: Shaping) => {
-      measuring = true;
-      const delay = shape?.delay ?? 0;
-      const trim = [delay > 0 ? `start_sample=${delay}` : '', endSample === undefined ? '' : `end_sample=${endSample + delay}`].filter(Boolean).join(':');
-      const filters = [`aresample=${r}`, `aformat=channel_layouts=${channels === 1 ? 'mono' : 'stereo'}`, ...(shape?.filters ?? []), ...(trim ? [`atrim=${trim}`] : []), MEASURE_FILTER];
-      const result = await run({
-        args: [
-          ...(start > 0 ? ['-ss', String(start)] : []),
-          ...INPUT_LIMITS, '-i', IN, '-map', `0:${stream.index}`, '-vn', '-sn', '-dn', '-af', filters.join(','),
-          ...(span === undefined ? ['-t', String(maxDurationSeconds + 1)] : []),
-          '-f', 'null', '-',
-        ],
-        files: [{ wasmPath: IN, hostPath: input, mode: 'read' }],
-        keep: `${MEASURE_LINES}|${ENCODE_LINES}`,
-        logLevel: AV_LOG_INFO,
-        onProgress: (t) => progressOf([t]),
-      });
-      measuring = false;
-      measured++;
-      const failed = new RegExp(ENCODE_LINES);
-      const values = parseMeasure(result.lines);
-      if (!values || result.lines.some((line) => failed.test(line))) throw new JobFailure('corrupt');
-      return values;
-    };
-    loudness = planLoudness(options.loudness, await measure());
-    shaping = loudnessFilters(loudness, r, channels);
-    // The limiter lowers the loudness where it works: measured once more with it, the gain makes up for that.
-    if (loudness.limited) {
-      loudness = correctLoudness(loudness, await measure(shaping));
+  /** Measures the loudness (when asked for) and plans the filters every encoding applies. */
+  const shape = async () => {
+    if (options.loudness !== undefined) {
+      const r = rate!;
+      const channels = outputChannels(stream, options);
+      /** The span's loudness after `shaped` (whose delay is cut from the front). */
+      const measure = async (shaped?: Shaping) => {
+        measuring = true;
+        const delay = shaped?.delay ?? 0;
+        const trim = [delay > 0 ? `start_sample=${delay}` : '', endSample === undefined ? '' : `end_sample=${endSample + delay}`].filter(Boolean).join(':');
+        const filters = [`aresample=${r}`, `aformat=channel_layouts=${channels === 1 ? 'mono' : 'stereo'}`, ...(shaped?.filters ?? []), ...(trim ? [`atrim=${trim}`] : []), MEASURE_FILTER];
+        const result = await run({
+          args: [
+            ...(start > 0 ? ['-ss', String(start)] : []),
+            ...INPUT_LIMITS, '-i', IN, '-map', `0:${stream.index}`, '-vn', '-sn', '-dn', '-af', filters.join(','),
+            ...(span === undefined ? ['-t', String(maxDurationSeconds + 1)] : []),
+            '-f', 'null', '-',
+          ],
+          files: [{ wasmPath: IN, hostPath: input, mode: 'read' }],
+          keep: `${MEASURE_LINES}|${ENCODE_LINES}`,
+          logLevel: AV_LOG_INFO,
+          onProgress: (t) => progressOf([t]),
+        });
+        measuring = false;
+        measured++;
+        const failed = new RegExp(ENCODE_LINES);
+        const values = parseMeasure(result.lines);
+        if (!values || result.lines.some((line) => failed.test(line))) throw new JobFailure('corrupt');
+        return values;
+      };
+      loudness = planLoudness(options.loudness, await measure());
       shaping = loudnessFilters(loudness, r, channels);
+      // The limiter lowers the loudness where it works: measured once more with it, the gain makes up for that.
+      if (loudness.limited) {
+        loudness = correctLoudness(loudness, await measure(shaping));
+        shaping = loudnessFilters(loudness, r, channels);
+      }
     }
-  }
+  };
+  // The cover is taken on another instance while the loudness is measured (or one instance encodes).
+  const coverFile = `${base}.cover.jpg`;
+  const getCover = async () => {
+    const found = await extractCover({ input, output: coverFile, option: options.cover, streams: probe.streams, startSeconds: start, spanSeconds: span, inputArgs: INPUT_LIMITS, run });
+    if (found) tag.coverJpeg = coverFile;
+  };
 
-  const encodeSingle = async (): Promise<void> => {
+  const singleFile = `${base}.single.mp3`;
+  /** Encodes the span in one instance; the MP3 without its tag, and its duration. */
+  const encodeSingle = async (): Promise<number> => {
     const capSeconds = rate === undefined ? (span ?? maxDurationSeconds + 1) : source === undefined ? maxDurationSeconds + 1 : undefined;
-    const args = buildArgs(stream, options, rate, { fromSample: 0, toSample: endSample, capSeconds, first: true }, maxOutputBytes, shaping);
+    const args = buildArgs(stream, options, rate, { fromSample: 0, toSample: endSample, capSeconds }, maxOutputBytes, shaping);
     const done = [0];
     const result = await run({
       args,
-      files: [{ wasmPath: IN, hostPath: input, mode: 'read' }, { wasmPath: OUT, hostPath: output, mode: 'write' }],
+      files: encodeFiles(input, singleFile),
       keep: ENCODE_LINES,
       logLevel: AV_LOG_INFO,
       onProgress: (t) => progressOf([(done[0] = t)]), // output time: 0 at the trim start
     });
     checkRun(result.lines);
+    return readMp3Duration(singleFile);
   };
 
+  const covered = getCover();
+  covered.catch(() => undefined); // awaited below, and before the files are removed
   try {
+    const tagged = async (): Promise<Buffer> => {
+      await covered;
+      return buildId3Tag(tag);
+    };
+    await shape();
     let segments = 1;
     let joined: { samples: number; sampleRate: number; seamFrames: number[] } | undefined;
+    let singleSeconds = 0;
     if (segmentCount >= 2) {
       try {
-        joined = await encodeParallel(segmentCount);
+        joined = await encodeParallel(segmentCount, tagged);
         segments = segmentCount;
       } catch (error) {
         if (!(error instanceof SeamError)) throw error;
-        await encodeSingle();
+        singleSeconds = await encodeSingle();
       }
     } else {
-      await encodeSingle();
+      singleSeconds = await encodeSingle();
+    }
+    if (!joined) {
+      const id3 = await tagged();
+      if (id3.length > 0) prependTag(id3, singleFile, output);
+      else fs.renameSync(singleFile, output);
     }
     const bytes = fs.statSync(output).size;
     if (bytes > maxOutputBytes) throw new JobFailure('output-too-large', { limit: maxOutputBytes });
-    const durationSeconds = joined ? joined.samples / joined.sampleRate : readMp3Duration(output);
+    const durationSeconds = joined ? joined.samples / joined.sampleRate : singleSeconds;
     if (durationSeconds === 0) throw new JobFailure('corrupt');
     if (source === undefined && durationSeconds > maxDurationSeconds) throw new JobFailure('too-long', { limit: maxDurationSeconds });
     // A frame's samples come out of the decoder delayed by the encoder delay (576) plus the decoder's 529.
     const seamSeconds = (joined?.seamFrames ?? []).map((f) => (f * samplesPerFrame(joined!.sampleRate) - 1105) / joined!.sampleRate);
     const samples = joined?.samples ?? (rate === undefined ? undefined : Math.round(durationSeconds * rate));
-    return { durationSeconds, bytes, samples, sampleRate: rate, memory: lastMemory!, segments, seamSeconds, singleReason: segments === 1 ? singleReason : undefined, loudness };
+    return { durationSeconds, bytes, samples, sampleRate: rate, memory: lastMemory!, segments, seamSeconds, singleReason: segments === 1 ? singleReason : undefined, loudness, cover: tag.coverJpeg !== undefined };
   } catch (error) {
     removeQuietly(output);
     throw error;
+  } finally {
+    await covered.catch(() => undefined);
+    removeQuietly(coverFile);
+    removeQuietly(singleFile);
   }
 
-  async function encodeParallel(k: number): Promise<{ samples: number; sampleRate: number; seamFrames: number[] }> {
+  async function encodeParallel(k: number, tagged: () => Promise<Buffer>): Promise<{ samples: number; sampleRate: number; seamFrames: number[] }> {
     const r = rate!;
     const frameSamples = samplesPerFrame(r);
     const totalFrames = Math.floor((endSample ?? Math.round(span! * r)) / frameSamples);
     const { warmupFrames, searchFrames, tailFrames } = SEAM_RULE;
     // Segment i starts warm-up frames before its share; all but the last run past the next seam window.
     const startFrames = segmentStarts(k).map((share, i) => (i === 0 ? 0 : Math.max(0, Math.round(share * totalFrames) - warmupFrames)));
-    const dir = req.workDir ?? path.dirname(output);
-    const base = path.join(dir, `.${path.basename(output)}.${process.pid}.${Date.now().toString(36)}`);
     const files = startFrames.map((_, i) => `${base}.seg${i}.mp3`);
     const done = startFrames.map(() => 0);
     try {
       const runs = startFrames.map((from, i) => {
         const to = i === k - 1 ? endSample : (startFrames[i + 1] + warmupFrames + searchFrames + tailFrames + 2) * frameSamples;
-        const args = buildArgs(stream, options, r, { fromSample: from * frameSamples, toSample: to, first: i === 0 }, maxOutputBytes, shaping);
+        const args = buildArgs(stream, options, r, { fromSample: from * frameSamples, toSample: to }, maxOutputBytes, shaping);
         const fromSeconds = (from * frameSamples) / r;
         return run({
           args,
-          files: [{ wasmPath: IN, hostPath: input, mode: 'read' }, { wasmPath: OUT, hostPath: files[i], mode: 'write' }],
+          files: encodeFiles(input, files[i]),
           keep: ENCODE_LINES,
           logLevel: AV_LOG_INFO,
           onProgress: (t) => {
@@ -359,7 +411,7 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
           throw new SeamError(`Segment ${i} is not an MP3 that can be joined.`, { cause: error });
         }
       });
-      return joinMp3Segments(segments, output, SEAM_RULE);
+      return joinMp3Segments(segments, output, SEAM_RULE, await tagged());
     } finally {
       for (const file of files) removeQuietly(file);
     }

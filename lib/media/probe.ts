@@ -20,6 +20,10 @@ export interface ProbedStream {
   sampleRate?: number;
   isDefault: boolean;
   isAttachedPicture: boolean;
+  /** Codec name of a video stream (e.g. h264, mjpeg, png). */
+  codec?: string;
+  width?: number;
+  height?: number;
 }
 
 export interface Probe {
@@ -74,6 +78,7 @@ export function parseProbe(lines: string[]): Probe {
     if (stream) {
       const [, index, kind, description] = stream;
       const rate = kind === 'Audio' ? /, (\d+) Hz/.exec(description) : null;
+      const size = kind === 'Video' ? /, (\d+)x(\d+)/.exec(description) : null;
       probe.streams.push({
         index: Number(index),
         type: kind === 'Audio' ? 'audio' : kind === 'Video' ? 'video' : 'other',
@@ -81,6 +86,8 @@ export function parseProbe(lines: string[]): Probe {
         sampleRate: rate ? Number(rate[1]) : undefined,
         isDefault: /\(default\)/.test(description),
         isAttachedPicture: /\(attached pic\)/.test(description),
+        ...(kind === 'Video' ? { codec: /^(\w+)/.exec(description)?.[1] } : {}),
+        ...(size ? { width: Number(size[1]), height: Number(size[2]) } : {}),
       });
     }
   }

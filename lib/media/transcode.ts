@@ -38,6 +38,8 @@ export interface TranscodeResult {
   workerMemory: WorkerMemory;
   /** The loudness measured and the gain applied (only with the loudness option). */
   loudness?: LoudnessPlan;
+  /** Whether the MP3's ID3v2 tag carries a front cover (APIC). */
+  cover: boolean;
 }
 
 export interface TranscoderOptions {
@@ -144,6 +146,7 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
         segments: result.segments,
         workerMemory: result.memory,
         ...(result.loudness ? { loudness: result.loudness } : {}),
+        cover: result.cover,
       };
     } catch (error) {
       if (error instanceof JobFailure) throw new TranscodeError(error.reason, describeFailure(error.reason, error.detail));

@@ -24,7 +24,8 @@ import { canJoin, joinMp3Segments, samplesPerFrame, scanMp3, SeamError, type Sea
 import { correctLoudness, loudnessFilters, MEASURE_FILTER, MEASURE_LINES, parseMeasure, planLoudness, type LoudnessPlan } from './loudness';
 import { measureMp3Duration } from './mp3-frames';
 import { sampleRates, type Mp3Options } from './options';
-import { chooseAudioStream, InvalidOptions, JobFailure, parseProbe, type ProbedStream } from './probe';
+import { chooseAudioStream, InvalidOptions, JobFailure, parseProbe, type Probe, type ProbedStream } from './probe';
+import { parseFfmetadata, tagsForSpan, type InputMetadata } from './tags';
 
 export interface ConvertFileRequest {
   input: string;
@@ -36,6 +37,8 @@ export interface ConvertFileRequest {
   workDir?: string;
   /** At most this many segments; 1 forces one instance. Defaults to the pool's size. */
   parallelism?: number;
+  /** The ID3 title when neither the options nor the input give one (e.g. from the file's name). */
+  defaultTitle?: string;
   /** The conversion is stopped (its instances replaced, EncoderTimeoutError) after this long. */
   timeoutMs?: number;
   onProgress?: (p: { percent: number; timeSeconds: number }) => void;
@@ -59,6 +62,10 @@ export interface ConvertFileResult {
   loudness?: LoudnessPlan;
   /** Whether the MP3's tag carries a front cover. */
   cover: boolean;
+  /** Chapters in the MP3's tag (CHAP frames). */
+  chapters: number;
+  /** The text tags written (title, artist, album, date), where there are any. */
+  tags: Pick<Id3Tag, 'title' | 'artist' | 'album' | 'date'>;
 }
 
 /**
@@ -102,6 +109,9 @@ export const SEAM_RULE: SeamRule = { warmupFrames: 16, searchFrames: 64, tailFra
 
 const IN = '/input';
 const OUT = '/output.mp3';
+const META = '/metadata.txt';
+/** More of an input's tags than this is not read (a tag that large is not a title or a chapter list). */
+const MAX_METADATA_BYTES = 1024 * 1024;
 // Decoders opened on the input (ffmpeg opens them while probing streams, even ones never encoded, such
 // as a cover picture or a video track) refuse frames larger than this, whatever dimensions the input
 // declares: a 16000×16000 image would otherwise cost ~750 MB to decode. 4096×4096 covers 4K video.
@@ -185,6 +195,23 @@ function prependTag(id3: Buffer, mp3: string, output: string): void {
   }
 }
 
+function textTags(tag: Id3Tag): ConvertFileResult['tags'] {
+  const { title, artist, album, date } = tag;
+  return Object.fromEntries(Object.entries({ title, artist, album, date }).filter(([, v]) => v !== undefined));
+}
+
+/** The first `max` bytes of a file as UTF-8 ('' when there is no file). */
+function readHead(file: string, max: number): string {
+  if (!fs.existsSync(file)) return '';
+  const fd = fs.openSync(file, 'r');
+  try {
+    const buf = Buffer.alloc(Math.min(max, fs.fstatSync(fd).size));
+    return buf.toString('utf8', 0, fs.readSync(fd, buf, 0, buf.length, 0));
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** Duration of the MP3 on disk, from its Xing/LAME tag (the first frame, within the first 64 KiB). */
 function readMp3Duration(file: string): number {
   const fd = fs.openSync(file, 'r');
@@ -218,8 +245,22 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
   };
   const dir = req.workDir ?? path.dirname(output);
   const base = path.join(dir, `.${path.basename(output)}.${process.pid}.${Date.now().toString(36)}`);
-  const probed = await run({ args: [...INPUT_LIMITS, '-i', IN], files: [{ wasmPath: IN, hostPath: input, mode: 'read' }], keep: PROBE_LINES, logLevel: AV_LOG_DEBUG });
-  const probe = parseProbe(probed.lines);
+  // The probe also dumps the input's tags and chapters (ffmpeg's FFMETADATA format; no stream is read).
+  const metaFile = `${base}.meta.txt`;
+  let metadata: InputMetadata;
+  let probe: Probe;
+  try {
+    const probed = await run({
+      args: [...INPUT_LIMITS, '-i', IN, '-f', 'ffmetadata', META],
+      files: [{ wasmPath: IN, hostPath: input, mode: 'read' }, { wasmPath: META, hostPath: metaFile, mode: 'write' }],
+      keep: PROBE_LINES,
+      logLevel: AV_LOG_DEBUG,
+    });
+    probe = parseProbe(probed.lines);
+    metadata = parseFfmetadata(readHead(metaFile, MAX_METADATA_BYTES));
+  } finally {
+    removeQuietly(metaFile);
+  }
   const stream = chooseAudioStream(probe, inputBytes);
   const source = probe.durationSeconds;
   if (source !== undefined && source > maxDurationSeconds) {
@@ -262,7 +303,9 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
     }
   };
 
-  const tag: Id3Tag = { title: options.title };
+  // The user's title, else the input's, else the caller's default.
+  const tag: Id3Tag = tagsForSpan(metadata, { title: options.title, startSeconds: start, spanSeconds: span, inputStartSeconds: probe.startSeconds });
+  tag.title ??= req.defaultTitle;
   let loudness: LoudnessPlan | undefined;
   let shaping: Shaping | undefined;
   /** Measures the loudness (when asked for) and plans the filters every encoding applies. */
@@ -363,7 +406,7 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
     // A frame's samples come out of the decoder delayed by the encoder delay (576) plus the decoder's 529.
     const seamSeconds = (joined?.seamFrames ?? []).map((f) => (f * samplesPerFrame(joined!.sampleRate) - 1105) / joined!.sampleRate);
     const samples = joined?.samples ?? (rate === undefined ? undefined : Math.round(durationSeconds * rate));
-    return { durationSeconds, bytes, samples, sampleRate: rate, memory: lastMemory!, segments, seamSeconds, singleReason: segments === 1 ? singleReason : undefined, loudness, cover: tag.coverJpeg !== undefined };
+    return { durationSeconds, bytes, samples, sampleRate: rate, memory: lastMemory!, segments, seamSeconds, singleReason: segments === 1 ? singleReason : undefined, loudness, cover: tag.coverJpeg !== undefined, chapters: tag.chapters?.length ?? 0, tags: textTags(tag) };
   } catch (error) {
     removeQuietly(output);
     throw error;

@@ -31,6 +31,8 @@ export interface Probe {
   detectedFormat?: string;
   opened: boolean;
   durationSeconds?: number;
+  /** Where the input's timeline begins (ffmpeg's start time): -ss and chapter times count from it. */
+  startSeconds?: number;
   streams: ProbedStream[];
 }
 
@@ -74,6 +76,8 @@ export function parseProbe(lines: string[]): Probe {
     }
     const duration = /^\s+Duration: (\d+:\d+:\d+(?:\.\d+)?)/.exec(line);
     if (duration) probe.durationSeconds = parseClock(duration[1]);
+    const startTime = /^\s+Duration: .*, start: (-?\d+(?:\.\d+)?)/.exec(line);
+    if (startTime) probe.startSeconds = Number(startTime[1]);
     const stream = /^\s+Stream #0:(\d+).*?: (Audio|Video|Subtitle|Data|Attachment): (.*)$/.exec(line);
     if (stream) {
       const [, index, kind, description] = stream;

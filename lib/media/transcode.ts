@@ -40,7 +40,14 @@ export interface TranscodeResult {
   loudness?: LoudnessPlan;
   /** Whether the MP3's ID3v2 tag carries a front cover (APIC). */
   cover: boolean;
+  /** Chapters in the MP3's ID3v2 tag (CHAP frames, listed by one CTOC). */
+  chapters: number;
+  /** Text tags written: the user's title or the input's, and the input's artist, album and date. */
+  tags: { title?: string; artist?: string; album?: string; date?: string };
 }
+
+/** What the MP3 got besides its audio: the job's record keeps it and shows it to the user. */
+export type Mp3Details = Pick<TranscodeResult, 'loudness' | 'cover' | 'chapters' | 'tags'>;
 
 export interface TranscoderOptions {
   /** Longer sources are refused with 'too-long' (the source's duration, before any trim). */
@@ -72,6 +79,8 @@ export interface TranscodeCall {
   maxDurationSeconds?: number;
   /** Called like TranscoderOptions.onProgress, for this call only. */
   onProgress?: (p: { percent: number; timeSeconds: number }) => void;
+  /** The ID3 title when neither the options nor the input's own tags give one. */
+  defaultTitle?: string;
 }
 
 export interface Transcoder {
@@ -110,7 +119,8 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
   let tail: Promise<unknown> = Promise.resolve();
   let closed = false;
 
-  async function runJob(input: string, output: string, options: Mp3Options, timeoutMs: number | undefined, maxDurationSeconds: number, onCallProgress?: TranscodeCall['onProgress']): Promise<TranscodeResult> {
+  async function runJob(input: string, output: string, options: Mp3Options, timeoutMs: number | undefined, maxDurationSeconds: number, call: TranscodeCall = {}): Promise<TranscodeResult> {
+    const onCallProgress = call.onProgress;
     const startedAt = performance.now();
     let lastProgressAt = -Infinity;
     let lastPercent = 0;
@@ -132,6 +142,7 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
         maxOutputBytes: opts.maxOutputBytes,
         workDir,
         timeoutMs,
+        defaultTitle: call.defaultTitle,
         onProgress: ({ percent, timeSeconds }) => {
           if (performance.now() - lastProgressAt < PROGRESS_INTERVAL_MS) return;
           lastProgressAt = performance.now();
@@ -147,6 +158,8 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
         workerMemory: result.memory,
         ...(result.loudness ? { loudness: result.loudness } : {}),
         cover: result.cover,
+        chapters: result.chapters,
+        tags: result.tags,
       };
     } catch (error) {
       if (error instanceof JobFailure) throw new TranscodeError(error.reason, describeFailure(error.reason, error.detail));
@@ -169,7 +182,7 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
       }
       // A caller may lower the duration limit for one call (a user's remaining daily quota), never raise it.
       const maxDuration = Math.min(opts.maxDurationSeconds, call?.maxDurationSeconds ?? Infinity);
-      const job = tail.then(() => runJob(input, output, options, call?.timeoutMs ?? opts.timeoutMs, maxDuration, call?.onProgress));
+      const job = tail.then(() => runJob(input, output, options, call?.timeoutMs ?? opts.timeoutMs, maxDuration, call));
       tail = job.catch(() => undefined);
       return job;
     },

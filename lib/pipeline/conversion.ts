@@ -109,8 +109,8 @@ export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promi
   try {
     const source = await videoFile(blobs, job.videoBlobId, inputFile);
     try {
-      const options = { ...job.options, title: job.options.title ?? defaultTitle(job.filename) };
-      result = await transcoder.transcode(source, outputFile, options, { maxDurationSeconds: allowed, onProgress: progress.report });
+      // The file's name is the title only when neither the user nor the video's own tags give one.
+      result = await transcoder.transcode(source, outputFile, job.options, { maxDurationSeconds: allowed, onProgress: progress.report, defaultTitle: defaultTitle(job.filename) });
     } catch (err) {
       if (err instanceof TranscodeError && err.reason === 'too-long' && allowed < deps.config.limits.durationSeconds) {
         return await fail(deps, job, `${err.message} (what is left of your daily conversion quota of ${deps.config.quotas.conversionSecondsPerDay} seconds)`);

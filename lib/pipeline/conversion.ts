@@ -132,6 +132,7 @@ export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promi
     bytes: mp3.size,
     durationSeconds: result.durationSeconds,
     conversionMs: Date.now() - started,
+    details: { loudness: result.loudness, cover: result.cover, chapters: result.chapters, tags: result.tags },
   });
   log.info({ jobId: job.id, won, bytes: mp3.size, durationSeconds: result.durationSeconds, ms: Date.now() - started }, 'converted');
   if (!won) return 'already-done'; // a concurrent delivery finished first and publishes

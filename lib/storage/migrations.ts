@@ -137,6 +137,12 @@ const migrations: Migration[] = [
     up: (db) => db.schema.alterTable('jobs', (t) => { t.index(['status', 'video_blob_id'], 'jobs_status_video'); }),
     down: (db) => db.schema.alterTable('jobs', (t) => { t.dropIndex(['status', 'video_blob_id'], 'jobs_status_video'); }),
   },
+  {
+    // What a done job's MP3 got (loudness measured and applied, cover, chapters, tags), as JSON.
+    name: '020_jobs_mp3_details',
+    up: (db) => db.schema.alterTable('jobs', (t) => { t.text('mp3_details').nullable(); }),
+    down: (db) => db.schema.alterTable('jobs', (t) => { t.dropColumn('mp3_details'); }),
+  },
 ];
 
 /** Migrations compiled into the bundle (knex cannot read a migrations folder from an esbuild bundle). */

@@ -19,13 +19,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { EncoderPool, EncodeRun, EncodeTask, HostFileSpec } from './encoder-pool';
 import { extractCover } from './cover';
-import { buildId3Tag, type Id3Tag } from './id3';
+import { buildId3Tag, prependTag, type Id3Tag } from './id3';
 import { canJoin, joinMp3Segments, samplesPerFrame, scanMp3, SeamError, type SeamRule } from './mp3-join';
-import { correctLoudness, loudnessFilters, MEASURE_FILTER, MEASURE_LINES, parseMeasure, planLoudness, type LoudnessPlan } from './loudness';
+import { correctLoudness, loudnessFilters, measureLoudness, planLoudness, type LoudnessPlan } from './loudness';
 import { measureMp3Duration } from './mp3-frames';
 import { sampleRates, type Mp3Options } from './options';
 import { chooseAudioStream, InvalidOptions, JobFailure, parseProbe, type Probe, type ProbedStream } from './probe';
-import { parseFfmetadata, tagsForSpan, type InputMetadata } from './tags';
+import { readFfmetadata, tagsForSpan, type InputMetadata } from './tags';
 
 export interface ConvertFileRequest {
   input: string;
@@ -110,8 +110,6 @@ export const SEAM_RULE: SeamRule = { warmupFrames: 16, searchFrames: 64, tailFra
 const IN = '/input';
 const OUT = '/output.mp3';
 const META = '/metadata.txt';
-/** More of an input's tags than this is not read (a tag that large is not a title or a chapter list). */
-const MAX_METADATA_BYTES = 1024 * 1024;
 // Decoders opened on the input (ffmpeg opens them while probing streams, even ones never encoded, such
 // as a cover picture or a video track) refuse frames larger than this, whatever dimensions the input
 // declares: a 16000×16000 image would otherwise cost ~750 MB to decode. 4096×4096 covers 4K video.
@@ -181,35 +179,9 @@ const encodeFiles = (input: string, output: string): HostFileSpec[] => [
   { wasmPath: OUT, hostPath: output, mode: 'write' },
 ];
 
-/** Writes `id3` and then the whole of `mp3` (which has no tag) to `output`, a chunk at a time. */
-function prependTag(id3: Buffer, mp3: string, output: string): void {
-  const out = fs.openSync(output, 'w');
-  const from = fs.openSync(mp3, 'r');
-  try {
-    fs.writeSync(out, id3);
-    const buf = Buffer.alloc(1 << 20);
-    for (let n; (n = fs.readSync(from, buf, 0, buf.length, null)) > 0; ) fs.writeSync(out, buf, 0, n);
-  } finally {
-    fs.closeSync(from);
-    fs.closeSync(out);
-  }
-}
-
 function textTags(tag: Id3Tag): ConvertFileResult['tags'] {
   const { title, artist, album, date } = tag;
   return Object.fromEntries(Object.entries({ title, artist, album, date }).filter(([, v]) => v !== undefined));
-}
-
-/** The first `max` bytes of a file as UTF-8 ('' when there is no file). */
-function readHead(file: string, max: number): string {
-  if (!fs.existsSync(file)) return '';
-  const fd = fs.openSync(file, 'r');
-  try {
-    const buf = Buffer.alloc(Math.min(max, fs.fstatSync(fd).size));
-    return buf.toString('utf8', 0, fs.readSync(fd, buf, 0, buf.length, 0));
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 /** Duration of the MP3 on disk, from its Xing/LAME tag (the first frame, within the first 64 KiB). */
@@ -257,7 +229,7 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
       logLevel: AV_LOG_DEBUG,
     });
     probe = parseProbe(probed.lines);
-    metadata = parseFfmetadata(readHead(metaFile, MAX_METADATA_BYTES));
+    metadata = readFfmetadata(metaFile);
   } finally {
     removeQuietly(metaFile);
   }
@@ -313,29 +285,21 @@ export async function convertFile(pool: EncoderPool, req: ConvertFileRequest): P
     if (options.loudness !== undefined) {
       const r = rate!;
       const channels = outputChannels(stream, options);
-      /** The span's loudness after `shaped` (whose delay is cut from the front). */
       const measure = async (shaped?: Shaping) => {
         measuring = true;
-        const delay = shaped?.delay ?? 0;
-        const trim = [delay > 0 ? `start_sample=${delay}` : '', endSample === undefined ? '' : `end_sample=${endSample + delay}`].filter(Boolean).join(':');
-        const filters = [`aresample=${r}`, `aformat=channel_layouts=${channels === 1 ? 'mono' : 'stereo'}`, ...(shaped?.filters ?? []), ...(trim ? [`atrim=${trim}`] : []), MEASURE_FILTER];
-        const result = await run({
-          args: [
-            ...(start > 0 ? ['-ss', String(start)] : []),
-            ...INPUT_LIMITS, '-i', IN, '-map', `0:${stream.index}`, '-vn', '-sn', '-dn', '-af', filters.join(','),
-            ...(span === undefined ? ['-t', String(maxDurationSeconds + 1)] : []),
-            '-f', 'null', '-',
-          ],
+        const values = await measureLoudness(run, {
+          input: [...(start > 0 ? ['-ss', String(start)] : []), ...INPUT_LIMITS, '-i', IN, '-map', `0:${stream.index}`, '-vn', '-sn', '-dn'],
           files: [{ wasmPath: IN, hostPath: input, mode: 'read' }],
-          keep: `${MEASURE_LINES}|${ENCODE_LINES}`,
-          logLevel: AV_LOG_INFO,
+          filters: [`aresample=${r}`, `aformat=channel_layouts=${channels === 1 ? 'mono' : 'stereo'}`, ...(shaped?.filters ?? [])],
+          delay: shaped?.delay ?? 0,
+          endSample,
+          capSeconds: span === undefined ? maxDurationSeconds + 1 : undefined,
+          failureLines: ENCODE_LINES,
           onProgress: (t) => progressOf([t]),
         });
         measuring = false;
         measured++;
-        const failed = new RegExp(ENCODE_LINES);
-        const values = parseMeasure(result.lines);
-        if (!values || result.lines.some((line) => failed.test(line))) throw new JobFailure('corrupt');
+        if (!values) throw new JobFailure('corrupt');
         return values;
       };
       loudness = planLoudness(options.loudness, await measure());

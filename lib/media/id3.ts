@@ -68,3 +68,17 @@ export function buildId3Tag(tag: Id3Tag): Buffer {
   const header = Buffer.from([0x49, 0x44, 0x33, 4, 0, 0, ...syncsafe(body.length)]);
   return Buffer.concat([header, body]);
 }
+
+/** Writes `id3` and then the whole of `mp3` (which has no tag) to `output`, a chunk at a time. */
+export function prependTag(id3: Buffer, mp3: string, output: string): void {
+  const out = fs.openSync(output, 'w');
+  const from = fs.openSync(mp3, 'r');
+  try {
+    fs.writeSync(out, id3);
+    const buf = Buffer.alloc(1 << 20);
+    for (let n; (n = fs.readSync(from, buf, 0, buf.length, null)) > 0; ) fs.writeSync(out, buf, 0, n);
+  } finally {
+    fs.closeSync(from);
+    fs.closeSync(out);
+  }
+}

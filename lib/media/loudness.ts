@@ -4,6 +4,7 @@
 // peaks over the ceiling. Both are fed the same samples from the trim start in every segment
 // (lib/media/convert-file.ts), so a segment's limiter is in the same state at a seam as one instance's,
 // and the join stays exact.
+import type { EncodeRun, EncodeTask, HostFileSpec } from './encoder-pool';
 import { loudnessTarget, type Mp3Options } from './options';
 
 export interface LoudnessMeasure {
@@ -34,9 +35,9 @@ const ATTACK_MS = 5;
 const RELEASE_MS = 50;
 
 /** The filter that measures a span (after resampling and downmixing to the output's channels). */
-export const MEASURE_FILTER = 'ebur128=peak=true:metadata=1';
+const MEASURE_FILTER = 'ebur128=peak=true:metadata=1';
 /** Log lines of the measurement: ebur128's summary. */
-export const MEASURE_LINES = String.raw`^\s+(I|Peak):\s`;
+const MEASURE_LINES = String.raw`^\s+(I|Peak):\s`;
 
 /** Reads ebur128's summary; undefined when it did not print one (no audio reached it). */
 export function parseMeasure(lines: string[]): LoudnessMeasure | undefined {
@@ -49,6 +50,27 @@ export function parseMeasure(lines: string[]): LoudnessMeasure | undefined {
     if (peak) truePeakDb = peak[1] === '-inf' ? -Infinity : Number(peak[1]);
   }
   return integratedLufs === undefined || truePeakDb === undefined ? undefined : { integratedLufs, truePeakDb };
+}
+
+/**
+ * Measures a span with one run: `input` (the decoder's arguments), then `filters` (resampling,
+ * downmix, any shaping whose `delay` is cut from the front), the span's end, and ebur128. Undefined
+ * when the input could not be read through (a line matching `failureLines`, or no summary).
+ */
+export async function measureLoudness(
+  run: (task: Omit<EncodeTask, 'timeoutMs'>) => Promise<EncodeRun>,
+  m: { input: string[]; files: HostFileSpec[]; filters: string[]; delay: number; endSample?: number; capSeconds?: number; failureLines: string; onProgress(t: number): void },
+): Promise<LoudnessMeasure | undefined> {
+  const trim = [m.delay > 0 ? `start_sample=${m.delay}` : '', m.endSample === undefined ? '' : `end_sample=${m.endSample + m.delay}`].filter(Boolean).join(':');
+  const result = await run({
+    args: [...m.input, '-af', [...m.filters, ...(trim ? [`atrim=${trim}`] : []), MEASURE_FILTER].join(','), ...(m.capSeconds === undefined ? [] : ['-t', String(m.capSeconds)]), '-f', 'null', '-'],
+    files: m.files,
+    keep: `${MEASURE_LINES}|${m.failureLines}`,
+    logLevel: 32, // AV_LOG_INFO: the summary's level
+    onProgress: m.onProgress,
+  });
+  const failed = new RegExp(m.failureLines);
+  return result.lines.some((line) => failed.test(line)) ? undefined : parseMeasure(result.lines);
 }
 
 /** One gain to the target, and whether a limiter must hold the peaks under the ceiling. */

@@ -2,6 +2,7 @@
 // album and date, and its chapters, read from ffmpeg's FFMETADATA dump of the input (written during
 // the probe). Chapters are moved onto the MP3's timeline: shifted by the trim start, cut to the span,
 // those outside it dropped.
+import fs from 'node:fs';
 import type { Chapter, Id3Tag } from './id3';
 
 export interface InputMetadata {
@@ -11,11 +12,30 @@ export interface InputMetadata {
   chapters: { start: number; end: number; title?: string }[];
 }
 
+/** More of an input's tags than this is not read (a tag that large is not a title or a chapter list). */
+const MAX_METADATA_BYTES = 1024 * 1024;
 /** A CTOC frame counts its entries in one byte. */
 const MAX_CHAPTERS = 255;
 const MAX_TEXT = 500;
 
-/** Reads an FFMETADATA1 file (ffmpeg's `-f ffmetadata`): `key=value` lines, `[CHAPTER]` sections. */
+/** Reads the FFMETADATA file ffmpeg wrote (none: no tags, no chapters). */
+export function readFfmetadata(file: string): InputMetadata {
+  return parseFfmetadata(readHead(file, MAX_METADATA_BYTES));
+}
+
+/** The first `max` bytes of a file as UTF-8 ('' when there is no file). */
+function readHead(file: string, max: number): string {
+  if (!fs.existsSync(file)) return '';
+  const fd = fs.openSync(file, 'r');
+  try {
+    const buf = Buffer.alloc(Math.min(max, fs.fstatSync(fd).size));
+    return buf.toString('utf8', 0, fs.readSync(fd, buf, 0, buf.length, 0));
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Reads an FFMETADATA1 text (ffmpeg's `-f ffmetadata`): `key=value` lines, `[CHAPTER]` sections. */
 export function parseFfmetadata(text: string): InputMetadata {
   const meta: InputMetadata = { tags: {}, chapters: [] };
   let section: 'global' | 'chapter' | 'other' = 'global';

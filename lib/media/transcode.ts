@@ -3,8 +3,10 @@
  * its own worker thread (encoder-pool.ts, worker.ts), reading and writing host files rather than
  * in-memory copies (host-file.ts), long inputs encoded in parallel segments and joined into one
  * gapless MP3 (convert-file.ts, mp3-join.ts), what ffmpeg says about an input (probe.ts), MP3 frame
- * parsing (mp3-frames.ts) and the output options a user may choose (options.ts). It knows nothing of
- * jobs, storage or HTTP.
+ * parsing (mp3-frames.ts), the output options a user may choose (options.ts), and what the MP3 gets
+ * besides its audio: loudness normalisation (loudness.ts), cover art (cover.ts), the input's chapters and
+ * tags (tags.ts), in an ID3v2.4 tag written in front of the frames (id3.ts). It knows nothing of jobs,
+ * storage or HTTP.
  */
 import fs from 'node:fs';
 import os from 'node:os';

@@ -4,6 +4,8 @@
 // - native: /usr/bin/ffmpeg, file to file, a fresh process per run;
 // - one instance: lib/media/transcode with parallelism 1, file to file;
 // - parallel: lib/media/transcode with one instance per available core (segments joined);
+// - parallel with loudness=podcast: the same, plus measuring the span (twice when the limiter works)
+//   and applying the gain; printed against the plain parallel conversion;
 // - function path: what convert does per event — the video read where the directory store keeps it
 //   (with BENCH_MONGODB_URI, streamed from GridFS to a file), the parallel conversion, the MP3 streamed
 //   back to the store.
@@ -71,11 +73,11 @@ function nativeCase(): Case {
   };
 }
 
-function wasmCase(name: string, transcoder: Transcoder): Case {
+function wasmCase(name: string, transcoder: Transcoder, options: Mp3Options = OPTIONS): Case {
   return {
     name,
     async run(input, out) {
-      const result = await transcoder.transcode(input.file, out, OPTIONS);
+      const result = await transcoder.transcode(input.file, out, options);
       return { segments: result.segments };
     },
   };
@@ -199,7 +201,8 @@ export async function runConversionBench(): Promise<void> {
     const readyParallel = await readiness(cores, firstClip?.file);
     await Promise.all([single.ready(), parallel.ready()]);
 
-    const cases = [nativeCase(), wasmCase('one wasm instance', single), wasmCase(`parallel wasm (${cores} instances)`, parallel), functionPathCase(parallel, store)];
+    const loudnessCase = wasmCase(`parallel wasm, loudness=podcast`, parallel, { ...OPTIONS, loudness: 'podcast' });
+    const cases = [nativeCase(), wasmCase('one wasm instance', single), wasmCase(`parallel wasm (${cores} instances)`, parallel), loudnessCase, functionPathCase(parallel, store)];
     const times = new Map<string, number[]>();
     const segments = new Map<string, number>();
     const out = path.join(dir, 'out.mp3');
@@ -231,6 +234,11 @@ export async function runConversionBench(): Promise<void> {
     const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
     const line = (cells: string[]): string => cells.map((cell, i) => cell.padEnd(widths[i])).join('  ');
     console.log(`\n${line(header)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n${rows.map(line).join('\n')}\n`);
+    const loudnessCost = list.map((input) => {
+      const ratio = median(times.get(`${input.name}|${loudnessCase.name}`)!) / median(times.get(`${input.name}|${cases[2].name}`)!);
+      return `${input.name} ${round(ratio, 2)}×`;
+    });
+    console.log(`Loudness normalisation (podcast) against the plain parallel conversion: ${loudnessCost.join(', ')}.`);
     console.log(
       `Convert readiness (import → instances compiled and warmed, median of 3 fresh processes, as in the image: ${imageRuntime().describe}): ` +
         `one instance ${Math.round(readySingle.readyMs)} ms, ${cores} instances ${Math.round(readyParallel.readyMs)} ms.`,

@@ -179,12 +179,17 @@ describe('parallel segment encoding', () => {
     ['48 kHz', { sampleRate: 48000 }],
     ['a trimmed span', { start: 3.3, end: 37.9 }],
     ['a title', { title: 'Seams' }],
+    ['loudness podcast', { loudness: 'podcast' }],
+    ['loudness -5 LUFS (the limiter works throughout)', { loudness: -5 }],
+    ['loudness broadcast on a trimmed span', { loudness: 'broadcast', start: 3.3, end: 37.9 }],
   ])('when the options are %s, then the parallel MP3 is the single-instance MP3', async (label, options) => {
     const c = await convertBoth(clip('mp4'), options, `mp4-${label.replace(/\W+/g, '-')}`);
     expectSameAsSingle(c);
     if (options.sampleRate) expect(c.parallel.sampleRate).toBe(options.sampleRate);
     if (options.start !== undefined) expect(Math.abs(c.parallel.durationSeconds - (options.end! - options.start))).toBeLessThan(1 / 44100);
-  });
+    if (options.loudness !== undefined) expect(c.parallel.loudness).toEqual(c.single.loudness);
+    if (options.loudness === -5) expect(c.parallel.loudness?.limited).toBe(true);
+  }, 180_000); // loudness measures each span (twice when limited) before encoding it
 
   it('when the audio ends long before the video, then the MP3 is as long as the audio, whichever way it was encoded', async () => {
     const file = path.join(dir, 'short-audio.mp4');

@@ -1,7 +1,8 @@
 // The event path end to end: upload → `video` → the local RabbitMQ-source stand-in → convert →
 // MP3 + `mp3` event, on the embedded backends and on MariaDB + FerretDB + RabbitMQ.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { parseBuffer } from 'music-metadata';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -20,7 +21,8 @@ interface JobView {
   jobId: string;
   status: string;
   error?: string;
-  mp3?: { size: number; durationSeconds: number; url: string };
+  options?: Record<string, unknown>;
+  mp3?: { size: number; durationSeconds: number; url: string; cover?: boolean; chapters?: number };
 }
 
 async function uploadFile(stack: Stack, user: TestUser, file: Buffer, filename: string, fields: Record<string, string> = {}) {
@@ -52,6 +54,33 @@ async function drainMp3(jobId?: string): Promise<Delivery[]> {
     all.push(d);
   }
   return jobId ? all.filter((d) => JSON.parse(d.message.body.toString()).jobId === jobId) : all;
+}
+
+const TALK_CHAPTERS = [
+  { start: 0, end: 5, title: 'Intro ☕' },
+  { start: 5, end: 12, title: 'Ünïcode middle' },
+  { start: 12, end: 20, title: 'Q & A' },
+];
+
+/** A 20 s Matroska video with a PNG cover attachment, chapters and tags, made once with native ffmpeg. */
+let talk: string | undefined;
+function talkWithChapters(): string {
+  if (talk) return talk;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipeline-talk-'));
+  const meta = path.join(dir, 'meta.txt');
+  const lines = [';FFMETADATA1', 'title=A talk', 'artist=Ada'];
+  for (const c of TALK_CHAPTERS) lines.push('[CHAPTER]', 'TIMEBASE=1/1000', `START=${c.start * 1000}`, `END=${c.end * 1000}`, `title=${c.title}`);
+  fs.writeFileSync(meta, `${lines.join('\n')}\n`);
+  const ff = (...args: string[]) => execFileSync('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-y', ...args]);
+  ff('-f', 'lavfi', '-i', 'color=c=orange:size=200x200', '-frames:v', '1', path.join(dir, 'cover.png'));
+  // Syllables of band-limited noise with pauses: speech-like, quieter than a podcast.
+  ff('-f', 'lavfi', '-i', 'testsrc2=size=64x48:rate=5:duration=20',
+    '-f', 'lavfi', '-i', "aevalsrc='(random(0)*2-1)*0.3*pow(max(0,sin(2*PI*3*t)),2)*gt(sin(2*PI*0.3*t),-0.3)':s=44100:d=20",
+    '-i', meta, '-map', '0:v', '-map', '1:a', '-map_metadata', '2', '-map_chapters', '2',
+    '-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p', '-af', 'lowpass=3000', '-c:a', 'aac', '-ac', '2',
+    '-attach', path.join(dir, 'cover.png'), '-metadata:s:t', 'mimetype=image/png', path.join(dir, 'talk.mkv'));
+  talk = path.join(dir, 'talk.mkv');
+  return talk;
 }
 
 const ok = fixtures.filter((f) => f.expect === 'ok');
@@ -101,6 +130,30 @@ describe.each(backends())('conversion through the event path on $name backends',
     expect(meta.common.title).toBe('Über <title>');
     await drainMp3();
   });
+
+  it('when a video with chapters and a cover is uploaded with loudness=podcast, then native ffmpeg measures the MP3 at -16 ± 1 LUFS and its ID3 tag carries the cover and every chapter', async () => {
+    const input = talkWithChapters();
+    const jobId = await uploadFile(stack, user, fs.readFileSync(input), 'talk.mkv', { loudness: 'podcast' });
+    const view = await waitForEnd(stack, user, jobId, 120_000);
+    expect(view).toMatchObject({
+      status: 'done',
+      options: { loudness: 'podcast' },
+      mp3: { cover: true, chapters: TALK_CHAPTERS.length, loudness: { targetLufs: -16, truePeakLimitDb: -1.5, measuredLufs: expect.any(Number), gainDb: expect.any(Number) }, tags: { title: 'A talk', artist: 'Ada' } },
+    });
+    const { mp3, meta } = await downloadMp3(stack, user, jobId);
+    const file = path.join(path.dirname(input), `${jobId}.mp3`);
+    fs.writeFileSync(file, mp3);
+    const ebur128 = spawnSync('ffmpeg', ['-hide_banner', '-nostats', '-i', file, '-af', 'ebur128=peak=true', '-f', 'null', '-'], { encoding: 'utf8' }).stderr;
+    expect(Math.abs(Number(/^\s+I:\s+(-?[\d.]+) LUFS/m.exec(ebur128)![1]) + 16)).toBeLessThanOrEqual(1);
+    expect(meta.common.picture?.[0]).toMatchObject({ format: 'image/jpeg', type: 'Cover (front)' });
+    const chapters = meta.native['ID3v2.4']!.filter((t) => t.id === 'CHAP').map((t) => t.value as { info: { startTime: number; endTime: number }; frames: Map<string, unknown> });
+    expect(chapters.map((c) => c.frames.get('TIT2'))).toEqual(TALK_CHAPTERS.map((c) => c.title));
+    chapters.forEach((c, i) => expect(Math.abs(c.info.startTime / 1000 - TALK_CHAPTERS[i]!.start)).toBeLessThanOrEqual(1152 / 44100));
+    // ffprobe, an independent reader, sees the same chapters.
+    const probed = JSON.parse(execFileSync('ffprobe', ['-v', 'error', '-show_chapters', '-of', 'json', file]).toString()) as { chapters: { tags: { title: string } }[] };
+    expect(probed.chapters.map((c) => c.tags.title)).toEqual(TALK_CHAPTERS.map((c) => c.title));
+    await drainMp3();
+  }, 180_000);
 
   it.each(failing.map((f) => [f.name, f] as const))('when the upload is %s, then the job fails with a message, once, with no retry loop', async (_name, fixture) => {
     const jobId = await uploadFile(stack, user, readFixture(fixture.name), fixture.file);

@@ -212,10 +212,11 @@ export interface JoinResult {
 }
 
 /**
- * Writes `segments` (in order; segment 0 starts at frame 0) joined into `outPath`. Throws SeamError
- * when a seam cannot be made exact; the caller then encodes in one instance.
+ * Writes `segments` (in order; segment 0 starts at frame 0) joined into `outPath`, behind `id3` (an
+ * ID3v2 tag's bytes) or else segment 0's own tag. Throws SeamError when a seam cannot be made exact;
+ * the caller then encodes in one instance.
  */
-export function joinMp3Segments(segments: JoinSegment[], outPath: string, rule: SeamRule): JoinResult {
+export function joinMp3Segments(segments: JoinSegment[], outPath: string, rule: SeamRule, id3?: Buffer): JoinResult {
   const head = segments[0];
   const tag = head.layout.tag;
   if (!tag || segments.some((s) => !s.layout.tag || s.layout.sampleRate !== head.layout.sampleRate || s.layout.mono !== head.layout.mono)) {
@@ -237,14 +238,16 @@ export function joinMp3Segments(segments: JoinSegment[], outPath: string, rule: 
     const headFd = fs.openSync(head.path, 'r');
     const tagFrame = Buffer.alloc(tag.length);
     let written = 0;
+    const audioStart = id3 ? id3.length : head.layout.audioStart;
     try {
-      // ID3v2 tag of segment 0 as it is, then a placeholder for the rewritten tag frame.
-      copyRange(headFd, out, 0, head.layout.audioStart, 0);
+      // The ID3v2 tag (given, or segment 0's as it is), then a placeholder for the rewritten tag frame.
+      if (id3) fs.writeSync(out, id3, 0, id3.length, 0);
+      else copyRange(headFd, out, 0, head.layout.audioStart, 0);
       fs.readSync(headFd, tagFrame, 0, tag.length, tag.offset);
     } finally {
       fs.closeSync(headFd);
     }
-    written = head.layout.audioStart + tag.length;
+    written = audioStart + tag.length;
     const outStart: number[] = []; // output offset of each segment's first kept frame
     const frameEnds: number[] = []; // byte offset (from the tag frame) after each kept frame, for the TOC
     for (let i = 0; i < segments.length; i++) {
@@ -255,7 +258,7 @@ export function joinMp3Segments(segments: JoinSegment[], outPath: string, rule: 
         const start = layout.frameOffsets[from];
         outStart.push(written);
         copyRange(fd, out, start, layout.frameOffsets[to] - start, written);
-        for (let f = from; f < to; f++) frameEnds.push(written - head.layout.audioStart + layout.frameOffsets[f + 1] - start);
+        for (let f = from; f < to; f++) frameEnds.push(written - audioStart + layout.frameOffsets[f + 1] - start);
         written += layout.frameOffsets[to] - start;
       } finally {
         fs.closeSync(fd);
@@ -275,12 +278,12 @@ export function joinMp3Segments(segments: JoinSegment[], outPath: string, rule: 
         at += length;
       }
     }
-    const crc = crcOfRange(out, head.layout.audioStart + tag.length, written);
+    const crc = crcOfRange(out, audioStart + tag.length, written);
     const frames = frameEnds.length;
-    const bytes = written - head.layout.audioStart;
+    const bytes = written - audioStart;
     const padding = segments[last].layout.tag!.padding;
     rewriteTag(tagFrame, tag.xingOffset, { frames, bytes, frameEnds, delay: tag.delay, padding, crc });
-    fs.writeSync(out, tagFrame, 0, tagFrame.length, head.layout.audioStart);
+    fs.writeSync(out, tagFrame, 0, tagFrame.length, audioStart);
     const seamFrames = segments.slice(1).map((seg, i) => seg.startFrame + ranges[i + 1].from);
     const samples = frames * samplesPerFrame(head.layout.sampleRate) - tag.delay - padding;
     return { frames, bytes, samples, sampleRate: head.layout.sampleRate, seamFrames };

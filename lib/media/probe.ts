@@ -20,6 +20,10 @@ export interface ProbedStream {
   sampleRate?: number;
   isDefault: boolean;
   isAttachedPicture: boolean;
+  /** Codec name of a video stream (e.g. h264, mjpeg, png). */
+  codec?: string;
+  width?: number;
+  height?: number;
 }
 
 export interface Probe {
@@ -27,6 +31,8 @@ export interface Probe {
   detectedFormat?: string;
   opened: boolean;
   durationSeconds?: number;
+  /** Where the input's timeline begins (ffmpeg's start time): -ss and chapter times count from it. */
+  startSeconds?: number;
   streams: ProbedStream[];
 }
 
@@ -70,10 +76,13 @@ export function parseProbe(lines: string[]): Probe {
     }
     const duration = /^\s+Duration: (\d+:\d+:\d+(?:\.\d+)?)/.exec(line);
     if (duration) probe.durationSeconds = parseClock(duration[1]);
+    const startTime = /^\s+Duration: .*, start: (-?\d+(?:\.\d+)?)/.exec(line);
+    if (startTime) probe.startSeconds = Number(startTime[1]);
     const stream = /^\s+Stream #0:(\d+).*?: (Audio|Video|Subtitle|Data|Attachment): (.*)$/.exec(line);
     if (stream) {
       const [, index, kind, description] = stream;
       const rate = kind === 'Audio' ? /, (\d+) Hz/.exec(description) : null;
+      const size = kind === 'Video' ? /, (\d+)x(\d+)/.exec(description) : null;
       probe.streams.push({
         index: Number(index),
         type: kind === 'Audio' ? 'audio' : kind === 'Video' ? 'video' : 'other',
@@ -81,6 +90,8 @@ export function parseProbe(lines: string[]): Probe {
         sampleRate: rate ? Number(rate[1]) : undefined,
         isDefault: /\(default\)/.test(description),
         isAttachedPicture: /\(attached pic\)/.test(description),
+        ...(kind === 'Video' ? { codec: /^(\w+)/.exec(description)?.[1] } : {}),
+        ...(size ? { width: Number(size[1]), height: Number(size[2]) } : {}),
       });
     }
   }

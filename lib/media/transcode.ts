@@ -3,8 +3,10 @@
  * its own worker thread (encoder-pool.ts, worker.ts), reading and writing host files rather than
  * in-memory copies (host-file.ts), long inputs encoded in parallel segments and joined into one
  * gapless MP3 (convert-file.ts, mp3-join.ts), what ffmpeg says about an input (probe.ts), MP3 frame
- * parsing (mp3-frames.ts) and the output options a user may choose (options.ts). It knows nothing of
- * jobs, storage or HTTP.
+ * parsing (mp3-frames.ts), the output options a user may choose (options.ts), and what the MP3 gets
+ * besides its audio: loudness normalisation (loudness.ts), cover art (cover.ts), the input's chapters and
+ * tags (tags.ts), in an ID3v2.4 tag written in front of the frames (id3.ts). It knows nothing of jobs,
+ * storage or HTTP.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -13,10 +15,11 @@ import { formatDuration, formatSize } from '../core/format';
 import { convertFile } from './convert-file';
 import { createEncoderPool, EncoderTimeoutError, type EncoderPool } from './encoder-pool';
 import { mp3OptionsSchema, type Mp3Options } from './options';
+import type { LoudnessPlan } from './loudness';
 import { InvalidOptions, JobFailure } from './probe';
 import type { FailureDetail, TranscodeFailure, WorkerMemory } from './worker-protocol';
 
-export type { Mp3Options, TranscodeFailure };
+export type { LoudnessPlan, Mp3Options, TranscodeFailure };
 
 /** A conversion that can never succeed for this input and these limits (retrying will not help). */
 export class TranscodeError extends Error {
@@ -35,7 +38,18 @@ export interface TranscodeResult {
   segments: number;
   /** An instance thread's memory after the job, for spotting growth across jobs. */
   workerMemory: WorkerMemory;
+  /** The loudness measured and the gain applied (only with the loudness option). */
+  loudness?: LoudnessPlan;
+  /** Whether the MP3's ID3v2 tag carries a front cover (APIC). */
+  cover: boolean;
+  /** Chapters in the MP3's ID3v2 tag (CHAP frames, listed by one CTOC). */
+  chapters: number;
+  /** Text tags written: the user's title or the input's, and the input's artist, album and date. */
+  tags: { title?: string; artist?: string; album?: string; date?: string };
 }
+
+/** What the MP3 got besides its audio: the job's record keeps it and shows it to the user. */
+export type Mp3Details = Pick<TranscodeResult, 'loudness' | 'cover' | 'chapters' | 'tags'>;
 
 export interface TranscoderOptions {
   /** Longer sources are refused with 'too-long' (the source's duration, before any trim). */
@@ -67,6 +81,8 @@ export interface TranscodeCall {
   maxDurationSeconds?: number;
   /** Called like TranscoderOptions.onProgress, for this call only. */
   onProgress?: (p: { percent: number; timeSeconds: number }) => void;
+  /** The ID3 title when neither the options nor the input's own tags give one. */
+  defaultTitle?: string;
 }
 
 export interface Transcoder {
@@ -105,7 +121,8 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
   let tail: Promise<unknown> = Promise.resolve();
   let closed = false;
 
-  async function runJob(input: string, output: string, options: Mp3Options, timeoutMs: number | undefined, maxDurationSeconds: number, onCallProgress?: TranscodeCall['onProgress']): Promise<TranscodeResult> {
+  async function runJob(input: string, output: string, options: Mp3Options, timeoutMs: number | undefined, maxDurationSeconds: number, call: TranscodeCall = {}): Promise<TranscodeResult> {
+    const onCallProgress = call.onProgress;
     const startedAt = performance.now();
     let lastProgressAt = -Infinity;
     let lastPercent = 0;
@@ -127,6 +144,7 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
         maxOutputBytes: opts.maxOutputBytes,
         workDir,
         timeoutMs,
+        defaultTitle: call.defaultTitle,
         onProgress: ({ percent, timeSeconds }) => {
           if (performance.now() - lastProgressAt < PROGRESS_INTERVAL_MS) return;
           lastProgressAt = performance.now();
@@ -140,6 +158,10 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
         elapsedMs: performance.now() - startedAt,
         segments: result.segments,
         workerMemory: result.memory,
+        ...(result.loudness ? { loudness: result.loudness } : {}),
+        cover: result.cover,
+        chapters: result.chapters,
+        tags: result.tags,
       };
     } catch (error) {
       if (error instanceof JobFailure) throw new TranscodeError(error.reason, describeFailure(error.reason, error.detail));
@@ -162,7 +184,7 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
       }
       // A caller may lower the duration limit for one call (a user's remaining daily quota), never raise it.
       const maxDuration = Math.min(opts.maxDurationSeconds, call?.maxDurationSeconds ?? Infinity);
-      const job = tail.then(() => runJob(input, output, options, call?.timeoutMs ?? opts.timeoutMs, maxDuration, call?.onProgress));
+      const job = tail.then(() => runJob(input, output, options, call?.timeoutMs ?? opts.timeoutMs, maxDuration, call));
       tail = job.catch(() => undefined);
       return job;
     },

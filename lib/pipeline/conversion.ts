@@ -156,9 +156,9 @@ async function convertClaimed(deps: ConvertDeps, job: Job): Promise<ConvertOutco
   try {
     const source = await videoFile(blobs, job.videoBlobId, inputFile);
     try {
-      const options = { ...job.options, title: job.options.title ?? defaultTitle(job.filename) };
+      // The file's name is the title only when neither the user nor the video's own tags give one.
       result = await withSpan('transcode', { attributes: { 'video2mp3.job_id': job.id, 'video2mp3.video_bytes': video.size } }, async (span) => {
-        const converted = await transcoder.transcode(source, outputFile, options, { maxDurationSeconds: allowed, onProgress: progress.report });
+        const converted = await transcoder.transcode(source, outputFile, job.options, { maxDurationSeconds: allowed, onProgress: progress.report, defaultTitle: defaultTitle(job.filename) });
         span.set({ 'video2mp3.media_seconds': converted.durationSeconds });
         return converted;
       });
@@ -183,6 +183,7 @@ async function convertClaimed(deps: ConvertDeps, job: Job): Promise<ConvertOutco
     bytes: mp3.size,
     durationSeconds: result.durationSeconds,
     conversionMs: Date.now() - started,
+    details: { loudness: result.loudness, cover: result.cover, chapters: result.chapters, tags: result.tags },
   });
   log.info({ jobId: job.id, won, bytes: mp3.size, durationSeconds: result.durationSeconds, ms: Date.now() - started }, 'converted');
   if (!won) return 'already-done'; // a concurrent delivery finished first and publishes

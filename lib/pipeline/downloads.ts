@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { Config } from '../core/config';
 import { BadInputError } from '../core/errors';
 import type { BlobStore } from '../storage/blobs';
+import type { Mp3Details } from '../media/transcode';
 import type { Job } from './jobs';
 
 /** What a client sees of a job; `webhook` is its webhook's state (lib/mail/webhook-outbox.ts) when it has one. */
@@ -12,12 +13,25 @@ export function jobView(job: Job, config: Pick<Config, 'downloadUrl'>, webhook?:
     filename: job.filename,
     createdAt: new Date(job.createdAt).toISOString(),
     updatedAt: new Date(job.updatedAt).toISOString(),
+    options: job.options,
     ...(job.error ? { error: job.error } : {}),
     ...(job.status === 'converting' ? { progress: job.progress ?? 0, positionSeconds: job.positionSeconds ?? 0 } : {}),
     ...(job.status === 'done' && job.mp3BlobId
-      ? { mp3: { size: job.mp3Bytes, durationSeconds: job.durationSeconds, url: `${config.downloadUrl}/jobs/${job.id}/mp3` } }
+      ? { mp3: { size: job.mp3Bytes, durationSeconds: job.durationSeconds, url: `${config.downloadUrl}/jobs/${job.id}/mp3`, ...(job.mp3Details ? mp3DetailsView(job.mp3Details) : {}) } }
       : {}),
     ...(webhook ? { webhook } : {}),
+  };
+}
+
+/** What the MP3 got: the loudness measured and applied, whether it has a cover, its chapters and tags. */
+function mp3DetailsView(d: Mp3Details) {
+  const l = d.loudness;
+  return {
+    // A silent span's true peak is -inf, which JSON has not: null.
+    ...(l ? { loudness: { targetLufs: l.targetLufs, truePeakLimitDb: l.truePeakLimitDb, measuredLufs: l.measuredLufs, measuredTruePeakDb: Number.isFinite(l.measuredTruePeakDb) ? l.measuredTruePeakDb : null, gainDb: l.gainDb, limited: l.limited } } : {}),
+    cover: d.cover,
+    chapters: d.chapters,
+    tags: d.tags,
   };
 }
 

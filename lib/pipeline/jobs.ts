@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { Db } from '../storage/db';
 import { NotFoundError } from '../core/errors';
 import type { Mp3Options } from '../media/options';
+import type { Mp3Details } from '../media/transcode';
 
 /** `expired`: done once, and its MP3 has since been deleted by the retention sweep. */
 export type JobStatus = 'queued' | 'converting' | 'done' | 'failed' | 'expired';
@@ -23,6 +24,8 @@ export interface Job {
   videoSha256: string;
   mp3BlobId: string | null;
   mp3Bytes: number | null;
+  /** Loudness, cover, chapters and tags of the MP3 (done jobs converted since these were recorded). */
+  mp3Details: Mp3Details | null;
   durationSeconds: number | null;
   conversionMs: number | null;
   error: string | null;
@@ -61,6 +64,7 @@ function fromRow(r: Row): Job {
     videoSha256: r.video_sha256 as string,
     mp3BlobId: (r.mp3_blob_id as string | null) ?? null,
     mp3Bytes: n(r.mp3_bytes),
+    mp3Details: r.mp3_details ? (JSON.parse(r.mp3_details as string) as Mp3Details) : null,
     durationSeconds: n(r.duration_seconds),
     conversionMs: n(r.conversion_ms),
     error: (r.error as string | null) ?? null,
@@ -157,13 +161,14 @@ export async function countAttempt(db: Db, id: string): Promise<number> {
  * converting → done with the MP3. Conditional, so when two deliveries of one event race, exactly
  * one wins; the loser gets false and removes its own MP3.
  */
-export async function completeConversion(db: Db, id: string, mp3: { blobId: string; bytes: number; durationSeconds: number; conversionMs: number }): Promise<boolean> {
+export async function completeConversion(db: Db, id: string, mp3: { blobId: string; bytes: number; durationSeconds: number; conversionMs: number; details?: Mp3Details }): Promise<boolean> {
   const changed = await db('jobs').where({ id, status: 'converting' }).update({
     status: 'done',
     mp3_blob_id: mp3.blobId,
     mp3_bytes: mp3.bytes,
     duration_seconds: mp3.durationSeconds,
     conversion_ms: mp3.conversionMs,
+    mp3_details: mp3.details ? JSON.stringify(mp3.details) : null,
     error: null,
     updated_at: Date.now(),
   });

@@ -198,6 +198,12 @@ const migrations: Migration[] = [
       });
     },
   },
+  {
+    // What a done job's MP3 got (loudness measured and applied, cover, chapters, tags), as JSON.
+    name: '020_jobs_mp3_details',
+    up: (db) => db.schema.alterTable('jobs', (t) => { t.text('mp3_details').nullable(); }),
+    down: (db) => db.schema.alterTable('jobs', (t) => { t.dropColumn('mp3_details'); }),
+  },
 ];
 
 /** Migrations compiled into the bundle (knex cannot read a migrations folder from an esbuild bundle). */

@@ -39,7 +39,8 @@ say() { printf '== %s\n' "$*" >&2; }
 die() { printf 'build-core: %s\n' "$*" >&2; exit 1; }
 
 command -v emcc >/dev/null || die "emcc not found: apt-get install emscripten"
-emcc --version | head -1 | grep -q " $EMSCRIPTEN_VERSION " || die "emscripten $EMSCRIPTEN_VERSION expected: $(emcc --version | head -1)"
+emcc_version="$(emcc --version)"
+[[ "${emcc_version%%$'\n'*}" == *" $EMSCRIPTEN_VERSION "* ]] || die "emscripten $EMSCRIPTEN_VERSION expected: ${emcc_version%%$'\n'*}"
 # Debian's emscripten runs its JS optimizer with the system's acorn.
 export NODE_PATH=/usr/share/nodejs
 
@@ -105,14 +106,20 @@ FFMPEG_CONFIGURE=(
   --disable-programs --enable-ffmpeg
   --disable-everything --disable-postproc
   --enable-zlib --enable-libmp3lame
-  "${components[@]}"
 )
+# The tree is kept when only the component list changed: configure reruns in it and make recompiles
+# what changed (config.h carries the configure line, so that is most files: ~5 min on a quiet machine).
+tree_key="ffmpeg $FFMPEG_VERSION ${FFMPEG_CFLAGS[*]} ${FFMPEG_CONFIGURE[*]}"
+FFMPEG_CONFIGURE+=("${components[@]}")
 key="ffmpeg $FFMPEG_VERSION ${FFMPEG_CFLAGS[*]} ${FFMPEG_CONFIGURE[*]}"
 FFTOOLS_OBJS=(fftools/cmdutils.o fftools/opt_common.o fftools/ffmpeg.o fftools/ffmpeg_filter.o fftools/ffmpeg_hw.o fftools/ffmpeg_mux.o fftools/ffmpeg_opt.o)
 FFMPEG_LIBS=(libavdevice/libavdevice.a libavfilter/libavfilter.a libavformat/libavformat.a libavcodec/libavcodec.a libswresample/libswresample.a libswscale/libswscale.a libavutil/libavutil.a)
 if ! stage_done ffmpeg "$key"; then
   say "ffmpeg $FFMPEG_VERSION"
-  fetch_source ffmpeg "$FFMPEG_VERSION" "$FFMPEG_ORIG" "$FFMPEG_SHA256"
+  if ! stage_done ffmpeg-tree "$tree_key"; then
+    fetch_source ffmpeg "$FFMPEG_VERSION" "$FFMPEG_ORIG" "$FFMPEG_SHA256"
+    stage_mark ffmpeg-tree "$tree_key"
+  fi
   (cd "$work/src-ffmpeg" && emconfigure ./configure "${FFMPEG_CONFIGURE[@]}" \
       --extra-cflags="${FFMPEG_CFLAGS[*]} -I$prefix/include" --extra-ldflags="-L$prefix/lib" --optflags="-O3" >"$work/ffmpeg-configure.log" \
     && emmake make -j"$jobs" "${FFMPEG_LIBS[@]}" "${FFTOOLS_OBJS[@]}" >"$work/ffmpeg-make.log")
@@ -120,7 +127,7 @@ if ! stage_done ffmpeg "$key"; then
 fi
 
 # The link: a module factory (createFFmpegCore) for Node that runs main() once per instance and
-# exports FS and callMain; lib/media/core.ts instantiates it from one compiled module per thread.
+# exports FS and callMain; lib/media/ffmpeg-core.ts instantiates it from one compiled module per thread.
 say "link"
 LINK=(
   "${SIMD[@]}" -flto

@@ -1,8 +1,9 @@
 # One image per function, from its esbuild bundle: `npm run build` first, then (scripts/images.sh)
 #   minikube -p knative image build -t dev.local/<function>:<version> --build-opt=build-arg=FUNCTION=<function> .
 # dist/<function>/ is self-contained (the loader index.js, the bundle function.js with its source map and
-# code cache; convert also transcode-worker.js and node_modules/@ffmpeg.wasm/core-mt, loaded from disk
-# at run time), so it is all the image carries.
+# code cache, THIRD-PARTY-LICENSES.txt with the licence texts of the npm packages bundled; convert also
+# transcode-worker.js and ffmpeg-core/, the LGPL ffmpeg core loaded from disk at run time, with its
+# licences/ and SOURCES.md, the source offer: docs/core.md), so it is all the image carries.
 # Distroless: no shell, no package manager; the :nonroot variant has the user 65532.
 FROM gcr.io/distroless/nodejs20-debian12:nonroot
 

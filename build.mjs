@@ -19,7 +19,7 @@ const names = fs.readdirSync(path.join(root, 'functions')).filter((n) => fs.exis
 const external = [
   'better-sqlite3', 'sqlite3', 'mariadb', 'mariadb/callback', 'pg', 'pg-native', 'pg-query-stream', 'tedious', 'oracledb', 'mysql', 'mssql',
   'kerberos', 'snappy', '@mongodb-js/zstd', 'mongodb-client-encryption', '@aws-sdk/credential-providers',
-  'gcp-metadata', 'socks', 'aws4', '@ffmpeg.wasm/core-mt',
+  'gcp-metadata', 'socks', 'aws4',
 ];
 
 const shared = {
@@ -33,6 +33,7 @@ const shared = {
   minify: true,
   keepNames: true,
   legalComments: 'none',
+  metafile: true,
   external,
   logLevel: 'warning',
   absWorkingDir: root,
@@ -58,11 +59,34 @@ const build = (name) => {
   if (name === 'convert') {
     entries.push(esbuild.build({ ...shared, entryPoints: [path.join(root, 'lib/media/worker.ts')], outfile: path.join(outdir, 'transcode-worker.js') }));
   }
-  return Promise.all(entries).then(() => {
+  return Promise.all(entries).then((results) => {
     fs.copyFileSync(path.join(root, 'scripts/bundle-loader.cjs'), path.join(outdir, 'index.js'));
+    writeThirdPartyLicenses(outdir, results.map((r) => r.metafile));
     return name;
   });
 };
+
+/**
+ * THIRD-PARTY-LICENSES.txt beside a bundle: each npm package it carries, with its licence text. The
+ * bundle drops their comments (legalComments: 'none'), and their licences ask for the notice to travel
+ * with every copy, so it ships in the image (docs/core.md).
+ */
+function writeThirdPartyLicenses(outdir, metafiles) {
+  const dirs = new Set();
+  for (const meta of metafiles) {
+    for (const input of Object.keys(meta.inputs)) {
+      const pkg = /^(.*node_modules\/(?:@[^/]+\/)?[^/]+)\//.exec(input);
+      if (pkg) dirs.add(pkg[1]);
+    }
+  }
+  const sections = [...dirs].sort().map((dir) => {
+    const pkg = JSON.parse(fs.readFileSync(path.join(root, dir, 'package.json'), 'utf8'));
+    const file = fs.readdirSync(path.join(root, dir)).find((f) => /^(licen[cs]e|copying)/i.test(f));
+    const text = file ? fs.readFileSync(path.join(root, dir, file), 'utf8').trim() : `No licence file in the package; its package.json says ${pkg.license}.`;
+    return `${pkg.name}@${pkg.version} (${pkg.license ?? 'see below'})\n\n${text}\n`;
+  });
+  fs.writeFileSync(path.join(outdir, 'THIRD-PARTY-LICENSES.txt'), sections.join(`\n${'-'.repeat(72)}\n\n`));
+}
 
 /** Runs the bundle's module code once and saves V8's code cache beside it (scripts/bundle-loader.cjs). */
 function makeCodeCache(name) {
@@ -77,8 +101,9 @@ try {
   // Deployed, the download function serves the page too (lib/http/serve.ts).
   if (built.includes('download')) fs.cpSync(path.join(root, 'dist/web'), path.join(root, 'dist/download/web'), { recursive: true });
   if (built.includes('convert')) {
-    // The wasm core is loaded from disk at run time (and by its own pthread workers), so it ships beside the bundle.
-    fs.cpSync(path.join(root, 'node_modules/@ffmpeg.wasm/core-mt'), path.join(root, 'dist/convert/node_modules/@ffmpeg.wasm/core-mt'), { recursive: true });
+    // The wasm core is loaded from disk at run time (lib/media/core.ts), so it ships beside the bundle,
+    // with its licences and build record (docs/core.md).
+    fs.cpSync(path.join(root, 'vendor/ffmpeg-core'), path.join(root, 'dist/convert/ffmpeg-core'), { recursive: true });
   }
   for (const name of built) makeCodeCache(name);
   console.log('bundle                       size   code cache');

@@ -33,7 +33,7 @@ const zones = [
 ];
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', '.data/**', 'tools/**'] },
+  { ignores: ['dist/**', 'node_modules/**', '.data/**', 'tools/**', 'vendor/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

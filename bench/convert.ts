@@ -15,6 +15,10 @@
 // clip once, its first job, printed against the warm median. The large part's processes run the same way.
 // Before them, bench/machine.ts measures what the figures depend on (node start, page faults, two
 // native runs side by side), printed under the table.
+// Batch: BENCH_BATCH (default 8) 2 min jobs at once, after the inputs are on disk: native as
+// `xargs -P<cores>` runs them (cores processes at a time), wasm through the converter's transcoder
+// (all submitted at once; its instances take them in turn), interleaved, BENCH_BATCH_ROUNDS (default 3).
+// The core's size, build and licence line (vendor/ffmpeg-core/build.json) are printed with the table.
 // BENCH_INPUTS=10s,120s limits the clips.
 // BENCH_LARGE=1 adds the large-input part: ~200 MB and ~2 GB MP4s (the 2 min clip repeated, remuxed)
 // and a ~2 GB minute of raw 720p in Matroska, each converted once in a fresh process (the built
@@ -38,6 +42,8 @@ const OPTIONS: Mp3Options = { quality: 2 };
 const NATIVE_LAME_ARGS = ['-c:a', 'libmp3lame', '-q:a', '2', '-ac', '2'];
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const LIMITS = { maxDurationSeconds: 4 * 3600, maxOutputBytes: 1024 * 1024 * 1024 };
+const BATCH = Number(process.env.BENCH_BATCH ?? 8);
+const BATCH_ROUNDS = Number(process.env.BENCH_BATCH_ROUNDS ?? 3);
 
 interface BenchInput {
   name: string;
@@ -135,6 +141,55 @@ async function largePart(dir: string, clip: string): Promise<void> {
   }
 }
 
+/** Runs `jobs` with at most `width` at a time, as `xargs -P<width>` does. */
+async function withWidth(jobs: (() => Promise<unknown>)[], width: number): Promise<void> {
+  const queue = [...jobs];
+  await Promise.all(Array.from({ length: width }, async () => {
+    for (let job = queue.shift(); job; job = queue.shift()) await job();
+  }));
+}
+
+/**
+ * BATCH jobs of the clip at once, interleaved rounds: native ffmpeg `cores` at a time; the converter's
+ * transcoder (jobs in turn, each in parallel segments on every instance, as one convert process runs
+ * them); and `cores` one-instance transcoders taking jobs in turn (as that many one-core pods would).
+ */
+async function batchPart(clip: BenchInput, parallel: Transcoder, singles: Transcoder[], dir: string): Promise<void> {
+  const cores = singles.length;
+  const out = (i: number) => path.join(dir, `batch-${i}.mp3`);
+  const jobs = (convert: (i: number) => Promise<unknown>) => Array.from({ length: BATCH }, (_, i) => () => convert(i));
+  const variants: [string, () => Promise<unknown>][] = [
+    [`native ffmpeg CLI, xargs -P${cores}`, () => withWidth(jobs((i) => run(NATIVE_FFMPEG, ['-hide_banner', '-nostdin', '-y', '-i', clip.file, '-map', '0:a:0', '-vn', '-map_metadata', '-1', ...NATIVE_LAME_ARGS, '-f', 'mp3', out(i)])), cores)],
+    [`wasm, one transcoder of ${cores} instances`, () => Promise.all(jobs((i) => parallel.transcode(clip.file, out(i), OPTIONS)).map((job) => job()))],
+    [`wasm, ${cores} one-instance transcoders`, () => Promise.all(jobs((i) => singles[i % cores].transcode(clip.file, out(i), OPTIONS)).map((job) => job()))],
+  ];
+  const times = new Map<string, number[]>();
+  for (const [, batch] of variants.slice(1)) await batch(); // untimed: every instance warm on this clip
+  for (let r = 0; r < BATCH_ROUNDS; r++) {
+    for (const [name, batch] of variants) {
+      const started = performance.now();
+      await batch();
+      times.set(name, [...(times.get(name) ?? []), performance.now() - started]);
+    }
+  }
+  const native = median(times.get(variants[0][0])!);
+  console.log(`Batch: ${BATCH} jobs of the ${clip.name} clip submitted at once (inputs on disk), median of ${BATCH_ROUNDS} interleaved rounds:`);
+  for (const [name] of variants) {
+    const m = median(times.get(name)!);
+    console.log(`  ${name.padEnd(40)} ${(m / 1000).toFixed(2).padStart(6)} s  ${((BATCH * clip.seconds) / (m / 1000)).toFixed(0).padStart(4)} s of audio per s  ${round(m / native, 2)}× native`);
+    console.log(JSON.stringify({ bench: 'batch', jobs: BATCH, input: clip.name, case: name, medianMs: Math.round(m), ratioToNative: round(m / native, 2) }));
+  }
+}
+
+/** The core's line: what it is, its size and its licence (vendor/ffmpeg-core/build.json). */
+function coreLine(): string {
+  const dir = path.resolve(__dirname, '../vendor/ffmpeg-core');
+  const info = JSON.parse(fs.readFileSync(path.join(dir, 'build.json'), 'utf8')) as { ffmpeg: string; lame: string; emscripten: string; license: string; wasmBytes: number };
+  const glue = fs.statSync(path.join(dir, 'ffmpeg-core.js')).size;
+  return `Core: vendor/ffmpeg-core, ffmpeg ${info.ffmpeg} + LAME ${info.lame} (Debian sources, emscripten ${info.emscripten}), ` +
+    `${(info.wasmBytes / 1e6).toFixed(2)} MB wasm + ${(glue / 1e3).toFixed(0)} kB glue; licence: ${info.license}.`;
+}
+
 let childBuild: Promise<string> | undefined;
 
 /**
@@ -146,7 +201,7 @@ function childBundle(): Promise<string> {
     const root = path.resolve(__dirname, '..');
     await run(process.execPath, [path.join(root, 'build.mjs')]);
     const outfile = path.join(root, 'dist/convert/bench-child.js');
-    await esbuild.build({ entryPoints: [path.join(__dirname, 'child.ts')], bundle: true, platform: 'node', format: 'cjs', target: 'node20', external: ['@ffmpeg.wasm/core-mt'], outfile, logLevel: 'error' });
+    await esbuild.build({ entryPoints: [path.join(__dirname, 'child.ts')], bundle: true, platform: 'node', format: 'cjs', target: 'node20', outfile, logLevel: 'error' });
     return outfile;
   })();
   return childBuild;
@@ -239,6 +294,16 @@ export async function runConversionBench(): Promise<void> {
       return `${input.name} ${round(ratio, 2)}×`;
     });
     console.log(`Loudness normalisation (podcast) against the plain parallel conversion: ${loudnessCost.join(', ')}.`);
+    const batchClip = list.find((i) => i.seconds === 120);
+    if (batchClip && BATCH > 0) {
+      const singles = [single, ...Array.from({ length: cores - 1 }, () => createTranscoder({ ...LIMITS, parallelism: 1, tempDir: dir }))];
+      try {
+        await batchPart(batchClip, parallel, singles, dir);
+      } finally {
+        await Promise.all(singles.slice(1).map((t) => t.close()));
+      }
+    }
+    console.log(coreLine());
     console.log(
       `Convert readiness (import → instances compiled and warmed, median of 3 fresh processes, as in the image: ${imageRuntime().describe}): ` +
         `one instance ${Math.round(readySingle.readyMs)} ms, ${cores} instances ${Math.round(readyParallel.readyMs)} ms.`,

@@ -114,14 +114,11 @@ const META = '/metadata.txt';
 // as a cover picture or a video track) refuse frames larger than this, whatever dimensions the input
 // declares: a 16000×16000 image would otherwise cost ~750 MB to decode. 4096×4096 covers 4K video.
 //
-// One thread per decoder and filter graph: every thread ffmpeg starts is a pthread worker (a Node worker
-// thread with its own V8 isolate) that stays alive with the instance, ~15–20 MB each, while audio gains
-// nothing from threads (platform.md §4) and a probe decodes at most a few video frames. Two instances
-// warmed and used peak ~100 MB lower this way. It also lets every run cut its log inside ffmpeg (the
-// filter cannot run on a pthread, lib/media/log-filter.ts).
+// One thread per decoder and filter graph: the core is built without threads (docs/core.md), and
+// parallelism comes from instances; the options say so for any core that has them.
 const INPUT_LIMITS = ['-max_pixels', String(4096 * 4096), '-threads', '1', '-filter_threads', '1'];
 /** Log lines a conversion reads: the probe's summary and its demuxer line (DEBUG), failures, nothing else. */
-const PROBE_LINES = String.raw`^(Format .+ probed with|Input #|\s+(Duration|Stream #))`;
+const PROBE_LINES = String.raw`^(\[[^\]]+\] )?Format .+ probed with|^(Input #|\s+(Duration|Stream #))`;
 const ENCODE_LINES = String.raw`^(Conversion failed!|/input: )|: partial file$`;
 // The most verbose av_log level each run reads. Below DEBUG is TRACE, where the MOV demuxer writes a
 // line per sample-table entry: 46k lines, 0.13 s, for the probe of a 10-minute MP4.

@@ -1,10 +1,11 @@
-// A fixed set of ffmpeg.wasm instances, each in its own worker thread (lib/media/worker.ts),
-// created once per process and warmed at start. A run takes an idle instance (or waits for one); an
-// instance that crashes, exits or outlasts its timeout is terminated and replaced by a fresh, warmed
-// one, so no state leaks from a failed run into the next job.
+// A fixed set of ffmpeg core threads (lib/media/worker.ts), created once per process and warmed at
+// start; each run in a thread gets a fresh instance of the core. A run takes an idle thread (or waits
+// for one); a thread that crashes, exits or outlasts its timeout is terminated and replaced by a fresh,
+// warmed one.
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { compileCore, type CompiledCore } from './ffmpeg-core';
 import type { EncodeReply, EncodeRequest, HostFileSpec, WorkerMemory } from './worker-protocol';
 
 export type { HostFileSpec };
@@ -25,10 +26,8 @@ export interface EncodeTask {
   /** RegExp source: log lines to return (every other line is dropped inside the worker). */
   keep: string;
   /**
-   * Messages above this av_log level (AV_LOG_INFO = 32, AV_LOG_DEBUG = 48) are dropped inside ffmpeg,
-   * which saves formatting time; undefined hands over every line, down to TRACE. Only for runs whose
-   * decoders and filters are single-threaded (-threads 1, -filter_threads 1): the filter is a function
-   * of the instance's own thread, which a pthread cannot call (lib/media/log-filter.ts).
+   * ffmpeg's -loglevel for the run (AV_LOG_INFO = 32, the default; AV_LOG_DEBUG = 48): messages above
+   * it are never formatted, which saves time.
    */
   logLevel?: number;
   timeoutMs?: number;
@@ -39,6 +38,8 @@ export interface EncodeRun {
   lines: string[];
   /** Log lines ffmpeg produced in all (kept or not). */
   logLines: number;
+  /** ffmpeg's exit code (0: every output written). */
+  exitCode: number;
   ms: number;
   /** The instance's thread memory after the run, for spotting growth across jobs. */
   memory: WorkerMemory;
@@ -91,7 +92,7 @@ export function createEncoderPool(opts: { size: number }): EncoderPool {
           return;
         }
         settle();
-        if (reply.kind === 'done') resolve({ lines: reply.lines, logLines: reply.logLines, ms: reply.ms, memory: reply.memory });
+        if (reply.kind === 'done') resolve({ lines: reply.lines, logLines: reply.logLines, exitCode: reply.exitCode, ms: reply.ms, memory: reply.memory });
         else reject(new EncoderCrashError(`The encoder crashed: ${reply.message}`));
       };
       const onError = (error: Error): void => {
@@ -112,7 +113,9 @@ export function createEncoderPool(opts: { size: number }): EncoderPool {
 
   function startSlot(): Slot {
     const worker = spawnWorker();
-    const warmed = request(worker, { id: nextId++, kind: 'warm' }).then(() => undefined);
+    const warmed = getCompiledCore()
+      .then((module) => request(worker, { id: nextId++, kind: 'warm', module }))
+      .then(() => undefined);
     const slot: Slot = { worker, warmed, busy: false };
     warmed.catch(() => undefined); // reported by ready() or by the run that uses this slot
     return slot;
@@ -176,6 +179,20 @@ export function createEncoderPool(opts: { size: number }): EncoderPool {
       await Promise.all(slots.map((s) => s.worker.terminate()));
     },
   };
+}
+
+let compiled: Promise<CompiledCore> | undefined;
+
+/**
+ * The core compiled once per process: every instance's thread gets the same module and shares its code
+ * (and what V8 has tiered up in it) instead of compiling its own.
+ */
+function getCompiledCore(): Promise<CompiledCore> {
+  compiled ??= compileCore().catch((error: unknown) => {
+    compiled = undefined;
+    throw error;
+  });
+  return compiled;
 }
 
 function spawnWorker(): Worker {

@@ -1,6 +1,5 @@
 // What ffmpeg says about an input, read from its log: the streams, the duration, and whether it can
-// be converted at all. This build of ffmpeg.wasm always returns exit code 0 and ignores -loglevel
-// (every line, down to debug, reaches the logger), so everything is read from the log text.
+// be converted at all. The exit code cannot tell: a probe (`-i` and no output) always exits with 1.
 import type { FailureDetail, TranscodeFailure } from './worker-protocol';
 
 /** An input that can never be converted (within these limits); the caller tells the user why. */
@@ -61,7 +60,8 @@ export function parseProbe(lines: string[]): Probe {
   const probe: Probe = { opened: false, streams: [] };
   let inInputBlock = false;
   for (const line of lines) {
-    const detected = /^Format (.+) probed with size=\d+ and score=\d+/.exec(line);
+    // ffmpeg prefixes the line with its context ("[NULL @ 0x…] ").
+    const detected = /^(?:\[[^\]]+\] )?Format (.+) probed with size=\d+ and score=\d+/.exec(line);
     if (detected) probe.detectedFormat = detected[1];
     const header = /^Input #0, (.+), from '/.exec(line);
     if (header) {

@@ -1,5 +1,6 @@
 // The messages between lib/media/encoder-pool.ts (the caller's thread) and lib/media/worker.ts (a
-// thread running one ffmpeg.wasm instance). Types only, so neither side imports the other.
+// thread running the ffmpeg core, lib/media/ffmpeg-core.ts). Types only, so neither side imports the other.
+import type { CompiledCore } from './ffmpeg-core';
 
 export type TranscodeFailure = 'no-audio' | 'corrupt' | 'unsupported' | 'too-long' | 'output-too-large';
 
@@ -17,7 +18,8 @@ export interface HostFileSpec {
 }
 
 export type EncodeRequest =
-  | { id: number; kind: 'warm' }
+  /** The core's compiled module (lib/media/ffmpeg-core.ts), compiled once per process and shared. */
+  | { id: number; kind: 'warm'; module: CompiledCore }
   | {
       id: number;
       kind: 'run';
@@ -25,19 +27,19 @@ export type EncodeRequest =
       files: HostFileSpec[];
       /** Log lines matching this (a RegExp source) are returned; the others are dropped in the worker. */
       keep: string;
-      /** Messages above this av_log level are dropped before they are formatted; undefined keeps all. */
+      /** ffmpeg's -loglevel for the run (messages above it are never formatted); default AV_LOG_INFO. */
       logLevel?: number;
     };
 
 export type EncodeReply =
   | { id: number; kind: 'progress'; timeSeconds: number }
-  | { id: number; kind: 'done'; lines: string[]; logLines: number; ms: number; memory: WorkerMemory }
+  | { id: number; kind: 'done'; lines: string[]; logLines: number; exitCode: number; ms: number; memory: WorkerMemory }
   | { id: number; kind: 'crashed'; message: string };
 
 export interface WorkerMemory {
   heapUsedBytes: number;
   externalBytes: number;
   arrayBuffersBytes: number;
-  /** pthread workers the instance has started, idle or not: each a Node worker with its own isolate. */
-  pthreadWorkers: number;
+  /** The run's wasm memory as it ended (its heap grows as it needs; freed with the instance). */
+  wasmMemoryBytes: number;
 }

@@ -18,16 +18,12 @@ COPY dist/${FUNCTION}/ ./
 # code cache is made: V8 accepts a cache only under the flags it was made with.
 ENV NODE_OPTIONS=--max-semi-space-size=1
 # glibc's malloc, told to (hugetlb=1), asks the kernel for transparent huge pages on its heap and big
-# blocks. A start touches tens of MB: each converter instance reads and copies the 25 MB core, and a
-# login's scrypt takes 32 MB. 2 MB pages fault those in 512 times less often. And one arena
-# (arena_max=1): otherwise each thread that mallocs (every converter instance is a worker thread) gets
-# its own arena, whose heaps got no huge pages here, and the threads of these functions barely malloc
-# while they work (instances run wasm), so sharing one lock costs nothing measurable. Where page faults
-# are slow (a nested VM: ~11 µs each), a two-instance converter became ready in 472–557 ms instead of
-# 787–907, with a third of the page faults (72 k → 23 k) and ~20 MB less RSS, and a cold login took
-# ~400 ms instead of ~500. Conversion speed and a 2 GB upload's speed and peak RSS did not change
-# (npm run bench). Harmless where the kernel's transparent huge pages are `never`. Needs glibc ≥ 2.35;
-# this image has 2.36.
+# blocks: a start touches tens of MB (each converter thread reads and copies the core, a login's scrypt
+# takes 32 MB), and 2 MB pages fault those in 512 times less often. One arena (arena_max=1): otherwise
+# each thread that mallocs (every converter instance is a worker thread) gets its own arena, whose heaps
+# got no huge pages, while these threads barely malloc as they work, so sharing one costs nothing
+# measurable. What it saved is in docs/performance.md. Harmless where transparent huge pages are
+# `never`. Needs glibc ≥ 2.35; this image has 2.36.
 ENV GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1
 # V8's code cache, remade with the node of this image (one from another node version is ignored, and
 # the start is then as slow as without one). Exec form: distroless has no shell. Root only to write it.

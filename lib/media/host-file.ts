@@ -1,6 +1,7 @@
-// Host files inside an ffmpeg.wasm instance's file system (platform.md §4a). A MEMFS copy of the input
-// costs as much memory as the file; a host-file node instead answers ffmpeg's reads, writes, seeks and
-// fstat from a file descriptor on disk, so a conversion's memory does not depend on the file's size.
+// Host files inside an ffmpeg.wasm instance's file system (docs/media-engine.md, "Host files"). A
+// MEMFS copy of the input costs as much memory as the file; a host-file node instead answers ffmpeg's
+// reads, writes, seeks and fstat from a file descriptor on disk, so a conversion's memory does not
+// depend on the file's size.
 //
 // A regular MEMFS file is made at the path, then its node gets its own node_ops (getattr reports the
 // host file's size, setattr truncates it) and stream_ops (read, write, llseek on the host fd). The

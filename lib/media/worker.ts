@@ -1,6 +1,6 @@
 // Worker-thread body of the encoder pool (lib/media/encoder-pool.ts): the project's ffmpeg core
 // (lib/media/ffmpeg-core.ts), compiled once per thread and warmed (a tiny conversion pays the encoder's JIT
-// warm-up, platform.md §4), then one run at a time, each in a fresh instance with host files as input
+// warm-up, docs/media-engine.md), then one run at a time, each in a fresh instance with host files as input
 // and output (lib/media/host-file.ts). A run blocks this thread, never the caller's.
 import { parentPort } from 'node:worker_threads';
 import { loadCore, type Core, type CoreInstance } from './ffmpeg-core';

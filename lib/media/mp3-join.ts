@@ -1,8 +1,8 @@
-// Joins MP3 segments encoded in parallel into one gapless MP3 (docs/media-engine.md, "Parallel
-// segments"). Every segment is an MPEG-1 Layer III file written by ffmpeg's mp3 muxer (a Xing/Info frame with a LAME tag first) from a
-// span of the same source that starts on a frame boundary of the output: segment i's frame f carries the
-// same samples as frame f + startFrame of a single-instance encoding. The join keeps segment 0's frames
-// up to the seam, then segment i's frames from a seam frame on, where
+// Joins MP3 segments encoded in parallel into one gapless MP3 (docs/media-engine.md, "Parallel segments").
+// Every segment is an MPEG-1 Layer III file written by ffmpeg's mp3 muxer (a Xing/Info frame with a LAME
+// tag first) from a span of the same source that starts on a frame boundary of the output: segment i's
+// frame f carries the same samples as frame f + startFrame of a single-instance encoding. The join keeps
+// segment 0's frames up to the seam, then segment i's frames from a seam frame on, where
 // - the seam frame is past the segment's warm-up (decoder priming, resampler and LAME's psychoacoustic
 //   state), and
 // - the bit reservoir carries across: the seam frame's main data may begin up to main_data_begin bytes

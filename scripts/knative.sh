@@ -23,6 +23,6 @@ for entry in "${commands[@]}"; do
   name=${entry%%=*} package=${entry#*=} ldflags="-s -w"
   [ "$name" = kn ] && ldflags="$ldflags $kn_ldflags"
   # shellcheck disable=SC2329 # called by cached_build
-  build() { (cd tools/knative && go build -trimpath -ldflags "$ldflags" -o "$1" "$package"); }
+  build() { (cd tools/knative && go build -ldflags "$ldflags" -o "$1" "$package"); }
   cached_build "$name" "$key$([ "$name" = kn ] && echo -v1.21.0)" build
 done

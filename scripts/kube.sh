@@ -10,7 +10,7 @@ version=v1.34.4
 key="$version-$(key_of tools/kube/go.mod tools/kube/go.sum)"
 # Without the version stamp the binaries report v0.0.0, which kubectl and kn warn about.
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$version"
-build_apiserver() { (cd tools/kube && go build -trimpath -ldflags "$ldflags" -o "$1" k8s.io/kubernetes/cmd/kube-apiserver); }
-build_kubectl() { (cd tools/kube && go build -trimpath -ldflags "$ldflags" -o "$1" k8s.io/kubernetes/cmd/kubectl); }
+build_apiserver() { (cd tools/kube && go build -ldflags "$ldflags" -o "$1" k8s.io/kubernetes/cmd/kube-apiserver); }
+build_kubectl() { (cd tools/kube && go build -ldflags "$ldflags" -o "$1" k8s.io/kubernetes/cmd/kubectl); }
 cached_build kube-apiserver "$key" build_apiserver
 cached_build kubectl "$key" build_kubectl

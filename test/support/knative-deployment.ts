@@ -110,6 +110,8 @@ export async function recordAdapterDeployments(cp: ControlPlane): Promise<Adapte
   }
   const file = recordFile();
   fs.mkdirSync(path.dirname(file), { recursive: true });
+  // Records of earlier inputs are stale for good.
+  for (const old of fs.readdirSync(path.dirname(file)).filter((f) => f.startsWith('knative-adapters-'))) fs.rmSync(path.join(path.dirname(file), old));
   fs.writeFileSync(file, JSON.stringify(record, null, 2));
   return record;
 }

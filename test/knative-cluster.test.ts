@@ -76,6 +76,13 @@ describe.runIf(enabled)('scripts/deploy.sh on a real control plane with Knative\
     expect(revisions).toHaveLength(functionNames.length);
   });
 
+  it('when a Service breaks Knative\'s rules, then Knative\'s own webhook refuses it (the webhooks are live)', () => {
+    const bad = manifest('convert');
+    bad.spec.template.spec.containerConcurrency = -1;
+    expect(() => stack.cp.kubectl(['apply', '--dry-run=server', '-f', '-'], JSON.stringify(bad)))
+      .toThrow(/admission webhook "validation\.webhook\.serving\.knative\.dev" denied the request[\s\S]*containerConcurrency/);
+  });
+
   describe.each(functionNames.map((fn) => [fn] as const))('%s', (fn) => {
     const want = manifest(fn);
     const wantSpec = want.spec.template.spec;

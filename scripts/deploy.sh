@@ -7,6 +7,9 @@
 # knative/40-services/ with the new image; applies the RabbitmqSources. Every step is an apply, so running it
 # again converges instead of failing; unchanged code and config make no new revision.
 #   MINIKUBE_PROFILE, VERSION, SKIP_BUILD  as in scripts/images.sh
+#   SKIP_IMAGES=1                          the images dev.local/<function>:$VERSION are already where the
+#                                          cluster's nodes find them: no minikube, no image build (CI runs
+#                                          this file so against its own control plane, docs/deploy.md)
 #   WAIT_TIMEOUT                           how long to wait for each backend (default 300s)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -35,7 +38,9 @@ declare -A INSTALL=(
   [kn]="https://knative.dev/docs/client/install-kn/ (with the quickstart plugin)"
   [minikube]="https://minikube.sigs.k8s.io/docs/start/"
 )
-for tool in kubectl kn minikube; do
+TOOLS=(kubectl kn)
+[[ "${SKIP_IMAGES:-}" == "1" ]] || TOOLS+=(minikube)
+for tool in "${TOOLS[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed or not on PATH: install it (${INSTALL[$tool]}), see $DOCS."
 done
 # Each function is deployed with `kn service apply NAME --filename … --image … --annotation-revision …`,
@@ -70,8 +75,12 @@ fi
 
 VERSION="${VERSION:-$(bash scripts/images.sh --version)}"
 export VERSION
-step "building images dev.local/<function>:$VERSION"
-bash scripts/images.sh
+if [[ "${SKIP_IMAGES:-}" == "1" ]]; then
+  step "using the images dev.local/<function>:$VERSION as they are (SKIP_IMAGES=1)"
+else
+  step "building images dev.local/<function>:$VERSION"
+  bash scripts/images.sh
+fi
 
 step "applying the backing services and configuration"
 for file in knative/[0-3][0-9]-*.yaml; do

@@ -1,8 +1,11 @@
 // The pipeline as deployed, minus Kubernetes: the bundled functions (`node dist/<fn>/index.js`), each its
 // own process configured from the manifests (test/support/manifests.ts), fed by two real Knative RabbitMQ
-// receive adapters — `video` → convert and `mp3` → notify, with knative/50-sources.yaml's settings — on real
-// MariaDB, FerretDB, RabbitMQ and an SMTP server. Needs .bin/receive-adapter-v0.48.0
-// (scripts/receive-adapter.sh); under CI its absence fails the run.
+// receive adapters — `video` → convert and `mp3` → notify — on real MariaDB, FerretDB, RabbitMQ and an
+// SMTP server. Each adapter gets the env of the receive-adapter Deployment that eventing-rabbitmq's
+// controller made from knative/50-sources.yaml on the test control plane (test/support/knative-deployment.ts),
+// with only the broker, vhost and sink URL replaced. Needs .bin/receive-adapter-v0.48.0
+// (scripts/receive-adapter.sh) and the control plane (scripts/kube.sh, scripts/knative.sh); under CI
+// their absence fails the run.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -17,13 +20,15 @@ import { backoff } from '../lib/messaging/source';
 import { readFixture, type FixtureName } from './fixtures';
 import { startSmtp, type SmtpServer } from './support-smtp';
 import { adapterAvailable, adapterBroker, startAdapter, type RunningAdapter } from './support/adapter';
-import { adapterEnv, functionEnv, sourceFor } from './support/manifests';
+import { controlPlaneAvailable } from './support/control-plane';
+import { adapterDeployments, deployedAdapterEnv, type AdapterDeployments } from './support/knative-deployment';
+import { functionEnv, sourceFor } from './support/manifests';
 import { freePort } from './support/net';
 import { backends, eventually, uniqueName, videoForm } from './support/stack';
 
 const root = path.resolve(__dirname, '..');
 const services = backends().find((b) => b.name === 'services');
-const enabled = services !== undefined && adapterAvailable();
+const enabled = services !== undefined && adapterAvailable() && controlPlaneAvailable();
 
 /** Newest modification time of a file under `dir` (or of `dir` itself). */
 function newest(p: string): number {
@@ -57,6 +62,7 @@ describe.runIf(enabled)('the bundled functions behind the real Knative RabbitMQ 
   const running = {} as Record<FunctionName, RunningFunction>;
   const adapters = {} as Record<'convert' | 'notify', RunningAdapter>;
   let local: Record<string, string>;
+  let deployed: AdapterDeployments;
 
   const url = (fn: FunctionName) => `http://127.0.0.1:${ports[fn]}`;
 
@@ -84,9 +90,10 @@ describe.runIf(enabled)('the bundled functions behind the real Knative RabbitMQ 
   }
 
   const startSourceFor = (fn: 'convert' | 'notify') =>
-    startAdapter(adapterEnv(sourceFor(fn).metadata.name, { ...adapterBroker(services!.env.AMQP_URL!), sink: `${url(fn)}/` }));
+    startAdapter(deployedAdapterEnv(deployed, sourceFor(fn).metadata.name, { ...adapterBroker(services!.env.AMQP_URL!), sink: `${url(fn)}/` }));
 
   beforeAll(async () => {
+    deployed = await adapterDeployments();
     ensureBundles();
     smtp = await startSmtp();
     const mongoUri = new URL(services!.env.MONGODB_URI!);
@@ -117,7 +124,7 @@ describe.runIf(enabled)('the bundled functions behind the real Knative RabbitMQ 
     for (const fn of functionNames) running[fn] = await startFunction(fn);
     adapters.convert = await startSourceFor('convert');
     adapters.notify = await startSourceFor('notify');
-  }, 180_000);
+  }, 600_000);
 
   afterAll(async () => {
     await Promise.all(Object.values(adapters).map((a) => a.stop()));

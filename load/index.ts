@@ -27,7 +27,7 @@ function print(r: LoadResult): void {
   for (const a of r.api) console.log(`| ${a.label} | ${a.count} | ${fmt(a.p50)} | ${fmt(a.p99)} | ${a.non2xx} |`);
   console.log(`\n| user | uploads by | jobs | queue wait p50 s | p99 s |\n|---|---|---|---|---|`);
   for (const q of r.queueWait) console.log(`| ${q.user} | ${q.kind} | ${q.jobs} | ${fmt(q.p50, 1)} | ${fmt(q.p99, 1)} |`);
-  console.log(`\nMail after the job ended (users without a webhook): p50 ${fmt(r.mailDelay.p50, 1)} s, p99 ${fmt(r.mailDelay.p99, 1)} s`);
+  console.log(`\nMail's arrival after the client saw its job done (users without a webhook; negative: it came first): p50 ${fmt(r.mailDelay.p50, 1)} s, p99 ${fmt(r.mailDelay.p99, 1)} s`);
   console.log('\n| invariant | held | |\n|---|---|---|');
   for (const i of r.invariants) console.log(`| ${i.name} | ${i.held ? 'yes' : '**NO**'} | ${i.detail} |`);
 }

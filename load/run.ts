@@ -88,6 +88,9 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     },
   }, log);
   const sampler = sampleInFlight(cluster);
+  // When each mail reached the SMTP server (its Date header has only whole seconds).
+  const arrivals = new Map<object, number>();
+  const watchMail = setInterval(() => { for (const m of cluster.smtp.received) if (!arrivals.has(m)) arrivals.set(m, Date.now()); }, 50);
   const rec = new Recorder(Date.now() + options.timeLimitSeconds * 1000);
   try {
     const clip = video();
@@ -133,8 +136,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     const accepted = users.length * options.batch;
     const mp3Counts = await Promise.all(ends.map((e) => cluster.mongo.db().collection('mp3s.files').countDocuments({ _id: e.jobId as never })));
     const mailCounts = ends.map((e) => mailsOf(e.jobId).length);
-    const mailTimes = new Map(cluster.smtp.received.map((m) => [m, m.parsed.date?.getTime() ?? NaN]));
-    const mailDelays = doneJobs.filter((e) => kinds[e.user] !== 'webhook').flatMap((e) => mailsOf(e.jobId).map((m) => (mailTimes.get(m)! - e.ended) / 1000)).filter(Number.isFinite);
+    const mailDelays = doneJobs.filter((e) => kinds[e.user] !== 'webhook').flatMap((e) => mailsOf(e.jobId).map((m) => ((arrivals.get(m) ?? NaN) - e.ended) / 1000)).filter(Number.isFinite);
     const { quotas, login } = cluster.config;
     const unauthorized = statuses.filter((s) => s === 401).length;
 
@@ -168,6 +170,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   } catch (err) {
     throw new Error(`${(err as Error).message}\n\nThe functions' last log lines:\n${cluster.logs()}`, { cause: err });
   } finally {
+    clearInterval(watchMail);
     await sampler.stop();
     await cluster.close();
     await receiver.close();

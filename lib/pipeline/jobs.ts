@@ -131,6 +131,13 @@ export async function listJobs(db: Db, ownerId: string, page: { limit: number; b
   return { jobs, more: rows.length > page.limit };
 }
 
+/** The owner's done jobs that still have their MP3, newest first (a podcast feed's items). */
+export async function listDoneJobs(db: Db, ownerId: string, limit: number): Promise<Job[]> {
+  const rows: Row[] = await db('jobs').where({ owner_id: ownerId, status: 'done' }).whereNotNull('mp3_blob_id')
+    .orderBy([{ column: 'created_at', order: 'desc' }, { column: 'id', order: 'desc' }]).limit(limit);
+  return rows.map(fromRow);
+}
+
 export async function deleteJob(db: Db, id: string): Promise<void> {
   await db('jobs').where({ id }).delete();
 }

@@ -137,6 +137,20 @@ const migrations: Migration[] = [
     up: (db) => db.schema.alterTable('jobs', (t) => { t.index(['status', 'video_blob_id'], 'jobs_status_video'); }),
     down: (db) => db.schema.alterTable('jobs', (t) => { t.dropIndex(['status', 'video_blob_id'], 'jobs_status_video'); }),
   },
+  {
+    // Each user's private podcast feed: only a hash of the URL's token is kept (lib/auth/feeds.ts).
+    // `etag` and `modified_at` are the feed's last served version, so Last-Modified only moves
+    // forward, also when an MP3 leaves the feed (lib/pipeline/feed.ts).
+    name: '025_feeds',
+    up: (db) => db.schema.createTable('feeds', (t) => {
+      t.string('owner_id', 36).primary();
+      t.string('token_hash', 64).notNullable().unique();
+      t.string('etag', 64).nullable();
+      t.bigInteger('modified_at').notNullable();
+      t.bigInteger('created_at').notNullable();
+    }),
+    down: (db) => db.schema.dropTable('feeds'),
+  },
 ];
 
 /** Migrations compiled into the bundle (knex cannot read a migrations folder from an esbuild bundle). */

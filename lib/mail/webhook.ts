@@ -2,13 +2,11 @@
 // often the event arrives (the webhook_deliveries row decides), retried through the event source
 // while the receiver is down, and never to a private address unless WEBHOOK_ALLOW_PRIVATE.
 import { createHmac } from 'node:crypto';
-import dns from 'node:dns';
 import http from 'node:http';
 import https from 'node:https';
-import type net from 'node:net';
 import { mintDownloadLink } from '../auth/links';
 import { getWebhookSecret } from '../auth/webhook-secrets';
-import { isPrivateAddress } from '../core/callback-url';
+import { guardedLookup, PrivateAddressError } from '../core/callback-url';
 import { getConfig, type Config } from '../core/config';
 import { UnavailableError } from '../core/errors';
 import { log } from '../core/log';
@@ -72,22 +70,6 @@ async function claim(db: Db, jobId: string): Promise<number | false> {
   return attempts;
 }
 
-class PermanentWebhookError extends Error {}
-
-/** dns.lookup that refuses private addresses: the address checked is the address connected to. */
-function guardedLookup(allowPrivate: boolean): net.LookupFunction {
-  return (hostname, options, callback) => {
-    dns.lookup(hostname, { ...options, all: true }, (err, addresses) => {
-      if (err) return callback(err, '', 0);
-      const list = addresses as dns.LookupAddress[];
-      const refused = allowPrivate ? undefined : list.find((a) => isPrivateAddress(a.address));
-      if (refused) return callback(new PermanentWebhookError(`${hostname} resolves to a private address (${refused.address})`), '', 0);
-      if ((options as { all?: boolean }).all) return (callback as unknown as (e: null, a: dns.LookupAddress[]) => void)(null, list);
-      callback(null, list[0]!.address, list[0]!.family);
-    });
-  };
-}
-
 /** One POST; resolves to the status code, rejects on a network failure or a refused address. */
 function post(url: string, body: string, headers: Record<string, string>, allowPrivate: boolean): Promise<number> {
   const target = new URL(url);
@@ -146,7 +128,7 @@ export async function deliverWebhook(db: Db, hint: OutcomeEvent, config: Readonl
     }
     failure = `the receiver answered ${status}`;
   } catch (err) {
-    if (err instanceof PermanentWebhookError) {
+    if (err instanceof PrivateAddressError) {
       await settle('rejected', { error: err.message });
       log.warn({ jobId, reason: err.message }, 'webhook refused: private address');
       return 'rejected';

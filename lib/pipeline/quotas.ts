@@ -13,13 +13,13 @@ async function convertedToday(db: Db, ownerId: string, now: number, exceptJobId?
 }
 
 /**
- * Per-user quotas, checked when an upload arrives: at most MAX_JOBS_IN_FLIGHT jobs queued or
- * converting, and at most MAX_CONVERSION_SECONDS_PER_DAY seconds of media converted in 24 h. Over
+ * Per-user quotas, checked when an upload arrives: at most MAX_JOBS_IN_FLIGHT jobs importing, queued
+ * or converting, and at most MAX_CONVERSION_SECONDS_PER_DAY seconds of media converted in 24 h. Over
  * either, 429 with Retry-After and a message naming the quota.
  */
 export async function checkQuotas(db: Db, ownerId: string, config: Pick<Config, 'quotas'>, now = Date.now()): Promise<void> {
   const { jobsInFlight, conversionSecondsPerDay } = config.quotas;
-  const inFlight = Number((await db('jobs').where({ owner_id: ownerId }).whereIn('status', ['queued', 'converting']).count({ n: '*' }))[0]?.n ?? 0);
+  const inFlight = Number((await db('jobs').where({ owner_id: ownerId }).whereIn('status', ['importing', 'queued', 'converting']).count({ n: '*' }))[0]?.n ?? 0);
   if (inFlight >= jobsInFlight) {
     throw new TooManyRequestsError(30, `quota of ${jobsInFlight} jobs in flight reached: wait until one of your conversions ends`);
   }

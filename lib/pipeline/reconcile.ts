@@ -3,7 +3,7 @@ import { log } from '../core/log';
 import { toAmqp, videoUploaded } from '../messaging/events';
 import type { Broker } from '../messaging/queue';
 import type { Db } from '../storage/db';
-import { failConversion, findJob, type Job } from './jobs';
+import { failConversion, failImport, findJob, type Job } from './jobs';
 import { publishOutcome } from './outcomes';
 
 /**
@@ -30,6 +30,8 @@ export interface ReconcileOptions {
 }
 
 export interface ReconcileResult {
+  /** Jobs importing from a URL whose process died: failed, their partial video left to the retention sweep. */
+  imports: number;
   /** Jobs queued or converting whose `video.uploaded` went out again. */
   conversions: number;
   /** Jobs done or failed whose outcome event had never been published. */
@@ -55,12 +57,19 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions = {}
   const { db } = deps;
   const now = opts.now ?? Date.now();
   const cutoff = opts.restarted ? now + 1 : now - deps.config.maintenance.reconcileAfterMs;
-  const result: ReconcileResult = { conversions: 0, outcomes: 0, notifications: 0 };
+  const result: ReconcileResult = { imports: 0, conversions: 0, outcomes: 0, notifications: 0 };
   const limit = opts.restarted ? Number.MAX_SAFE_INTEGER : batch;
 
   if (opts.restarted) {
     // The claim's holder died with the process: let the next delivery take it over at once.
     await db('notifications').where({ status: 'sending' }).update({ updated_at: 0 });
+  }
+
+  // An import runs in the process that started it (imports.ts) and moves its job's clock every
+  // second while bytes arrive: one that has not moved for a period died with its process.
+  const deadImports: { id: string }[] = await db('jobs').select('id').where({ status: 'importing' }).andWhere('updated_at', '<', cutoff).limit(limit);
+  for (const row of deadImports) {
+    if (await failImport(db, row.id, 'The import was interrupted (the service restarted); import the URL again.', false)) result.imports++;
   }
 
   const stalled: { id: string; updated_at: number }[] = await db('jobs').select('id', 'updated_at')
@@ -102,7 +111,7 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions = {}
     result.notifications++;
   }
 
-  if (result.conversions + result.outcomes + result.notifications > 0) log.info({ ...result, restarted: !!opts.restarted }, 'reconciled');
+  if (result.imports + result.conversions + result.outcomes + result.notifications > 0) log.info({ ...result, restarted: !!opts.restarted }, 'reconciled');
   return result;
 }
 

@@ -26,7 +26,7 @@ export async function sniffMedia(head: Buffer): Promise<string> {
 }
 
 /** Reads the first `bytes` of a stream and gives back the whole stream, those bytes included. */
-async function peek(source: AsyncIterable<Buffer | string>, bytes: number): Promise<{ head: Buffer; all: AsyncIterable<Buffer> }> {
+export async function peek(source: AsyncIterable<Buffer | string>, bytes: number): Promise<{ head: Buffer; all: AsyncIterable<Buffer> }> {
   const it = source[Symbol.asyncIterator]();
   const parts: Buffer[] = [];
   let size = 0;
@@ -154,7 +154,7 @@ function jobFields(id: string, owner: { id: string; email: string }, video: Stor
 }
 
 // The event id is derived from the job, so a repeat is recognisably the same event downstream.
-async function publishUploaded(deps: Pick<UploadDeps, 'broker'>, job: Job): Promise<void> {
+export async function publishUploaded(deps: Pick<UploadDeps, 'broker'>, job: Job): Promise<void> {
   const event = videoUploaded(
     { jobId: job.id, owner: job.ownerId, email: job.ownerEmail, filename: job.filename, videoBlobId: job.videoBlobId!, options: job.options },
     `${job.id}.uploaded`,

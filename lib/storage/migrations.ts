@@ -151,6 +151,12 @@ const migrations: Migration[] = [
     }),
     down: (db) => db.schema.dropTable('feeds'),
   },
+  {
+    // A job imported from a URL is `importing` while its bytes arrive; how many have arrived so far.
+    name: '026_job_imported_bytes',
+    up: (db) => db.schema.alterTable('jobs', (t) => { t.bigInteger('imported_bytes').nullable(); }),
+    down: (db) => db.schema.alterTable('jobs', (t) => { t.dropColumn('imported_bytes'); }),
+  },
 ];
 
 /** Migrations compiled into the bundle (knex cannot read a migrations folder from an esbuild bundle). */

@@ -1,49 +1,30 @@
 // The private podcast feed: created, rotated and revoked through the download function, read by a
 // real podcast parser (rss-parser), every enclosure fetched (GET, HEAD, Range), cover and chapters
 // read from MP3s that native ffmpeg tagged, 304s for polling apps, expired and deleted MP3s leaving.
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import Parser from 'rss-parser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { completeConversion, createJob, newJobId, startConversion } from '../lib/pipeline/jobs';
 import { sweepExpired } from '../lib/pipeline/retention';
-import { getBlobs, newBlobId } from '../lib/storage/blobs';
+import { getBlobs } from '../lib/storage/blobs';
 import { getDb } from '../lib/storage/db';
 import { backends, newUser, startStack, type Stack, type TestUser } from './support/stack';
+import { makeTaggedMp3s, storeDoneJob, taggedChapters } from './support/tagged-mp3';
 
 type Item = Parser.Item & { itunes?: { duration?: string; image?: string }; chapters?: { $: { url: string; type: string } } };
 const parser: Parser<object, Item> = new Parser({ customFields: { item: [['podcast:chapters', 'chapters']] } });
-
-const chapters = [
-  { title: 'Intro — début', start: 0, end: 1.5 },
-  { title: 'Main part', start: 1.5, end: 3 },
-];
-
-/** MP3s made by native ffmpeg: one with a title, a JPEG front cover and chapters; one bare. */
-function makeMp3s(dir: string) {
-  const meta = path.join(dir, 'meta.txt');
-  fs.writeFileSync(meta, [';FFMETADATA1', 'title=Lecture one', ...chapters.flatMap((c) => ['[CHAPTER]', 'TIMEBASE=1/1000', `START=${c.start * 1000}`, `END=${c.end * 1000}`, `title=${c.title}`])].join('\n'));
-  const cover = path.join(dir, 'cover.jpg');
-  const ff = (...args: string[]) => execFileSync('ffmpeg', ['-v', 'error', '-y', ...args]);
-  ff('-f', 'lavfi', '-i', 'color=c=red:s=64x64:d=1', '-frames:v', '1', cover);
-  ff('-f', 'lavfi', '-i', 'sine=f=440:d=3', '-i', cover, '-i', meta, '-map', '0:a', '-map', '1:v', '-map_metadata', '2', '-map_chapters', '2',
-    '-c:a', 'libmp3lame', '-b:a', '64k', '-c:v', 'copy', '-id3v2_version', '3', '-metadata:s:v', 'comment=Cover (front)', path.join(dir, 'tagged.mp3'));
-  ff('-f', 'lavfi', '-i', 'sine=f=220:d=2', '-c:a', 'libmp3lame', '-b:a', '64k', path.join(dir, 'bare.mp3'));
-  return { tagged: fs.readFileSync(path.join(dir, 'tagged.mp3')), bare: fs.readFileSync(path.join(dir, 'bare.mp3')), cover: fs.readFileSync(cover) };
-}
 
 describe.each(backends())('the podcast feed on $name backends', ({ env }) => {
   let stack: Stack;
   let alice: TestUser;
   let bob: TestUser;
-  let mp3s: ReturnType<typeof makeMp3s>;
+  let mp3s: ReturnType<typeof makeTaggedMp3s>;
   let dir: string;
 
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'feed-'));
-    mp3s = makeMp3s(dir);
+    mp3s = makeTaggedMp3s(dir);
     stack = await startStack(env);
     alice = await newUser(stack);
     bob = await newUser(stack);
@@ -53,17 +34,7 @@ describe.each(backends())('the podcast feed on $name backends', ({ env }) => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  /** A done job holding `mp3`, stored through the storage API as the converter stores one. */
-  async function doneJob(user: TestUser, mp3: Buffer, filename: string, createdAt: number) {
-    const db = await getDb();
-    const id = newJobId();
-    await createJob(db, { id, ownerId: user.id, ownerEmail: user.email, filename, contentType: 'video/mp4', options: {}, videoBlobId: newBlobId(), videoBytes: 1, videoSha256: '' });
-    await db('jobs').where({ id }).update({ created_at: createdAt });
-    await startConversion(db, id);
-    const blob = await (await getBlobs()).put('mp3s', mp3, { owner: user.id, filename: 'x.mp3', contentType: 'audio/mpeg' });
-    expect(await completeConversion(db, id, { blobId: blob.id, bytes: blob.size, durationSeconds: 3.01, conversionMs: 10 })).toBe(true);
-    return id;
-  }
+  const doneJob = (user: TestUser, mp3: Buffer, filename: string, createdAt: number) => storeDoneJob(user, mp3, filename, createdAt);
 
   const api = (user: TestUser | undefined, method: string) =>
     fetch(`${stack.url}/download/feed`, { method, headers: user?.auth ?? {} });
@@ -121,7 +92,7 @@ describe.each(backends())('the podcast feed on $name backends', ({ env }) => {
     expect(tagged.chapters!.$.type).toBe('application/json+chapters');
     const chaptersRes = await fetch(tagged.chapters!.$.url);
     expect(chaptersRes.headers.get('content-type')).toMatch(/^application\/json\+chapters/);
-    expect(await chaptersRes.json()).toEqual({ version: '1.2.0', chapters: chapters.map((c) => ({ startTime: c.start, endTime: c.end, title: c.title })) });
+    expect(await chaptersRes.json()).toEqual({ version: '1.2.0', chapters: taggedChapters.map((c) => ({ startTime: c.start, endTime: c.end, title: c.title })) });
   });
 
   it('when a podcast app polls with ETag or Last-Modified, then 304 until an MP3 is added, deleted or expires', async () => {

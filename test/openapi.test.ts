@@ -233,6 +233,12 @@ describe('the OpenAPI document', () => {
     await conforms('GET /download/feed/{token}/{jobId}/chapters.json', chapters);
     await conforms('GET /download/feed/{token}/{jobId}/chapters.json', await call(`${feed}/${without}/chapters.json`)); // 404
     await conforms('DELETE /download/feed', await call('/download/feed', { method: 'DELETE', headers: user.auth }));
+    await conforms('GET /download/jobs/{id}/cover', await call(`/download/jobs/${withTag}/cover`, { headers: user.auth }));
+    await conforms('GET /download/jobs/{id}/cover', await call(`/download/jobs/${without}/cover`, { headers: user.auth })); // 404
+    await conforms('GET /download/jobs/{id}/cover', await call(`/download/jobs/${withTag}/cover`)); // 401
+    expect(await conforms('GET /download/jobs/{id}/chapters', await call(`/download/jobs/${withTag}/chapters`, { headers: user.auth }))).toMatchObject({ chapters: [{ startTime: 0 }, { startTime: 1.5 }] });
+    await conforms('GET /download/jobs/{id}/chapters', await call('/download/jobs/AAAAAAAAAAAAAAAAAAAAAA/chapters', { headers: user.auth })); // 404
+    await conforms('GET /download/jobs/{id}/chapters', await call(`/download/jobs/${withTag}/chapters`)); // 401
   });
 
   it('when the event receivers are called, then every answer is as described', async () => {

@@ -30,6 +30,18 @@ router.get('/jobs/:id/mp3', async (req, res) => {
   await sendMp3(req.get('range'), req.get('if-none-match'), res, await getBlobs(), job);
 });
 
+// What the page shows of a done job besides playing it: the cover and chapters in its MP3's tag.
+router.get('/jobs/:id/cover', async (req, res) => {
+  const { cover } = await readJobTag(await getBlobs(), await getFeedJob(await getDb(), userOf(res).sub, req.params.id));
+  if (!cover) throw new NotFoundError('cover');
+  res.set('Cache-Control', 'private, max-age=86400').type(cover.mime).send(Buffer.from(cover.data));
+});
+
+router.get('/jobs/:id/chapters', async (req, res) => {
+  const tag = await readJobTag(await getBlobs(), await getFeedJob(await getDb(), userOf(res).sub, req.params.id));
+  res.set('Cache-Control', 'private, max-age=86400').json(chaptersJson(tag));
+});
+
 router.delete('/jobs/:id', async (req, res) => {
   const db = await getDb();
   const job = await getOwnedJob(db, req.params.id, userOf(res).sub);

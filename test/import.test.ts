@@ -5,7 +5,11 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getBlobs } from '../lib/storage/blobs';
+import { closeClients } from '../lib/core/clients';
+import { getBroker } from '../lib/messaging/queue';
+import { createJob, newJobId } from '../lib/pipeline/jobs';
+import { reconcile } from '../lib/pipeline/reconcile';
+import { getBlobs, newBlobId } from '../lib/storage/blobs';
 import { getDb } from '../lib/storage/db';
 import { readFixture } from './fixtures';
 import { backends, eventually, newUser, startStack, type Stack, type TestUser } from './support/stack';
@@ -159,6 +163,43 @@ describe.each(backends())('imports from a URL on $name backends', ({ env }) => {
     expect(await storedVideos(someone.id)).toBe(0);
     expect(await (await getBlobs()).storedBytes('videos', blobId)).toBe(0);
     expect(await (await getBlobs()).stat('videos', blobId)).toBeUndefined();
+  });
+});
+
+describe('imports cut short by the instance stopping', () => {
+  let stack: Stack;
+  let origin: Awaited<ReturnType<typeof startOrigin>>;
+  beforeAll(async () => {
+    origin = await startOrigin();
+    stack = await startStack({ IMPORT_ALLOW_PRIVATE: '127.0.0.1', MAX_UPLOAD_BYTES: String(limit) });
+  });
+  afterAll(async () => {
+    await stack.close();
+    await origin.close();
+  });
+
+  it('when the instance shuts down mid-import (SIGTERM closes the clients), then the job fails saying so and its partial video is gone', async () => {
+    const user = await newUser(stack);
+    const res = await fetch(`${stack.url}/upload/`, { method: 'POST', headers: { ...user.auth, 'content-type': 'application/json' }, body: JSON.stringify({ url: `${origin.url}/slow` }) });
+    expect(res.status).toBe(202);
+    const { jobId } = (await res.json()) as { jobId: string };
+    const blobId = (await (await getDb())('jobs').where({ id: jobId }).first()).video_blob_id as string;
+    await closeClients(); // what the shutdown handler runs (lib/http/serve.ts listen) before the process exits
+    const row = await (await getDb())('jobs').where({ id: jobId }).first(); // the clients reopen on use
+    expect(row).toMatchObject({ status: 'failed', error: 'the service stopped during the import; import the URL again', video_blob_id: null });
+    expect(await (await getBlobs()).storedBytes('videos', blobId)).toBe(0);
+  });
+
+  it('when an import\'s process died without a word, then the reconciler fails the job once its clock has stopped', async () => {
+    const user = await newUser(stack);
+    const db = await getDb();
+    const id = newJobId();
+    await createJob(db, { id, ownerId: user.id, ownerEmail: user.email, filename: 'x.mp4', contentType: 'video/mp4', options: {}, videoBlobId: newBlobId(), videoBytes: 0, videoSha256: '' }, 'importing');
+    const deps = { db, broker: await getBroker(), config: stack.config };
+    expect((await reconcile(deps)).imports).toBe(0); // still within RECONCILE_AFTER_SECONDS: maybe alive
+    await db('jobs').where({ id }).update({ updated_at: Date.now() - stack.config.maintenance.reconcileAfterMs - 1000 });
+    expect((await reconcile(deps)).imports).toBe(1);
+    expect(await db('jobs').where({ id }).first()).toMatchObject({ status: 'failed', error: expect.stringMatching(/import was interrupted/) });
   });
 });
 

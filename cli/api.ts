@@ -19,9 +19,18 @@ export interface Job {
 
 /** A failure to report: its message is for the user; exitCode 1 unless said otherwise. */
 export class CliError extends Error {
-  constructor(message: string, readonly status?: number) {
+  /** `retryAfterSeconds`: the service's Retry-After, when it said to come back later (429, 503). */
+  constructor(message: string, readonly status?: number, readonly retryAfterSeconds?: number) {
     super(message);
   }
+}
+
+/** Seconds from a Retry-After header (delay-seconds or an HTTP date); undefined when absent or unreadable. */
+export function parseRetryAfter(value: string | null | undefined): number | undefined {
+  if (!value) return undefined;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim());
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - Date.now()) / 1000));
 }
 
 /** Words for an HTTP failure, given what was being done (`clip.mp4`, `job abc`). */
@@ -32,7 +41,7 @@ export function explainStatus(status: number, serverMessage: string | undefined,
     case 404: return `${what}: not found (deleted, or not yours)`;
     case 413: return `${what}: larger than the service accepts${detail}`;
     case 415: return `${what}: not a video the service can convert${detail}`;
-    case 429: return `${what}: too many attempts, try again later`;
+    case 429: return `${what}: ${serverMessage ?? 'too many requests, try again later'}`;
     case 503: return `${what}: the service is busy or partly down, try again shortly${detail}`;
     default: return `${what}: HTTP ${status}${detail}`;
   }

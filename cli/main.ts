@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { Api, CliError, type Job } from './api';
-import { createReporter } from './progress';
+import { countdown, createReporter } from './progress';
 import { loadSession, saveSession } from './session';
 import { offersTus, uploadWithPost, uploadWithTus, type Accepted } from './upload';
 
@@ -143,6 +143,10 @@ interface Outcome {
 
 const ended = (job: Job) => job.status !== 'importing' && job.status !== 'queued' && job.status !== 'converting';
 
+/** A 429 without Retry-After is tried again after this; one asking to wait longer than the maximum is reported instead. */
+const defaultRetrySeconds = 10;
+const maxRetryWaitSeconds = 15 * 60;
+
 withMp3Options(program.command('upload')
   .description('upload videos (resumable: rerun the same command to continue an interrupted upload)')
   .argument('<files...>', 'video files'))
@@ -160,16 +164,27 @@ withMp3Options(program.command('upload')
         const task = reporter.task(name);
         const outcome: Outcome = { file, status: 'rejected' };
         outcomes.push(outcome);
-        let accepted: Accepted;
-        try {
-          accepted = await send(client, file, options, (p) => task.update('uploading', p), (p) => reporter.note(`${name}: resuming an interrupted upload at ${Math.floor(p)}%`));
-        } catch (err) {
-          if (!(err instanceof CliError) || err.status === 401 || err.status === undefined && /cannot reach/.test(err.message)) throw err;
-          outcome.error = err.message;
-          task.update('rejected');
-          reporter.note(`error: ${err.message}`);
-          continue;
+        let accepted: Accepted | undefined;
+        while (!accepted) {
+          try {
+            accepted = await send(client, file, options, (p) => task.update('uploading', p), (p) => reporter.note(`${name}: resuming an interrupted upload at ${Math.floor(p)}%`));
+          } catch (err) {
+            if (!(err instanceof CliError) || err.status === 401 || err.status === undefined && /cannot reach/.test(err.message)) throw err;
+            // A full queue (429) empties as jobs finish: wait as long as the service says, then go on.
+            // A wait of hours (the day's quota is spent) is reported instead.
+            const wait = err.status === 429 ? err.retryAfterSeconds ?? defaultRetrySeconds : undefined;
+            if (wait !== undefined && wait <= maxRetryWaitSeconds) {
+              reporter.note(`${err.message}; waiting ${wait} s as the service asks (Retry-After), then trying again`);
+              await countdown(wait, (p) => task.update('waiting for the service', p));
+              continue;
+            }
+            outcome.error = err.message;
+            task.update('rejected');
+            reporter.note(`error: ${err.message}`);
+            break;
+          }
         }
+        if (!accepted) continue;
         outcome.jobId = accepted.jobId;
         outcome.status = 'queued';
         task.update('uploaded', 100);
@@ -216,9 +231,20 @@ withMp3Options(program.command('import')
   .action(async (url: string, opts: UploadOptions) => {
     const client = api();
     const fields = fieldsOf(opts);
-    const accepted = await client.json<Accepted>('/upload/', {
-      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ url, ...fields }), what: 'import',
-    });
+    let accepted: Accepted | undefined;
+    while (!accepted) {
+      try {
+        accepted = await client.json<Accepted>('/upload/', {
+          method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ url, ...fields }), what: 'import',
+        });
+      } catch (err) {
+        // As for an upload: a full queue (429) empties as jobs finish; a wait of hours is reported instead.
+        const wait = err instanceof CliError && err.status === 429 ? err.retryAfterSeconds ?? defaultRetrySeconds : undefined;
+        if (wait === undefined || wait > maxRetryWaitSeconds) throw err;
+        process.stderr.write(`${(err as Error).message}; waiting ${wait} s as the service asks (Retry-After), then trying again\n`);
+        await new Promise((resolve) => setTimeout(resolve, wait * 1000));
+      }
+    }
     const outcome: Outcome = { file: url, jobId: accepted.jobId, status: 'importing' };
     if (opts.wait) {
       const reporter = createReporter();

@@ -53,3 +53,14 @@ function lineReporter(stream: NodeJS.WriteStream): Reporter {
 
 export const createReporter = (stream: NodeJS.WriteStream = process.stderr): Reporter =>
   (stream.isTTY ? barReporter(stream) : lineReporter(stream));
+
+/** Waits `seconds`, reporting the share of the wait that has passed, once a second. */
+export async function countdown(seconds: number, onProgress: (percent: number) => void): Promise<void> {
+  const started = Date.now();
+  const total = seconds * 1000;
+  for (let passed = 0; passed < total; passed = Date.now() - started) {
+    onProgress((passed / total) * 100);
+    await new Promise((r) => setTimeout(r, Math.min(1000, total - passed)));
+  }
+  onProgress(100);
+}

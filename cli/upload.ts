@@ -5,7 +5,7 @@ import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
 import * as tus from 'tus-js-client';
-import { CliError, explainNetwork, explainStatus, messageOf, type Api } from './api';
+import { CliError, explainNetwork, explainStatus, messageOf, parseRetryAfter, type Api } from './api';
 import { createUrlStorage } from './session';
 
 export interface Accepted {
@@ -53,7 +53,7 @@ export function uploadWithTus(api: Api, file: string, options: Record<string, st
       },
       onError: (err) => {
         const res = (err as tus.DetailedError).originalResponse;
-        if (res) reject(new CliError(explainStatus(res.getStatus(), messageOf(res.getBody()), name), res.getStatus()));
+        if (res) reject(new CliError(explainStatus(res.getStatus(), messageOf(res.getBody()), name), res.getStatus(), parseRetryAfter(res.getHeader('Retry-After'))));
         else reject(new CliError(`${name}: the upload was interrupted (${err.message}); run the same command again to resume`));
       },
     });
@@ -87,7 +87,7 @@ export function uploadWithPost(api: Api, file: string, options: Record<string, s
         if (res.statusCode === 202) {
           const { jobId, statusUrl } = JSON.parse(body) as Accepted;
           resolve({ jobId, statusUrl });
-        } else reject(new CliError(explainStatus(res.statusCode ?? 0, messageOf(body), name), res.statusCode));
+        } else reject(new CliError(explainStatus(res.statusCode ?? 0, messageOf(body), name), res.statusCode, parseRetryAfter(res.headers['retry-after'])));
       });
     });
     // A refused body (413 before reading) closes the connection while we still write: the answer is

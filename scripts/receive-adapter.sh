@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real Knative RabbitmqSource receive adapter (knative.dev/eventing-rabbitmq, cmd/receive_adapter)
 # into .bin/receive-adapter-<version>, for the tests that run the bundled functions behind it
-# (test/knative-adapter.test.ts, docs/deploy.md). Needs Go and the Go module proxy; the first build takes
+# (test/knative-adapter.test.ts, docs/rabbitmq-source.md). Needs Go and the Go module proxy; the first build takes
 # several minutes, later ones copy the cached binary (scripts/lib/go-cache.sh). `go install` of the
 # command path is refused by the proxy here, so the module is downloaded and built inside a writable
 # copy with its own go.mod/go.sum. Only v0.48.0 is fully served.

@@ -10,6 +10,8 @@ import { describeBlobs } from '../lib/storage/blobs';
 import { functionNames, getConfig } from '../lib/core/config';
 import { describeDb, getDb } from '../lib/storage/db';
 import { log, useLogDestination } from '../lib/core/log';
+import { serveMetrics } from '../lib/core/metrics';
+import { startTracing } from '../lib/core/tracing';
 import { describeBroker, getBroker } from '../lib/messaging/queue';
 import { bodyLimit, createServer, eventFunctions, listen, listenInternal } from '../lib/http/serve';
 import { listStaticFiles } from '../lib/http/static';
@@ -26,6 +28,7 @@ async function main() {
     useLogDestination(pretty({ colorize: true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname,service' }));
   }
   const config = getConfig();
+  if (config.otlpEndpoint) await startTracing({ endpoint: config.otlpEndpoint, service: 'video2mp3' });
   const db = await getDb(); // migrate before taking requests
   if (!config.amqpUrl) {
     // The in-process queue died with the previous run: rebuild it from the jobs before serving.
@@ -46,9 +49,11 @@ async function main() {
     await new Promise((resolve) => internal.close(resolve));
   });
   const internalUrl = `http://127.0.0.1:${internalPort}`;
+  const metrics = await serveMetrics(config);
   sources = [
     ...await startPipelineSources(await getBroker(), internalUrl, config),
     startPing({ sink: `${internalUrl}/convert/maintenance`, intervalMs: config.maintenance.intervalMs }),
+    startPing({ sink: `${internalUrl}/notify/webhooks`, intervalMs: config.webhooks.tickMs }),
   ];
   if (process.env.npm_lifecycle_event === 'start') stopWithParent();
   log.info({
@@ -61,6 +66,8 @@ async function main() {
     mail: config.smtpUrl ? `smtp ${new URL(config.smtpUrl).host}` : `outbox ${path.join(config.dataDir, 'outbox')}`,
     web: `${config.publicUrl}/`,
     openapi: `${config.publicUrl}/openapi.json`,
+    metrics: metrics ?? 'off (METRICS_PORT is taken)',
+    traces: config.otlpEndpoint ?? 'off (set OTEL_EXPORTER_OTLP_ENDPOINT)',
   }, `video2mp3 is up at ${config.publicUrl}`);
   await warmUp(); // the converter's instances, ready before the first upload arrives
 }

@@ -151,6 +151,27 @@ describe.runIf(enabled)('the stand-in and the real receive adapter in the same s
     else expect(await broker.depth('mp3.dlq')).toBeLessThanOrEqual(10);
   });
 
+  const traced: Partial<Record<Runner, http.IncomingHttpHeaders>> = {};
+
+  it.each(runners)('when an event carries ce-traceparent and a bare traceparent header, then %s delivers the first as the traceparent extension and drops the second', async (runner) => {
+    await start(runner, { parallelism: 1, retry: 0, backoffPolicy: 'exponential', backoffDelayMs: 100 });
+    const message = ours('traced-1');
+    message.headers['ce-traceparent'] = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    message.headers['ce-tracestate'] = 'vendor=1';
+    message.headers.traceparent = '00-11111111111111111111111111111111-2222222222222222-01';
+    await broker.publish('mp3', message);
+    await eventually(async () => (requests.length === 1 ? true : undefined), 10_000, 'the delivery');
+    expect(requests[0]!.headers).toMatchObject({ 'ce-traceparent': '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', 'ce-tracestate': 'vendor=1' });
+    expect(JSON.stringify(requests[0]!.headers)).not.toContain('1111111111');
+    traced[runner] = requests[0]!.headers;
+  });
+
+  it('when both delivered the traced event, then their trace headers are the same', () => {
+    const pick = (h: http.IncomingHttpHeaders | undefined) => Object.fromEntries(Object.entries(h ?? {}).filter(([k]) => k.includes('trace')));
+    expect(traced['stand-in']).toBeDefined();
+    expect(pick(traced['stand-in'])).toEqual(pick(traced.adapter));
+  });
+
   const wrapped: Partial<Record<Runner, http.IncomingHttpHeaders>> = {};
 
   it.each(runners)('when a plain message and an invalid CloudEvent arrive, then %s wraps the first and dead-letters the second without a request', async (runner) => {

@@ -11,11 +11,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseBuffer } from 'music-metadata';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getDb } from '../lib/storage/db';
 import { fixturePath, fixturesDir } from './fixtures';
 import { freePort } from './support/net';
 import type { Proxy } from './support/proxy';
-import { eventually, startStack, startStackBehindProxy, uniqueName, type Stack } from './support/stack';
+import { findJob } from '../lib/pipeline/jobs';
+import { getDb } from '../lib/storage/db';
+import { eventually, newUser, startStack, startStackBehindProxy, uniqueName, videoForm, type Stack } from './support/stack';
 import { makeRawVideo } from './support/video';
 
 const cliPath = path.resolve(__dirname, '../cli/video2mp3.cjs');
@@ -263,4 +264,74 @@ describe('the video2mp3 CLI, when an upload is cut off', () => {
     expect((JSON.parse(jobs.stdout) as { jobs: unknown[] }).jobs).toHaveLength(1);
     expect(Object.keys(JSON.parse(fs.readFileSync(path.join(home, 'config/video2mp3/uploads.json'), 'utf8')) as object)).toEqual([]);
   }, 120_000);
+});
+
+describe('the video2mp3 CLI with a batch, on the default quotas', () => {
+  let home: string;
+  const email = `${uniqueName('batch')}@example.com`;
+  const run = (stack: Stack, args: string[]) => result(cli(home, args, { VIDEO2MP3_URL: stack.url }));
+
+  /** A directory of `n` copies of the 3 s fixture, under distinct names. */
+  const batchDir = (n: number) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'batch-'));
+    for (let i = 0; i < n; i++) fs.copyFileSync(fixturePath('mp4'), path.join(dir, `clip ${String(i).padStart(2, '0')}.mp4`));
+    return fs.readdirSync(dir).sort().map((f) => path.join(dir, f));
+  };
+  const signUp = async (stack: Stack) => {
+    home = fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-cli-'));
+    expect((await run(stack, ['signup', '--url', stack.url, '--email', email])).code).toBe(0);
+  };
+
+  it('when a person uploads 20 with --wait, then all 20 MP3s arrive, and another user\'s single upload is done within about one conversion', async () => {
+    // The defaults, not the test stack's lifted ones: MAX_JOBS_IN_FLIGHT 3, MAX_JOBS_QUEUED 100.
+    const stack = await startStack({ MAX_JOBS_IN_FLIGHT: '3' }, { sources: true });
+    try {
+      await signUp(stack);
+      const other = await newUser(stack);
+      const out = path.join(home, 'mp3s');
+      const batch = run(stack, ['--json', 'upload', ...batchDir(20), '--wait', '--out', out]);
+      const db = await getDb();
+      const owner = (await db('users').where({ email }).first()).id as string;
+      await eventually(async () => ((await db('jobs').where({ owner_id: owner }).count({ n: '*' }))[0]!.n as number >= 10 ? true : undefined), 60_000, 'half the batch uploaded');
+
+      const started = Date.now();
+      const res = await fetch(`${stack.url}/upload/`, { method: 'POST', headers: other.auth, body: videoForm(fs.readFileSync(fixturePath('mp4')), 'single.mp4') });
+      expect(res.status).toBe(202);
+      const { jobId } = (await res.json()) as { jobId: string };
+      await eventually(async () => ((await findJob(db, jobId))!.status === 'done' ? true : undefined), 60_000, 'the single upload');
+      const singleMs = Date.now() - started;
+      const batchLeft = (await db('jobs').where({ owner_id: owner }).whereIn('status', ['queued', 'converting']).count({ n: '*' }))[0]!.n as number;
+
+      const r = await batch;
+      expect(r.code, r.stderr).toBe(0);
+      const { uploads } = JSON.parse(r.stdout) as { uploads: { status: string }[] };
+      expect(uploads.map((u) => u.status)).toEqual(uploads.map(() => 'done'));
+      expect(uploads).toHaveLength(20);
+      expect(fs.readdirSync(out).filter((f) => f.endsWith('.mp3'))).toHaveLength(20);
+      // About one conversion: the batch's own jobs, converted four at a time on this machine, took this long each.
+      const ms = (await db('jobs').where({ owner_id: owner }).pluck('conversion_ms')).map(Number).sort((x, y) => x - y);
+      const median = ms[Math.floor(ms.length / 2)]!;
+      console.log(JSON.stringify({ singleMs, batchConversionMedianMs: median, batchLeftWhenSingleDone: Number(batchLeft) }));
+      expect(singleMs).toBeLessThan(3 * median + 2000);
+      expect(Number(batchLeft)).toBeGreaterThan(0);
+    } finally {
+      await stack.close();
+    }
+  }, 300_000);
+
+  it('when the queue is full, then the CLI prints the service\'s message, waits for Retry-After with progress, and goes on', async () => {
+    const stack = await startStack({ MAX_JOBS_IN_FLIGHT: '1', MAX_JOBS_QUEUED: '2' }, { sources: true });
+    try {
+      await signUp(stack);
+      const out = path.join(home, 'mp3s');
+      const r = await run(stack, ['--json', 'upload', ...batchDir(4), '--wait', '--out', out]);
+      expect(r.code, r.stderr).toBe(0);
+      expect((JSON.parse(r.stdout) as { uploads: { status: string }[] }).uploads.map((u) => u.status)).toEqual(['done', 'done', 'done', 'done']);
+      expect(r.stderr).toMatch(/clip 02\.mp4: your queue is full: 2 jobs waiting or converting \(MAX_JOBS_QUEUED\); upload more as they finish; waiting \d+ s as the service asks \(Retry-After\), then trying again\n/);
+      expect(r.stderr).toMatch(/clip 02\.mp4: waiting for the service 50%\n/);
+      expect(r.stderr).not.toMatch(/too many attempts/);
+    } finally {
+      await stack.close();
+    }
+  }, 180_000);
 });

@@ -22,7 +22,10 @@ describe('configuration', () => {
         mp3: { parallelism: 1, retry: 7, backoffPolicy: 'exponential', backoffDelayMs: 500 },
       },
       maintenance: { intervalMs: 60_000, reconcileAfterMs: 900_000 },
+      // Standard Webhooks' senders' schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+      webhooks: { allowPrivate: false, retryScheduleMs: [5000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000], timeoutMs: 5000 },
     });
+    expect(loadConfig({ WEBHOOK_RETRY_SCHEDULE: '0s, 250ms,1m' }).webhooks.retryScheduleMs).toEqual([0, 250, 60_000]);
     expect(config.dataDir).toBe(path.resolve('.data'));
     expect(Object.isFrozen(config) && Object.isFrozen(config.jwt)).toBe(true);
   });
@@ -48,6 +51,8 @@ describe('configuration', () => {
     ['MAX_CONVERSION_SECONDS_PER_DAY', '10'],
     ['SIGNUP_MAX_PER_HOUR', '0'],
     ['REQUEST_TIMEOUT_SECONDS', '0'],
+    ['WEBHOOK_RETRY_SCHEDULE', '5 minutes'],
+    ['WEBHOOK_RETRY_SCHEDULE', '5s,,1h'],
   ])('when %s is %j, then start fails naming the variable', (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [name]: value })).toThrow(new RegExp(`${name}:`));
@@ -67,6 +72,16 @@ describe('configuration', () => {
     ['fd00::/8', ['fd00::/8']],
   ])('when TRUST_PROXY is %j, then it parses to %j', (value, expected) => {
     expect(loadConfig({ TRUST_PROXY: value }).trustProxy).toEqual(expected);
+  });
+
+  it('when metrics and tracing are configured, then metrics keep a port of their own and tracing is off without an endpoint', () => {
+    expect(loadConfig({}).metrics).toEqual({ port: 9464, host: '127.0.0.1' });
+    expect(loadConfig({ K_SERVICE: 'auth' }).metrics.host).toBe('0.0.0.0'); // Prometheus scrapes the pod's IP
+    expect(loadConfig({ METRICS_PORT: '0' }).metrics.port).toBe(0);
+    expect(() => loadConfig({ PORT: '9464' })).toThrow(/METRICS_PORT: must differ from PORT/);
+    expect(loadConfig({}).otlpEndpoint).toBeUndefined();
+    expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318/' }).otlpEndpoint).toBe('http://collector:4318');
+    expect(() => loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4318' })).toThrow(/OTEL_EXPORTER_OTLP_ENDPOINT:/);
   });
 
   it('when a function runs on Knative without its backends, then it refuses to start and names what is missing', () => {

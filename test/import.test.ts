@@ -203,6 +203,41 @@ describe('imports cut short by the instance stopping', () => {
   });
 });
 
+describe('imports in the owner\'s queue (lib/pipeline/scheduling.ts)', () => {
+  let stack: Stack;
+  let origin: Awaited<ReturnType<typeof startOrigin>>;
+  beforeAll(async () => {
+    origin = await startOrigin();
+    stack = await startStack({ IMPORT_ALLOW_PRIVATE: '127.0.0.1', IMPORT_IDLE_TIMEOUT_SECONDS: '1', MAX_UPLOAD_BYTES: String(limit), MAX_JOBS_QUEUED: '2' }, { sources: true });
+  });
+  afterAll(async () => {
+    await stack.close();
+    await origin.close();
+  });
+
+  it('when importing jobs fill MAX_JOBS_QUEUED, then another import is 429 before anything is fetched; once they fail their places are free, and an import then converts', async () => {
+    const user = await newUser(stack);
+    const importUrl = (path: string) => fetch(`${stack.url}/upload/`, { method: 'POST', headers: { ...user.auth, 'content-type': 'application/json' }, body: JSON.stringify({ url: `${origin.url}${path}` }) });
+    const stalled = await Promise.all([importUrl('/stall'), importUrl('/stall')]);
+    expect(stalled.map((r) => r.status)).toEqual([202, 202]);
+    const refused = await importUrl('/video');
+    expect(refused.status).toBe(429);
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(((await refused.json()) as { error: { message: string } }).error.message).toMatch(/MAX_JOBS_QUEUED/);
+    const db = await getDb();
+    await eventually(async () => (await db('jobs').where({ owner_id: user.id, status: 'failed' })).length === 2 || undefined, 20_000, 'the stalled imports to fail');
+    const accepted = await importUrl('/video');
+    expect(accepted.status).toBe(202);
+    const { jobId } = (await accepted.json()) as { jobId: string };
+    const done = await eventually(async () => {
+      const row = await db('jobs').where({ id: jobId }).first();
+      return ['done', 'failed'].includes(row.status as string) ? row : undefined;
+    }, 60_000, 'the imported job to end');
+    expect(done).toMatchObject({ status: 'done' });
+    expect(done.released_at).not.toBeNull(); // its turn came through the scheduler once its bytes were in
+  });
+});
+
 describe('imports with the default settings', () => {
   let stack: Stack;
   let user: TestUser;
@@ -219,6 +254,7 @@ describe('imports with the default settings', () => {
     'http://10.0.0.1/video.mp4',
     'http://169.254.169.254/latest/meta-data/',
     'http://[::ffff:192.168.1.1]/video.mp4',
+    'http://[64:ff9b::a9fe:a9fe]/latest/meta-data/', // NAT64 form of 169.254.169.254
   ])('when the URL is the private address %s, then 400 before anything is fetched', async (url) => {
     const res = await fetch(`${stack.url}/upload/`, { method: 'POST', headers: { ...user.auth, 'content-type': 'application/json' }, body: JSON.stringify({ url }) });
     expect(res.status).toBe(400);

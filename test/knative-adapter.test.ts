@@ -196,6 +196,21 @@ describe.runIf(enabled)('the bundled functions behind the real Knative RabbitMQ 
     await eventually(async () => (emails(jobId).length === 1 ? true : undefined), 30_000, 'the email');
   });
 
+  it('when an event larger than the receivers take arrives, then it is dead-lettered at once instead of retried through the source\'s window', async () => {
+    for (const q of ['video.dlq', 'mp3.dlq'] as const) await broker.purge(q);
+    const { delivery } = sourceFor('convert').spec;
+    const policy = { backoffPolicy: delivery!.backoffPolicy ?? 'exponential', backoffDelayMs: Number(/PT([\d.]+)S/.exec(delivery!.backoffDelay!)![1]) * 1000 };
+    const window = Array.from({ length: delivery!.retry! }, (_, i) => backoff(policy, i + 1)).reduce((a, b) => a + b, 0);
+    await broker.publish('video', {
+      body: Buffer.from(JSON.stringify({ jobId: 'big', padding: 'x'.repeat(1024 * 1024) })), contentType: 'application/json', messageId: 'too-big',
+      headers: { 'ce-specversion': '1.0', 'ce-id': 'too-big', 'ce-type': eventTypes.videoUploaded, 'ce-source': '/video2mp3', 'content-type': 'application/json' },
+    });
+    // Retried (a 413), it would reach the dead-letter queue only after the whole window (127 s with the manifests' delivery).
+    const dead = await eventually(() => broker.get('video.dlq'), window / 4, 'the dead letter');
+    dead.ack();
+    expect(dead.message.messageId).toBe('too-big');
+  });
+
   it('when the same video event is delivered twice, then one MP3 and one email', async () => {
     const user = await newUser();
     await adapters.convert.stop(); // hold deliveries so both copies are queued

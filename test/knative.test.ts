@@ -33,19 +33,20 @@ interface Probe { httpGet?: { path?: string; port?: unknown } }
 interface Container {
   name: string;
   image: string;
+  ports?: { name?: string; containerPort: number }[];
   env?: EnvVar[];
   envFrom?: { configMapRef?: { name: string }; secretRef?: { name: string } }[];
   readinessProbe?: Probe;
   livenessProbe?: Probe;
   resources?: { requests?: Record<string, string>; limits?: Record<string, string> };
   volumeMounts?: { name: string; mountPath: string }[];
-  securityContext?: { runAsNonRoot?: boolean; allowPrivilegeEscalation?: boolean; capabilities?: { drop?: string[] } };
+  securityContext?: { runAsNonRoot?: boolean; allowPrivilegeEscalation?: boolean; capabilities?: { drop?: string[] }; seccompProfile?: { type?: string } };
 }
 interface KService extends K8sObject {
   spec: {
     template: {
       metadata?: { annotations?: Record<string, string> };
-      spec: { containerConcurrency?: number; timeoutSeconds?: number; containers: Container[]; volumes?: { name: string; emptyDir?: { sizeLimit?: string } }[] };
+      spec: { containerConcurrency?: number; timeoutSeconds?: number; responseStartTimeoutSeconds?: number; containers: Container[]; volumes?: { name: string; emptyDir?: { sizeLimit?: string } }[] };
     };
   };
 }
@@ -67,9 +68,11 @@ interface StatefulSetObject extends K8sObject {
 
 interface Manifest { file: string; object: K8sObject }
 
+// monitoring/ holds Prometheus rule files and a Grafana dashboard, not Kubernetes objects
+// (test/monitoring.test.ts checks them).
 function yamlFiles(dir: string): string[] {
   return (fs.readdirSync(dir, { recursive: true }) as string[])
-    .filter((f) => f.endsWith('.yaml') && !f.startsWith('schemas'))
+    .filter((f) => f.endsWith('.yaml') && !f.startsWith('schemas') && !f.startsWith('monitoring'))
     .sort()
     .map((f) => path.join('knative', f));
 }
@@ -217,7 +220,7 @@ describe('knative/ manifests', () => {
   it('when a revision is annotated, then every key is one Knative reads (the models do not check keys)', () => {
     const known = new Set(['min-scale', 'max-scale', 'initial-scale', 'target', 'metric', 'target-utilization-percentage',
       'scale-to-zero-pod-retention-period', 'activation-scale', 'window', 'scale-down-delay', 'panic-window-percentage',
-      'panic-threshold-percentage', 'class'].map((k) => `autoscaling.knative.dev/${k}`));
+      'panic-threshold-percentage', 'class'].map((k) => `autoscaling.knative.dev/${k}`).concat(['prometheus.io/scrape', 'prometheus.io/port', 'prometheus.io/path']));
     for (const s of services()) {
       for (const key of Object.keys(s.spec.template.metadata?.annotations ?? {})) expect(known, `${s.metadata.name}: ${key}`).toContain(key);
     }
@@ -225,6 +228,17 @@ describe('knative/ manifests', () => {
 });
 
 describe('manifests and the code agree', () => {
+  it('when a function is scraped, then its annotations name the metrics port the code listens on, which Knative neither declares nor routes', () => {
+    for (const fn of functionNames) {
+      expect(service(fn).spec.template.metadata?.annotations, fn).toMatchObject({
+        'prometheus.io/scrape': 'true', 'prometheus.io/port': String(codeDefaults.METRICS_PORT), 'prometheus.io/path': '/metrics',
+      });
+      // Knative allows one containerPort: the routed one. The metrics port must not be it.
+      expect(container(fn).ports?.map((p) => p.containerPort), fn).toEqual([Number(configMap().data.PORT ?? codeDefaults.PORT)]);
+      expect(codeDefaults.METRICS_PORT).not.toBe(codeDefaults.PORT);
+    }
+  });
+
   it('when the functions are listed, then each has a Knative Service, a container and a place in both scripts', () => {
     const folders = fs.readdirSync(path.join(root, 'functions')).filter((n) => fs.existsSync(path.join(root, 'functions', n, 'index.ts')));
     expect(functionNames).toEqual(expect.arrayContaining(folders));
@@ -284,7 +298,7 @@ describe('manifests and the code agree', () => {
     expect(() => loadConfig(data)).not.toThrow();
   });
 
-  it('when the NetworkPolicy is read, then it covers exactly convert and notify and admits only the sources\' adapters, the activator/autoscaler and the ingress', () => {
+  it('when the NetworkPolicy is read, then it covers exactly convert and notify and admits only the sources\' adapters, the activator/autoscaler, the ingress and Prometheus on the metrics port', () => {
     interface Selector { matchLabels?: Record<string, string>; matchExpressions?: { key: string; operator: string; values: string[] }[] }
     interface Peer { podSelector?: Selector; namespaceSelector?: Selector; ipBlock?: unknown }
     const policy = one<K8sObject & { spec: { podSelector: Selector; policyTypes: string[]; ingress: { from?: Peer[]; ports?: unknown[] }[] } }>('NetworkPolicy', 'event-receivers');
@@ -308,7 +322,11 @@ describe('manifests and the code agree', () => {
     const inNamespace = (ns: string) => peers.find((p) => values(p.namespaceSelector, 'kubernetes.io/metadata.name')?.includes(ns));
     expect(values(inNamespace('knative-serving')?.podSelector, 'app')?.sort()).toEqual(['activator', 'autoscaler']);
     expect(values(inNamespace('kourier-system')?.podSelector, 'app')).toEqual(['3scale-kourier-gateway']);
-    expect(peers).toHaveLength(3);
+    // Prometheus, and only on the metrics port (the functions' own port stays closed to it).
+    const scraper = policy.spec.ingress.find((rule) => rule.from!.some((p) => values(p.namespaceSelector, 'kubernetes.io/metadata.name')?.includes('monitoring')));
+    expect(scraper?.ports).toEqual([{ protocol: 'TCP', port: codeDefaults.METRICS_PORT }]);
+    expect(policy.spec.ingress.filter((rule) => rule.ports === undefined)).toHaveLength(policy.spec.ingress.length - 1);
+    expect(peers).toHaveLength(4);
     // The public functions are not covered: their callers are on the internet, behind the ingress.
     for (const fn of PUBLIC) expect(values(policy.spec.podSelector, 'serving.knative.dev/service')).not.toContain(fn);
   });
@@ -443,10 +461,31 @@ describe('manifests and the code agree', () => {
     const { limits, timeouts } = loadConfig(configMap().data);
     const convertSeconds = timeouts.convertMs / 1000;
     const worst = limits.durationSeconds * SECONDS_PER_VIDEO_SECOND * SAFETY_FACTOR + TRANSFER_SECONDS;
-    const timeout = service('convert').spec.template.spec.timeoutSeconds ?? 300;
+    const { timeoutSeconds, responseStartTimeoutSeconds } = service('convert').spec.template.spec;
+    // convert writes its first byte when the conversion ends, so the response-start timeout, not only
+    // the request timeout, must outlast the conversion's own (docs/deploy.md, "How the request timeouts nest").
     expect(convertSeconds).toBeGreaterThan(worst);
-    expect(timeout).toBeGreaterThan(convertSeconds);
-    expect(timeout).toBeLessThanOrEqual(MAX_REVISION_TIMEOUT);
+    expect(responseStartTimeoutSeconds).toBeGreaterThan(convertSeconds);
+    expect(timeoutSeconds).toBeGreaterThanOrEqual(responseStartTimeoutSeconds!);
+    expect(timeoutSeconds).toBeLessThanOrEqual(MAX_REVISION_TIMEOUT);
+  });
+
+  it('when upload takes one POST of the largest video, then its first byte may come as late as its request timeout, and the rate that needs is the one upload.yaml names', () => {
+    const { timeoutSeconds, responseStartTimeoutSeconds } = service('upload').spec.template.spec;
+    expect(responseStartTimeoutSeconds).toBe(timeoutSeconds);
+    expect(timeoutSeconds).toBeLessThanOrEqual(600);
+    const mbitPerSecond = (loadConfig(configMap().data).limits.uploadBytes * 8) / timeoutSeconds! / 1e6;
+    const named = Number(/needs ≥ (\d+) Mbit\/s/.exec(fs.readFileSync(path.join(root, 'knative/40-services/upload.yaml'), 'utf8'))?.[1]);
+    expect(Math.ceil(mbitPerSecond)).toBe(named);
+  });
+
+  it.each(functionNames)('when %s runs longer than Knative\'s default response-start timeout, then it sets its own, within its request timeout', (fn) => {
+    // Knative defaults responseStartTimeoutSeconds to revision-response-start-timeout-seconds (300 s by
+    // default) whenever that is below timeoutSeconds, and answers 504 when no byte was written by then.
+    const DEFAULT_RESPONSE_START = 300;
+    const { timeoutSeconds = 300, responseStartTimeoutSeconds } = service(fn).spec.template.spec;
+    if (timeoutSeconds > DEFAULT_RESPONSE_START) expect(responseStartTimeoutSeconds, fn).toBeDefined();
+    expect(responseStartTimeoutSeconds ?? timeoutSeconds, fn).toBeLessThanOrEqual(timeoutSeconds);
   });
 
   it.each(functionNames)('when %s runs, then it has /healthz probes, requests and limits, and runs as non-root', (fn) => {
@@ -457,7 +496,7 @@ describe('manifests and the code agree', () => {
     expect(c.readinessProbe?.httpGet?.port).toBeUndefined();
     expect(Object.keys(c.resources?.requests ?? {})).toEqual(expect.arrayContaining(['cpu', 'memory']));
     expect(Object.keys(c.resources?.limits ?? {})).toEqual(expect.arrayContaining(['cpu', 'memory']));
-    expect(c.securityContext).toMatchObject({ runAsNonRoot: true, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
+    expect(c.securityContext).toMatchObject({ runAsNonRoot: true, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] }, seccompProfile: { type: 'RuntimeDefault' } });
     expect(service(fn).spec.template.spec.timeoutSeconds, fn).toBeGreaterThan(0);
   });
 

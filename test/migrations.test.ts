@@ -1,7 +1,8 @@
 // The schema's migrations through migrate() (lib/storage/db.ts), which every function runs on its first
 // use of the database, on a new SQLite file and a new MariaDB database. A new database gets every
-// migration; an up-to-date one gets none, from one query instead of knex's migrator; and one that is a
-// migration behind gets that migration: the quick check must never skip one.
+// migration, also when several instances start on it at once; an up-to-date one gets none, from one
+// query instead of knex's migrator; and one that is a migration behind gets that migration: the quick
+// check must never skip one.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,8 +17,11 @@ const { timeouts } = loadConfig({});
 
 interface Backend {
   name: string;
-  /** A new, empty database, and how to remove it. */
-  create(): Promise<{ db: Db; drop(): Promise<void> }>;
+  /**
+   * A new, empty database, another client on it as another instance has one (SQLite's instances are
+   * one process's, sharing its one client), and how to remove it.
+   */
+  create(): Promise<{ db: Db; another(): Db; drop(): Promise<void> }>;
 }
 
 const backends: Backend[] = [
@@ -26,7 +30,7 @@ const backends: Backend[] = [
     async create() {
       const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'migrations-'));
       const db = createDb({ dataDir, timeouts });
-      return { db, drop: async () => fs.rmSync(dataDir, { recursive: true, force: true }) };
+      return { db, another: () => db, drop: async () => fs.rmSync(dataDir, { recursive: true, force: true }) };
     },
   },
 ];
@@ -44,6 +48,7 @@ if (process.env.TEST_DATABASE_URL) {
       const db = createDb({ databaseUrl: url.toString(), dataDir: '', timeouts });
       return {
         db,
+        another: () => createDb({ databaseUrl: url.toString(), dataDir: '', timeouts }),
         drop: async () => {
           await root.raw(`DROP DATABASE ${name}`);
           await root.destroy();
@@ -67,8 +72,15 @@ describe.each(backends)('migrations on $name', (backend) => {
     await created.drop();
   });
 
-  it('when the database is new, then every migration is applied, in order', async () => {
-    expect(await migrate(created.db)).toEqual(await all());
+  it('when five instances migrate the new database at once, then one applies every migration, in order, and none fails', async () => {
+    // As after a deploy: every function migrates at its first request. knex fails all but the lock's holder.
+    const others = Array.from({ length: 4 }, () => created.another());
+    try {
+      const results = await Promise.all([created.db, ...others].map((db) => migrate(db)));
+      expect(results.filter((r) => r.length > 0)).toEqual([await all()]);
+    } finally {
+      await Promise.all(others.filter((db) => db !== created.db).map((db) => db.destroy()));
+    }
     expect(await applied()).toEqual(await all());
     expect(await created.db.schema.hasTable('jobs')).toBe(true);
   });
@@ -86,5 +98,14 @@ describe.each(backends)('migrations on $name', (backend) => {
     expect(await applied()).toEqual(names.slice(0, -1));
     expect(await migrate(created.db)).toEqual([migrationSource.getMigrationName(last)]);
     expect(await applied()).toEqual(names);
+  });
+
+  // MySQL only: on SQLite knex's lock is never contended (one process, one client).
+  if (backend.name === 'MariaDB') it('when knex\'s lock table holds several rows, one of them locked (a race or a crash before), then the next migration still runs and leaves one free row', async () => {
+    await created.db.migrate.down({ migrationSource } as Knex.MigratorConfig);
+    await created.db('knex_migrations_lock').insert([{ is_locked: 1 }, { is_locked: 0 }]);
+    expect(await migrate(created.db)).toHaveLength(1);
+    expect(await applied()).toEqual(await all());
+    expect(await created.db('knex_migrations_lock').select('is_locked')).toEqual([{ is_locked: 0 }]);
   });
 });

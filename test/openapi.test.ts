@@ -11,10 +11,11 @@ import path from 'node:path';
 import Ajv2020 from 'ajv/dist/2020';
 import addFormats from 'ajv-formats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { conversionFailed, videoUploaded } from '../lib/messaging/events';
+import { conversionFailed, maintenanceTick, videoUploaded } from '../lib/messaging/events';
 import { mintDownloadLink } from '../lib/auth/links';
 import { readFixture } from './fixtures';
 import { toHttp } from './support/events';
+import { freePort } from './support/net';
 import { eventually, newUser, startStack, videoForm, type Stack, type TestUser } from './support/stack';
 import { makeTaggedMp3s, storeDoneJob } from './support/tagged-mp3';
 
@@ -81,7 +82,7 @@ describe('the OpenAPI document', () => {
   const json = (body: unknown) => ({ method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
 
   beforeAll(async () => {
-    stack = await startStack({ MAX_UPLOAD_BYTES: '100000', IMPORT_ALLOW_PRIVATE: '127.0.0.1' }, { sources: true });
+    stack = await startStack({ MAX_UPLOAD_BYTES: '100000', IMPORT_ALLOW_PRIVATE: '127.0.0.1', WEBHOOK_ALLOW_PRIVATE: 'true' }, { sources: true });
     user = await newUser(stack);
     origin = http.createServer((_req, res) => res.writeHead(200).end(readFixture('mp4')));
     await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
@@ -125,7 +126,9 @@ describe('the OpenAPI document', () => {
   });
 
   it('when upload is called, then every answer is as described', async () => {
-    const accepted = (await conforms('POST /upload/', await call('/upload/', { method: 'POST', headers: user.auth, body: videoForm(readFixture('mp4'), 'clip.mp4', { bitrate: '128' }) }))) as { jobId: string };
+    // Its webhook goes to a port nobody listens on: the job's status then shows a failed attempt and the next one.
+    const callbackUrl = `http://127.0.0.1:${await freePort()}/hook`;
+    const accepted = (await conforms('POST /upload/', await call('/upload/', { method: 'POST', headers: user.auth, body: videoForm(readFixture('mp4'), 'clip.mp4', { bitrate: '128', callbackUrl }) }))) as { jobId: string };
     doneJob = accepted.jobId;
     await conforms('POST /upload/', await call('/upload/', { method: 'POST', headers: user.auth, body: videoForm(Buffer.alloc(0), 'empty.mp4') })); // 400
     await conforms('POST /upload/', await call('/upload/', { method: 'POST', body: videoForm(readFixture('mp4'), 'clip.mp4') })); // 401
@@ -175,7 +178,10 @@ describe('the OpenAPI document', () => {
     await conforms('GET /download/jobs', await call('/download/jobs?limit=5', { headers: user.auth }));
     await conforms('GET /download/jobs', await call('/download/jobs?cursor=nonsense', { headers: user.auth })); // 400
     await conforms('GET /download/jobs', await call('/download/jobs')); // 401
-    await conforms('GET /download/jobs/{id}', await call(`/download/jobs/${doneJob}`, { headers: user.auth }));
+    const webhookTried = async () => ((await (await call(`/download/jobs/${doneJob}`, { headers: user.auth })).json()) as { webhook?: { attempts: number } }).webhook?.attempts === 1 || undefined;
+    await eventually(webhookTried, 30_000, 'the webhook\'s first attempt');
+    const job = (await conforms('GET /download/jobs/{id}', await call(`/download/jobs/${doneJob}`, { headers: user.auth }))) as { webhook: unknown };
+    expect(job.webhook).toMatchObject({ state: 'pending', attempts: 1, nextAttemptAt: expect.any(String), lastError: expect.any(String) });
     await conforms('GET /download/jobs/{id}', await call('/download/jobs/AAAAAAAAAAAAAAAAAAAAAA', { headers: user.auth })); // 404
     const whole = await call(`/download/jobs/${doneJob}/mp3`, { headers: user.auth });
     const etag = whole.headers.get('etag')!;
@@ -249,6 +255,8 @@ describe('the OpenAPI document', () => {
     const failed = toHttp(conversionFailed({ ...data, reason: 'corrupt', message: 'the file is damaged' }));
     await conforms('POST /notify/', await callInternal('/notify/', { method: 'POST', ...failed }));
     await conforms('POST /notify/', await callInternal('/notify/', json({ not: 'an event' }))); // 400
+    await conforms('POST /notify/webhooks', await callInternal('/notify/webhooks', { method: 'POST', ...toHttp(maintenanceTick()) }));
+    await conforms('POST /notify/webhooks', await callInternal('/notify/webhooks', json({ not: 'an event' }))); // 400
   });
 
   it('when all of the above ran, then every operation was exercised (tus ones only where tus is offered)', async () => {

@@ -33,7 +33,7 @@ describe.each(backends())('the reconciler on $name backends', ({ name, env }) =>
     const message = HTTP.binary(maintenanceTick());
     const headers = { ...(message.headers as Record<string, string>), ...(type ? { 'ce-type': type } : {}) };
     const res = await fetch(`${stack.internalUrl}/convert/maintenance`, { method: 'POST', headers, body: message.body as string });
-    return { status: res.status, body: (await res.json()) as { reconciled: { conversions: number; outcomes: number; notifications: number } } };
+    return { status: res.status, body: (await res.json()) as { reconciled: { conversions: number; outcomes: number; notifications: number; redriven: number } } };
   };
   const startVideoSource = async () => stack.sources.push(await startSource(await getBroker(), { ...stack.config.sources.video, queue: 'video', sink: `${stack.internalUrl}/convert/` }));
   const startMp3Source = async () => stack.sources.push(await startSource(await getBroker(), { ...stack.config.sources.mp3, queue: 'mp3', sink: `${stack.internalUrl}/notify/` }));
@@ -102,7 +102,7 @@ describe.each(backends())('the reconciler on $name backends', ({ name, env }) =>
     for (const type of [undefined, 'dev.knative.sources.ping']) {
       const { status: code, body } = await tick(type);
       expect(code).toBe(200);
-      expect(body.reconciled).toEqual({ imports: 0, conversions: 0, outcomes: 0, notifications: 0 });
+      expect(body.reconciled).toEqual({ imports: 0, conversions: 0, outcomes: 0, notifications: 0, turns: 0, redriven: 0 });
     }
   });
 
@@ -116,5 +116,27 @@ describe.each(backends())('the reconciler on $name backends', ({ name, env }) =>
     const res = await fetch(`${stack.internalUrl}/convert/maintenance`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
     expect(res.status).toBe(400);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe('bad_request');
+  });
+
+  it('when an outage dead-lettered events, then a tick re-drives the unfinished job\'s, drops the finished job\'s and keeps a malformed one', async () => {
+    await stopSources();
+    const broker = await getBroker();
+    const [unfinished, finished] = [await upload(), await upload()];
+    await broker.publish('video', { body: Buffer.from('not json'), contentType: 'application/json', messageId: 'poison', headers: { 'ce-specversion': '1.0', 'ce-id': 'poison', 'ce-type': 'io.github.video2mp3.video.uploaded', 'ce-source': '/x', 'content-type': 'application/json' } });
+    for (let i = 0; i < 3; i++) (await broker.get('video'))!.deadLetter(); // as the source does after its last retry
+    await eventually(async () => ((await broker.depth('video.dlq')) === 3 ? true : undefined), 5000, 'three dead letters');
+    const db = await getDb();
+    await db('jobs').where({ id: finished }).update({ status: 'done' });
+    await db('jobs').where({ id: unfinished }).update({ updated_at: Date.now() + 60_000 }); // not for its age: for its dead letter
+    const { body } = await tick();
+    expect(body.reconciled).toMatchObject({ conversions: 0, redriven: 1 });
+    expect(await broker.depth('video')).toBe(1);
+    expect(await broker.depth('video.dlq')).toBe(1);
+    const kept = (await broker.get('video.dlq'))!;
+    expect(kept.message.messageId).toBe('poison');
+    kept.ack();
+    await startVideoSource();
+    await eventually(async () => ((await status(unfinished)) === 'done' ? true : undefined), 30_000, 'the re-driven job to be done');
+    await db('jobs').where({ id: finished }).delete();
   });
 });

@@ -198,15 +198,15 @@ describe.each(backends())('security on $name backends', ({ env }) => {
   });
 
   describe('quotas', () => {
-    it('when a user has as many jobs in flight as allowed, then the next upload is 429 with Retry-After naming the quota', async () => {
-      const stack = await startStack({ ...env, MAX_JOBS_IN_FLIGHT: '2' }); // no converter: jobs stay queued
+    it('when a user has as many jobs queued as allowed, then the next upload is 429 with Retry-After naming the quota', async () => {
+      const stack = await startStack({ ...env, MAX_JOBS_QUEUED: '2' }); // no converter: jobs stay queued
       try {
         const user = await newUser(stack);
         await uploaded(stack, user, readFixture('mp4'), 'one.mp4');
         await uploaded(stack, user, readFixture('mp4'), 'two.mp4');
         const res = await upload(stack, user, readFixture('mp4'), 'three.mp4');
         expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
-        expect((await expectJsonError(res, 429, 'too_many_requests')).message).toMatch(/2 jobs in flight/);
+        expect((await expectJsonError(res, 429, 'too_many_requests')).message).toMatch(/2 jobs waiting or converting \(MAX_JOBS_QUEUED\)/);
         await uploaded(stack, await newUser(stack), readFixture('mp4'), 'other-user.mp4'); // a quota per user
       } finally {
         await stack.close();
@@ -242,7 +242,10 @@ describe.each(backends())('security on $name backends', ({ env }) => {
         const retryAfter = Number(res.headers.get('retry-after'));
         expect(retryAfter).toBeGreaterThan(23 * 3600);
         expect(retryAfter).toBeLessThanOrEqual(24 * 3600);
-        expect((await expectJsonError(res, 429, 'too_many_requests')).message).toMatch(/daily conversion quota of 60 seconds/);
+        const { message } = await expectJsonError(res, 429, 'too_many_requests');
+        expect(message).toMatch(/daily conversion quota of 60 seconds of media \(MAX_CONVERSION_SECONDS_PER_DAY\) used up/);
+        const resetsAt = Date.parse(/resets at (\S+)$/.exec(message)![1]!);
+        expect(Math.abs(resetsAt - (Date.now() + retryAfter * 1000))).toBeLessThan(5000);
       });
     });
   });

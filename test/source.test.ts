@@ -51,11 +51,11 @@ describe.each(backends())('the local event source on $name backends', ({ env }) 
     for (const q of ['mp3', 'mp3.dlq'] as const) await broker.purge(q);
   });
 
-  async function run(opts: { retry?: number; parallelism?: number }, messages: number) {
+  async function run(opts: { retry?: number; parallelism?: number; backoffPolicy?: 'linear' | 'exponential'; backoffDelayMs?: number }, messages: number) {
     received = [];
     for (const q of ['mp3', 'mp3.dlq'] as const) await broker.purge(q);
     for (let i = 0; i < messages; i++) await broker.publish('mp3', event(i));
-    consumer = await startSource(broker, { queue: 'mp3', sink: sinkUrl, parallelism: opts.parallelism ?? 1, retry: opts.retry ?? 2, backoffPolicy: 'exponential', backoffDelayMs: 20 });
+    consumer = await startSource(broker, { queue: 'mp3', sink: sinkUrl, parallelism: opts.parallelism ?? 1, retry: opts.retry ?? 2, backoffPolicy: opts.backoffPolicy ?? 'exponential', backoffDelayMs: opts.backoffDelayMs ?? 20 });
   }
 
   it('when the sink answers 2xx, then the event is posted once in binary mode with our type, and acked', async () => {
@@ -81,6 +81,22 @@ describe.each(backends())('the local event source on $name backends', ({ env }) 
     await run({ retry: 5 }, 1);
     await eventually(async () => ((await broker.depth('mp3.dlq')) === 1 ? true : undefined), 10_000, 'the dead letter');
     expect(received).toHaveLength(1);
+  });
+
+  it('when events are retried many times, then the waits leave no listener behind (no MaxListenersExceededWarning)', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.name);
+    process.on('warning', onWarning);
+    try {
+      respond = async () => 503;
+      await run({ retry: 15, backoffPolicy: 'linear', backoffDelayMs: 1 }, 2);
+      await eventually(async () => ((await broker.depth('mp3.dlq')) === 2 ? true : undefined), 10_000, 'both dead letters');
+      expect(received).toHaveLength(32); // 2 × (1 + 15 retries): more waits than the default limit of 10 listeners
+      await new Promise((r) => setImmediate(r)); // warnings are emitted on the next tick
+      expect(warnings).not.toContain('MaxListenersExceededWarning');
+    } finally {
+      process.off('warning', onWarning);
+    }
   });
 
   it('when a retry succeeds, then the event is acked and not dead-lettered', async () => {

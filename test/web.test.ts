@@ -11,13 +11,16 @@ import path from 'node:path';
 import { parseBuffer } from 'music-metadata';
 import { chromium, type BrowserContext, type Page, type Request } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pageSecurityHeaders } from '../lib/http/serve';
 import { listStaticFiles, serveStatic } from '../lib/http/static';
 import { getDb } from '../lib/storage/db';
 import { bundleWeb } from '../web/bundle.mjs';
 import { fixturePath } from './fixtures';
 import { freePort } from './support/net';
 import type { Proxy } from './support/proxy';
-import { startStackBehindProxy, uniqueName, type Stack } from './support/stack';
+import { setConfig } from '../lib/core/config';
+import { findJob } from '../lib/pipeline/jobs';
+import { eventually, newUser, startStackBehindProxy, uniqueName, videoForm, type Stack } from './support/stack';
 import { makeTaggedMp3s, storeDoneJob, taggedChapters } from './support/tagged-mp3';
 import { makeRawVideo } from './support/video';
 
@@ -51,7 +54,8 @@ describe('the web page, on another origin than the API', () => {
     const pagePort = await freePort();
     pageUrl = `http://localhost:${pagePort}`;
     let apiUrl: string;
-    ({ stack, proxy, url: apiUrl } = await startStackBehindProxy({ WEB_ORIGIN: pageUrl, IMPORT_ALLOW_PRIVATE: '127.0.0.1' }, { sources: true }));
+    // MAX_JOBS_IN_FLIGHT as deployed (the test stack lifts it otherwise): the batch below is scheduled as on defaults.
+    ({ stack, proxy, url: apiUrl } = await startStackBehindProxy({ WEB_ORIGIN: pageUrl, MAX_JOBS_IN_FLIGHT: '3', IMPORT_ALLOW_PRIVATE: '127.0.0.1' }, { sources: true }));
     origin = http.createServer((_req, res) => res.writeHead(200).end(fs.readFileSync(fixturePath('mp4'))));
     await new Promise<void>((resolve) => origin.listen(0, '127.0.0.1', resolve));
 
@@ -60,8 +64,10 @@ describe('the web page, on another origin than the API', () => {
     const api = Object.fromEntries(['auth', 'upload', 'download'].map((n) => [n, `${apiUrl}/${n}`]));
     fs.writeFileSync(path.join(dir, 'config.js'), `window.video2mp3Config = ${JSON.stringify(api)};\n`);
     const files = listStaticFiles(dir);
+    // Served with the policy the functions serve it with (lib/http/serve.ts), so the page is tried under its own CSP.
+    const policy = pageSecurityHeaders({ authUrl: api.auth!, uploadUrl: api.upload!, downloadUrl: api.download! });
     pageServer = http.createServer((req, res) => {
-      if (!serveStatic(req, res, files)) res.writeHead(404).end();
+      if (!serveStatic(req, res, files, policy)) res.writeHead(404).end();
     });
     await new Promise<void>((resolve) => pageServer.listen(pagePort, '127.0.0.1', resolve));
 
@@ -301,6 +307,64 @@ describe('the web page, on another origin than the API', () => {
     await expect.poll(() => item.count()).toBe(0);
     const token = await page.evaluate<string | null>("sessionStorage.getItem('video2mp3.token')");
     expect((await fetch(`${stack.url}/download/jobs/${jobId}`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(404);
+  });
+
+  /** `n` copies of the 3 s fixture named `<prefix> NN.mp4`. */
+  const copies = (prefix: string, n: number) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'web-batch-'));
+    return Array.from({ length: n }, (_, i) => {
+      const file = path.join(dir, `${prefix} ${String(i).padStart(2, '0')}.mp4`);
+      fs.copyFileSync(fixturePath('mp4'), file);
+      return file;
+    });
+  };
+  const doneCount = (prefix: string) => page.locator('#jobs li[data-status="done"]', { hasText: prefix }).count();
+
+  it('when they pick a batch of 20 on the default quotas, then all 20 end done, and another user\'s single upload is done within about one conversion', async () => {
+    await page.getByLabel('Video', { exact: true }).setInputFiles(copies('batch', 20));
+    const db = await getDb();
+    const owner = (await db('users').where({ email }).first()).id as string;
+    await eventually(async () => ((await db('jobs').where({ owner_id: owner }).whereIn('status', ['queued', 'converting']).count({ n: '*' }))[0]!.n as number >= 10 ? true : undefined), 60_000, 'half the batch queued');
+    const other = await newUser(stack);
+    const started = Date.now();
+    const res = await fetch(`${stack.url}/upload/`, { method: 'POST', headers: other.auth, body: videoForm(fs.readFileSync(fixturePath('mp4')), 'single.mp4') });
+    const { jobId } = (await res.json()) as { jobId: string };
+    await eventually(async () => ((await findJob(db, jobId))!.status === 'done' ? true : undefined), 60_000, 'the single upload');
+    const singleMs = Date.now() - started;
+    await expect.poll(() => doneCount('batch'), { timeout: 240_000 }).toBe(20);
+    await shot('5-batch');
+    const ms = (await db('jobs').where({ owner_id: owner }).whereLike('filename', 'batch%').pluck('conversion_ms')).map(Number).sort((x, y) => x - y);
+    const median = ms[Math.floor(ms.length / 2)]!;
+    console.log(JSON.stringify({ singleMs, batchConversionMedianMs: median }));
+    expect(singleMs).toBeLessThan(3 * median + 2000);
+  }, 300_000);
+
+  it('when the queue is full, then the page shows the service\'s message, counts down its Retry-After, and uploads the rest', async () => {
+    const defaults = stack.config;
+    setConfig({ ...defaults, quotas: { ...defaults.quotas, jobsQueued: 2, jobsInFlight: 1 } });
+    try {
+      await page.getByLabel('Video', { exact: true }).setInputFiles(copies('full', 4));
+      const waiting = page.locator('#jobs li[data-status="waiting"]', { hasText: 'full' }).first();
+      await expect.poll(() => waiting.textContent(), { timeout: 30_000 })
+        .toMatch(/Please wait: your queue is full: 2 jobs waiting or converting \(MAX_JOBS_QUEUED\); upload more as they finish\. Trying again in \d+ s\./);
+      expect(await waiting.locator('progress').count()).toBe(1);
+      await shot('6-queue-full');
+      await expect.poll(() => doneCount('full'), { timeout: 120_000 }).toBe(4);
+    } finally {
+      setConfig(defaults);
+    }
+  }, 180_000);
+
+  it('when they log out, then tus-js-client\'s resume records leave localStorage, and nothing else does', async () => {
+    // A record as tus-js-client keeps one for an unfinished upload (its fingerprint, then a random part).
+    const record = JSON.stringify({ size: 1000, metadata: { filename: 'half.mp4' }, creationTime: new Date().toString(), uploadUrl: `${stack.url}/upload/files/AAAAAAAAAAAAAAAAAAAAAA` });
+    await page.evaluate(`localStorage.setItem('tus::tus-br-half.mp4-video/mp4-1000-1::123456789', ${JSON.stringify(record)}); localStorage.setItem('another-app', 'kept')`);
+    const tusKeys = () => page.evaluate<string[]>("Object.keys(localStorage).filter((k) => k.startsWith('tus::'))");
+    expect((await tusKeys()).length).toBeGreaterThanOrEqual(1); // ours, and any the uploads above left (a refused one keeps its record)
+    await page.getByRole('button', { name: 'Log out' }).click();
+    await expect.poll(() => page.locator('#account').isVisible()).toBe(true);
+    await expect.poll(tusKeys).toEqual([]);
+    expect(await page.evaluate<string | null>("localStorage.getItem('another-app')")).toBe('kept');
   });
 
   it('when read at phone width, then nothing scrolls sideways', async () => {

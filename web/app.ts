@@ -20,7 +20,7 @@ interface Item {
   el: HTMLLIElement;
   filename: string;
   jobId?: string;
-  status: Job['status'] | 'uploading' | 'paused' | 'rejected';
+  status: Job['status'] | 'uploading' | 'paused' | 'waiting' | 'rejected';
   resume?: () => void;
 }
 
@@ -56,7 +56,7 @@ function explain(status: number, serverMessage: string | undefined): string {
     case 409: return serverMessage ?? 'Conflict.';
     case 413: return `The file is too large for the service${detail}.`;
     case 415: return `This file cannot be converted${detail}.`;
-    case 429: return `Too many attempts; wait a few minutes and try again.`;
+    case 429: return serverMessage ? `Please wait: ${serverMessage}.` : 'Too many requests; wait a little and try again.';
     case 503: return `The service is busy or partly down; try again shortly.${detail}`;
     default: return status >= 500 ? `The service failed (HTTP ${status}); try again later.` : serverMessage ?? `The request was refused (HTTP ${status}).`;
   }
@@ -107,10 +107,21 @@ function showSignedIn() {
   $('who-email').textContent = sessionStorage.getItem('video2mp3.email') ?? '';
 }
 
+/**
+ * tus-js-client keeps a resume record (the upload's URL, the file's name and size) in localStorage
+ * for every unfinished upload: they belong to the session, so the next person at this browser
+ * neither sees nor resumes them.
+ */
+async function forgetResumableUploads() {
+  const storage = tus.defaultOptions.urlStorage;
+  for (const upload of await storage.findAllUploads()) await storage.removeUpload(upload.urlStorageKey);
+}
+
 function logOut(reason?: string) {
   token = null;
   sessionStorage.removeItem('video2mp3.token');
   sessionStorage.removeItem('video2mp3.email');
+  void forgetResumableUploads().catch(() => undefined); // storage refused (private mode): nothing was kept
   window.clearTimeout(pollTimer);
   items.clear();
   $('jobs').replaceChildren();
@@ -263,6 +274,42 @@ function jobAccepted(item: Item, jobId: string | undefined) {
   schedulePoll();
 }
 
+/** A 429 without Retry-After is tried again after this; one asking to wait longer than the maximum (a spent day) fails. */
+const defaultRetrySeconds = 10;
+const maxRetryWaitSeconds = 15 * 60;
+
+function parseRetryAfter(value: string | null | undefined): number | undefined {
+  if (!value) return undefined;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim());
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - Date.now()) / 1000));
+}
+
+/**
+ * A full queue (429) empties as jobs finish: shows the service's message with a countdown of its
+ * Retry-After, then tries the upload again. False when the wait is too long to sit through.
+ */
+function waitThenRetry(item: Item, err: ApiError, retryAfter: string | null | undefined, retry: () => void): boolean {
+  const seconds = parseRetryAfter(retryAfter) ?? defaultRetrySeconds;
+  if (seconds > maxRetryWaitSeconds) return false;
+  const until = Date.now() + seconds * 1000;
+  item.status = 'waiting';
+  const tick = () => {
+    if (!token || item.status !== 'waiting') return; // logged out meanwhile
+    const left = Math.max(0, Math.ceil((until - Date.now()) / 1000));
+    render(item, { text: `${err.message} Trying again in ${left} s.`, progress: seconds > 0 ? Math.round(100 * (1 - left / seconds)) : 100 });
+    if (left > 0) {
+      window.setTimeout(tick, Math.min(1000, until - Date.now()));
+      return;
+    }
+    item.status = 'uploading';
+    render(item, { text: 'Uploading 0%', progress: 0 });
+    retry();
+  };
+  tick();
+  return true;
+}
+
 function uploadFailed(item: Item, err: ApiError) {
   item.status = 'rejected';
   render(item, { text: err.message, error: true });
@@ -295,7 +342,9 @@ function uploadWithTus(file: File, item: Item, options: Record<string, string>) 
     onError: (err) => {
       const response = (err as tus.DetailedError).originalResponse;
       if (response && response.getStatus() >= 400 && response.getStatus() < 500) {
-        uploadFailed(item, errorFromBody(response.getStatus(), response.getBody()));
+        const error = errorFromBody(response.getStatus(), response.getBody());
+        if (response.getStatus() === 429 && waitThenRetry(item, error, response.getHeader('Retry-After'), () => upload.start())) return;
+        uploadFailed(item, error);
         return;
       }
       // The connection dropped (or the service is down) after the retries: resume from the offset the
@@ -326,6 +375,7 @@ function uploadWithPost(file: File, item: Item, options: Record<string, string>)
     if (xhr.status === 202) return jobAccepted(item, (JSON.parse(xhr.responseText) as { jobId: string }).jobId);
     const error = errorFromBody(xhr.status, xhr.responseText);
     if (xhr.status === 401) logOut(error.message);
+    else if (xhr.status === 429 && waitThenRetry(item, error, xhr.getResponseHeader('Retry-After'), () => uploadWithPost(file, item, options))) return;
     else uploadFailed(item, error);
   };
   xhr.onerror = () => {

@@ -4,6 +4,7 @@ import { createRouter, handle } from '../../lib/http/router';
 import { eventTypes } from '../../lib/messaging/events';
 import { getBroker } from '../../lib/messaging/queue';
 import { convertJob, getTranscoder } from '../../lib/pipeline/conversion';
+import { measureJobs } from '../../lib/pipeline/job-stats';
 import { reconcile } from '../../lib/pipeline/reconcile';
 import { sweepExpired } from '../../lib/pipeline/retention';
 import { getBlobs } from '../../lib/storage/blobs';
@@ -18,10 +19,10 @@ router.post('/', handleEvent([eventTypes.videoUploaded], async (event) => {
 }));
 
 // The scheduled maintenance tick (a PingSource on Knative, a timer on the local stack): first the
-// retention sweep, then the reconciler, so a swept job is not re-published.
+// retention sweep, then the reconciler, so a swept job is not re-published; then the job gauges.
 router.post('/maintenance', handleEvent([eventTypes.maintenanceTick, eventTypes.pingSourceTick], async () => {
   const deps = { db: await getDb(), blobs: await getBlobs(), broker: await getBroker(), config: getConfig() };
-  return { swept: await sweepExpired(deps), reconciled: await reconcile(deps) };
+  return { swept: await sweepExpired(deps), reconciled: await reconcile(deps), jobs: await measureJobs(deps) };
 }));
 
 export const handler = handle(router);

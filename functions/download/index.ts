@@ -5,6 +5,7 @@ import { NotFoundError } from '../../lib/core/errors';
 import { isNotModified } from '../../lib/http/conditional';
 import { sendMp3 } from '../../lib/http/mp3-response';
 import { createRouter, handle, requireUser, userOf } from '../../lib/http/router';
+import { webhookViews } from '../../lib/mail/webhook-outbox';
 import { encodeCursor, jobView, parsePage, removeJobFiles } from '../../lib/pipeline/downloads';
 import { buildFeed, chaptersJson, feedEtag, feedJobs, feedUrl, getFeedJob, readJobTag } from '../../lib/pipeline/feed';
 import { deleteJob, findJob, getOwnedJob, listJobs } from '../../lib/pipeline/jobs';
@@ -15,14 +16,18 @@ const router = createRouter();
 router.use('/jobs', requireUser);
 
 router.get('/jobs', async (req, res) => {
-  const { jobs, more } = await listJobs(await getDb(), userOf(res).sub, parsePage(req.query));
+  const db = await getDb();
+  const { jobs, more } = await listJobs(db, userOf(res).sub, parsePage(req.query));
+  const webhooks = await webhookViews(db, jobs);
   const last = jobs.at(-1);
-  res.json({ jobs: jobs.map((j) => jobView(j, getConfig())), nextCursor: more && last ? encodeCursor(last) : null });
+  res.json({ jobs: jobs.map((j) => jobView(j, getConfig(), webhooks.get(j.id))), nextCursor: more && last ? encodeCursor(last) : null });
 });
 
 router.get('/jobs/:id', async (req, res) => {
-  const job = await getOwnedJob(await getDb(), req.params.id, userOf(res).sub);
-  res.set('Cache-Control', 'no-store').json(jobView(job, getConfig()));
+  const db = await getDb();
+  const job = await getOwnedJob(db, req.params.id, userOf(res).sub);
+  const webhooks = await webhookViews(db, [job]);
+  res.set('Cache-Control', 'no-store').json(jobView(job, getConfig(), webhooks.get(job.id)));
 });
 
 router.get('/jobs/:id/mp3', async (req, res) => {

@@ -42,20 +42,20 @@ export async function signUp(db: Db, throttle: SignupThrottle, { email, password
 }
 
 /**
- * Checks credentials. Unknown email and wrong password give the same 401 after the same scrypt work,
- * and both count towards the throttle.
+ * Checks credentials. The attempt is counted before the password is checked (see throttle.ts), so
+ * parallel guesses cannot all be tried. Unknown email and wrong password give the same 401 after the
+ * same scrypt work, and both count towards the throttle.
  */
 export async function logIn(db: Db, throttle: LoginThrottle, email: string, password: string, ip: string) {
   const key = normalizeEmail(email);
-  await throttle.check(key, ip);
+  await throttle.take(key, ip);
   const user = await findUserByEmail(db, key);
   const ok = await verifyPassword(password, user?.passwordHash ?? dummyHash);
   if (!user || !ok) {
-    await throttle.recordFailure(key, ip);
     log.info({ ip }, 'login failed');
     throw new InvalidCredentialsError();
   }
-  await throttle.recordSuccess(key);
+  await throttle.succeeded(key, ip);
   return user;
 }
 

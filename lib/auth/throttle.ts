@@ -5,10 +5,13 @@ import type { Db } from '../storage/db';
 import { TooManyRequestsError } from '../core/errors';
 
 export interface LoginThrottle {
-  /** Throws 429 when the email or the client address is locked out. */
-  check(email: string, ip: string): Promise<void>;
-  recordFailure(email: string, ip: string): Promise<void>;
-  recordSuccess(email: string): Promise<void>;
+  /**
+   * Counts a login attempt against the email and the client address before the password is checked;
+   * throws 429 when either has used its attempts for the window.
+   */
+  take(email: string, ip: string): Promise<void>;
+  /** The attempt was right: the email's count starts over and the address gets its attempt back. */
+  succeeded(email: string, ip: string): Promise<void>;
 }
 
 export interface SignupThrottle {
@@ -34,50 +37,50 @@ function createLimiter(db: Db, keyPrefix: string, points: number, duration: numb
 }
 
 /**
- * Failed logins are counted in the database (shared by every auth instance): after
- * LOGIN_MAX_FAILURES failures for one email within LOGIN_WINDOW_SECONDS, or four times as many from
- * one address, further attempts get 429 with Retry-After until the window passes.
+ * Login attempts are counted in the database (shared by every auth instance), each with one atomic
+ * upsert that returns the new count, taken before the password is checked: parallel attempts each
+ * get their own count, so no burst on any number of replicas gets more than LOGIN_MAX_FAILURES
+ * tries per email within LOGIN_WINDOW_SECONDS, or four times as many per address. Further attempts
+ * get 429 with Retry-After until the window passes. A success gives the attempt back, so only
+ * failures lock anyone out.
  */
 export async function createLoginThrottle(db: Db, config: Pick<Config, 'login'>): Promise<LoginThrottle> {
   const { maxFailures, windowSeconds } = config.login;
   const byEmail = await createLimiter(db, 'email', maxFailures, windowSeconds);
   const byIp = await createLimiter(db, 'ip', maxFailures * 4, windowSeconds);
-  const lockedFor = async (limiter: RateLimiterAbstract, key: string) => {
-    const res = await limiter.get(key);
-    return res && res.consumedPoints >= limiter.points ? res.msBeforeNext : 0;
-  };
-  const consume = async (limiter: RateLimiterAbstract, key: string) => {
-    try {
-      await limiter.consume(key);
-    } catch (err) {
-      if (!(err instanceof RateLimiterRes)) throw err; // a rejection with a result only means "now over the limit"
-    }
-  };
   return {
-    async check(email, ip) {
-      const ms = Math.max(await lockedFor(byEmail, keyOf(email)), await lockedFor(byIp, keyOf(ip)));
-      if (ms > 0) throw new TooManyRequestsError(ms / 1000);
+    async take(email, ip) {
+      // The address first: a client locked out by address spends nothing of the email's attempts,
+      // so it cannot keep someone else's account locked. An attempt the email refuses is given
+      // back to the address, which then counts only attempts that reached a password check.
+      await consumeOrThrow(byIp, keyOf(ip));
+      try {
+        await consumeOrThrow(byEmail, keyOf(email));
+      } catch (err) {
+        await byIp.reward(keyOf(ip));
+        throw err;
+      }
     },
-    async recordFailure(email, ip) {
-      await Promise.all([consume(byEmail, keyOf(email)), consume(byIp, keyOf(ip))]);
-    },
-    async recordSuccess(email) {
-      await byEmail.delete(keyOf(email));
+    async succeeded(email, ip) {
+      await Promise.all([byEmail.delete(keyOf(email)), byIp.reward(keyOf(ip))]);
     },
   };
+}
+
+async function consumeOrThrow(limiter: RateLimiterAbstract, key: string, message?: string): Promise<void> {
+  try {
+    await limiter.consume(key);
+  } catch (err) {
+    // A rejection carrying a result means "over the limit" (the point was still counted).
+    if (err instanceof RateLimiterRes) throw new TooManyRequestsError(err.msBeforeNext / 1000, message);
+    throw err;
+  }
 }
 
 /** At most SIGNUP_MAX_PER_HOUR signups (attempts, taken or not) per client address and hour, counted in the database. */
 export async function createSignupThrottle(db: Db, config: Pick<Config, 'signup'>): Promise<SignupThrottle> {
   const byIp = await createLimiter(db, 'signup', config.signup.maxPerHour, 3600);
   return {
-    async take(ip) {
-      try {
-        await byIp.consume(keyOf(ip));
-      } catch (err) {
-        if (err instanceof RateLimiterRes) throw new TooManyRequestsError(err.msBeforeNext / 1000, 'too many signups from this address, try again later');
-        throw err;
-      }
-    },
+    take: (ip) => consumeOrThrow(byIp, keyOf(ip), 'too many signups from this address, try again later'),
   };
 }

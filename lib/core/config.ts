@@ -26,6 +26,13 @@ const trustProxy = z.string().trim().refine(
   (v) => /^(true|false|\d{1,2})$/.test(v) || v.split(',').every((p) => /^[0-9a-fA-F.:]+(\/\d{1,3})?$|^(loopback|linklocal|uniquelocal)$/.test(p.trim())),
   'must be true, false, a hop count, or comma-separated addresses/CIDRs',
 ).transform((v): boolean | number | string[] => (v === 'true' ? true : v === 'false' ? false : /^\d+$/.test(v) ? Number(v) : v.split(',').map((p) => p.trim())));
+// A list of waits such as `5s,5m,30m,2h` (units ms, s, m, h), in milliseconds.
+const durationUnits = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
+const durationList = z.string().trim().regex(/^(\d+(ms|s|m|h))(\s*,\s*\d+(ms|s|m|h))*$/, 'must be a comma-separated list of durations such as 5s,5m,2h')
+  .transform((v) => v.split(',').map((d) => {
+    const [, amount, unit] = /^(\d+)(ms|s|m|h)$/.exec(d.trim())!;
+    return Number(amount) * durationUnits[unit as keyof typeof durationUnits];
+  }));
 const isoDuration = z.string().regex(/^PT(\d+(\.\d+)?S|\d+M(\d+(\.\d+)?S)?)$/, 'must be an ISO-8601 duration such as PT0.2S or PT1M');
 
 /**
@@ -60,6 +67,7 @@ export const envSchema = z.object({
   LOGIN_WINDOW_SECONDS: int(1, 86_400).default(900),
   SIGNUP_MAX_PER_HOUR: int(1, 100_000).default(10),
   MAX_JOBS_IN_FLIGHT: int(1, 1000).default(3),
+  MAX_JOBS_QUEUED: int(1, 100_000).default(100),
   MAX_CONVERSION_SECONDS_PER_DAY: int(60, 30 * 86_400).default(6 * 3600),
   MAX_UPLOAD_BYTES: int(1024, 64 * gib).default(8 * gib),
   MAX_DURATION_SECONDS: int(1, 6 * 3600).default(3 * 3600),
@@ -68,6 +76,7 @@ export const envSchema = z.object({
   MP3_RETENTION_SECONDS: int(60, 365 * 86_400).optional(),
   CONVERT_TIMEOUT_SECONDS: int(10, 3600).default(540),
   CONVERT_PARALLELISM: int(1, 64).optional(),
+  CONVERT_LEASE_SECONDS: int(2, 3600).default(30),
   KEEP_SOURCE: bool.default(false),
   // The local stand-in for each RabbitmqSource (`video`, `mp3`), with its manifest's values as defaults
   // (knative/50-sources.yaml; test/knative.test.ts compares them).
@@ -82,6 +91,7 @@ export const envSchema = z.object({
   MAINTENANCE_INTERVAL_SECONDS: int(1, 86_400).default(60),
   RECONCILE_AFTER_SECONDS: int(1, 7 * 86_400).default(900),
   WEBHOOK_ALLOW_PRIVATE: bool.default(false),
+  WEBHOOK_RETRY_SCHEDULE: durationList.prefault('5s,5m,30m,2h,5h,10h,10h'),
   IMPORT_ALLOW_PRIVATE: z.string().trim().refine(
     (v) => /^(true|false|1|0)$/.test(v) || v.split(',').every((p) => net.isIP(p.trim().split('/')[0]!) !== 0 && /^[^/]+(\/\d{1,3})?$/.test(p.trim())),
     'must be true, false, or comma-separated addresses/CIDRs',
@@ -90,6 +100,8 @@ export const envSchema = z.object({
   IMPORT_IDLE_TIMEOUT_SECONDS: int(1, 3600).default(30),
   IMPORT_TIMEOUT_SECONDS: int(10, 24 * 3600).default(900),
   WEB_ORIGIN: z.string().refine((v) => v.split(',').every((o) => /^https?:\/\/[^/\s]+$/.test(o.trim())), 'must be origins such as https://app.example.com, comma-separated, without a path').optional(),
+  METRICS_PORT: int(0, 65535).default(9464),
+  OTEL_EXPORTER_OTLP_ENDPOINT: urlWith('http', 'https').optional(),
   K_SERVICE: z.string().optional(),
 });
 export type Env = z.infer<typeof envSchema>;
@@ -140,7 +152,11 @@ export interface Config {
   links: { secret?: string; ttlSeconds: number };
   login: { maxFailures: number; windowSeconds: number };
   signup: { maxPerHour: number };
-  quotas: { jobsInFlight: number; conversionSecondsPerDay: number };
+  /**
+   * Per user: at most jobsQueued jobs waiting or converting (more is refused), of which at most
+   * jobsInFlight convert at once (the rest wait their turn: docs/scheduling.md), and seconds of media a day.
+   */
+  quotas: { jobsInFlight: number; jobsQueued: number; conversionSecondsPerDay: number };
   limits: { uploadBytes: number; durationSeconds: number; outputBytes: number };
   /**
    * How long things are kept: an unfinished resumable upload (then its bytes are deleted), a done
@@ -160,6 +176,8 @@ export interface Config {
     mailStepMs: number;
     mailSendMs: number;
     convertMs: number;
+    /** A converter's claim on a job lapses this long after its last renewal (it renews every third of it). */
+    convertLeaseMs: number;
     shutdownMs: number;
     /** A request (headers and body) must arrive within these; answered 408. Uploads have their own idle timeout. */
     requestMs: number;
@@ -168,8 +186,12 @@ export interface Config {
   /** ffmpeg.wasm instances a conversion may use: CONVERT_PARALLELISM, at most the available cores. */
   convertParallelism: number;
   keepSource: boolean;
-  /** Callback URLs on loopback, link-local and private addresses are refused unless allowPrivate. */
-  webhooks: { allowPrivate: boolean };
+  /**
+   * Webhooks: callback URLs on loopback, link-local and private addresses are refused unless
+   * allowPrivate. After a failed attempt n, attempt n + 1 is due `retryScheduleMs[n - 1]` later (on the
+   * first tick after that); after the last, they give up. Each attempt gets `timeoutMs` in all.
+   */
+  webhooks: { allowPrivate: boolean; retryScheduleMs: readonly number[]; timeoutMs: number; tickMs: number };
   /**
    * Imports from a URL: private addresses refused unless allowPrivate (at every redirect hop); the
    * connection must open within connectMs, bytes never pause longer than idleMs, the whole download
@@ -186,6 +208,13 @@ export interface Config {
   maintenance: { intervalMs: number; reconcileAfterMs: number };
   /** Origins of the web page allowed to call the API from another origin (CORS); empty: none. */
   webOrigins: readonly string[];
+  /**
+   * Prometheus metrics, on a listener of their own that the public route never reaches: loopback on one
+   * machine, every interface in a pod (docs/operations.md). Port 0 picks a free port.
+   */
+  metrics: { port: number; host: string };
+  /** Where OTLP/HTTP traces go; undefined: tracing is off and its libraries are never loaded. */
+  otlpEndpoint?: string;
   /** The Knative service name when deployed; undefined on one machine. */
   service?: string;
 }
@@ -233,6 +262,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
       throw new ConfigError(`${missing.join(', ')} must be set for ${fn} on Knative (no embedded defaults there)`);
     }
   }
+  if (e.METRICS_PORT !== 0 && e.METRICS_PORT === e.PORT) throw new ConfigError(`invalid configuration: METRICS_PORT: must differ from PORT (${e.PORT})`);
   const publicUrl = (e.PUBLIC_URL ?? `http://localhost:${e.PORT}`).replace(/\/+$/, '');
   return Object.freeze({
     port: e.PORT,
@@ -259,7 +289,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
     links: Object.freeze({ secret: e.LINK_SECRET, ttlSeconds: e.LINK_TTL_SECONDS }),
     login: Object.freeze({ maxFailures: e.LOGIN_MAX_FAILURES, windowSeconds: e.LOGIN_WINDOW_SECONDS }),
     signup: Object.freeze({ maxPerHour: e.SIGNUP_MAX_PER_HOUR }),
-    quotas: Object.freeze({ jobsInFlight: e.MAX_JOBS_IN_FLIGHT, conversionSecondsPerDay: e.MAX_CONVERSION_SECONDS_PER_DAY }),
+    quotas: Object.freeze({ jobsInFlight: e.MAX_JOBS_IN_FLIGHT, jobsQueued: e.MAX_JOBS_QUEUED, conversionSecondsPerDay: e.MAX_CONVERSION_SECONDS_PER_DAY }),
     limits: Object.freeze({
       uploadBytes: e.MAX_UPLOAD_BYTES,
       durationSeconds: e.MAX_DURATION_SECONDS,
@@ -278,13 +308,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
       mailStepMs: 10_000,
       mailSendMs: 20_000,
       convertMs: e.CONVERT_TIMEOUT_SECONDS * 1000,
+      convertLeaseMs: e.CONVERT_LEASE_SECONDS * 1000,
       shutdownMs: 30_000,
       requestMs: e.REQUEST_TIMEOUT_SECONDS * 1000,
       headersMs: e.HEADERS_TIMEOUT_SECONDS * 1000,
     }),
     convertParallelism: Math.min(e.CONVERT_PARALLELISM ?? os.availableParallelism(), os.availableParallelism()),
     keepSource: e.KEEP_SOURCE,
-    webhooks: Object.freeze({ allowPrivate: e.WEBHOOK_ALLOW_PRIVATE }),
+    webhooks: Object.freeze({ allowPrivate: e.WEBHOOK_ALLOW_PRIVATE, retryScheduleMs: Object.freeze(e.WEBHOOK_RETRY_SCHEDULE), timeoutMs: 5000, tickMs: 5000 }),
     imports: Object.freeze({
       allowPrivate: parseAllowance(e.IMPORT_ALLOW_PRIVATE),
       connectMs: e.IMPORT_CONNECT_TIMEOUT_SECONDS * 1000,
@@ -309,6 +340,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
       intervalMs: e.MAINTENANCE_INTERVAL_SECONDS * 1000,
       reconcileAfterMs: e.RECONCILE_AFTER_SECONDS * 1000,
     }),
+    metrics: Object.freeze({ port: e.METRICS_PORT, host: e.K_SERVICE ? '0.0.0.0' : '127.0.0.1' }),
+    otlpEndpoint: e.OTEL_EXPORTER_OTLP_ENDPOINT?.replace(/\/+$/, ''),
     webOrigins: Object.freeze((e.WEB_ORIGIN ?? '').split(',').map((o) => o.trim()).filter(Boolean)),
     service: e.K_SERVICE,
   });

@@ -82,6 +82,18 @@ export class TooLargeError extends DomainError {
   }
 }
 
+/**
+ * An event larger than an event receiver takes: it can never be accepted, so it is answered with a
+ * status the RabbitMQ source does not retry (it retries 413) and goes to the dead-letter queue at
+ * once instead of holding a delivery slot through the source's retries (docs/deploy.md).
+ */
+export class EventTooLargeError extends TooLargeError {
+  override name = 'EventTooLargeError';
+  constructor(limit: number) {
+    super(limit, 'the event');
+  }
+}
+
 /** Not a kind of content this route takes (not a video, not JSON, compressed). */
 export class UnsupportedMediaError extends DomainError {
   override name = 'UnsupportedMediaError';

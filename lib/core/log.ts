@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import Module from 'node:module';
 import path from 'node:path';
 import { pino, type DestinationStream, type Logger } from 'pino';
+import { traceFields } from './tracing';
 
 // Where lines go: stdout, unless a person's terminal asked for pretty lines (useLogDestination).
 let destination: DestinationStream = pino.destination({ dest: 1, sync: true });
@@ -56,15 +57,27 @@ function serializeError(err: Error): ReturnType<typeof pino.stdSerializers.err> 
 }
 
 /**
+ * A URL as the logs may show it: the secrets some URLs carry — a signed download link's token
+ * (`…/links/<token>`), a private feed's (`…/feed/<token>`), a token in the query (`access_token=`,
+ * `token=`) — replaced, since they work for anyone who reads them.
+ */
+export function redactUrl(url: unknown): unknown {
+  if (typeof url !== 'string') return url;
+  return url.replace(/(\/(?:links|feed)\/)[^/?#]+/g, '$1[redacted]').replace(/([?&](?:access_token|token)=)[^&#]*/gi, '$1[redacted]');
+}
+
+/**
  * Structured JSON lines on stdout. The level and the service name come from the configuration once
- * it is parsed (configureLog); until then, `info`.
+ * it is parsed (configureLog); until then, `info`. A line written inside a traced span carries its
+ * traceId and spanId.
  */
 export const log: Logger = pino({
   level: 'info',
   base: { service: 'video2mp3' },
   timestamp: pino.stdTimeFunctions.isoTime,
   formatters: { level: (label) => ({ level: label }) },
-  serializers: { err: serializeError },
+  serializers: { err: serializeError, url: redactUrl },
+  mixin: traceFields,
   redact: { paths: ['password', '*.password', 'authorization', '*.authorization', 'token', '*.token'], censor: '[redacted]' },
 }, { write: (line: string) => destination.write(line) });
 

@@ -1,6 +1,6 @@
 import type http from 'node:http';
 import {
-  BadInputError, ConflictError, DomainError, GoneError, InvalidCredentialsError, isTransient, LengthRequiredError, NotFoundError,
+  BadInputError, ConflictError, DomainError, EventTooLargeError, GoneError, InvalidCredentialsError, isTransient, LengthRequiredError, NotFoundError,
   RangeNotSatisfiableError, RequestTimeoutError, TooLargeError, TooManyRequestsError, UnauthorizedError, UnavailableError, UnsupportedMediaError,
 } from '../core/errors';
 import { log } from '../core/log';
@@ -21,6 +21,7 @@ function statusOf(err: DomainError): { status: number; headers?: Record<string, 
   if (err instanceof ConflictError) return { status: 409 };
   if (err instanceof GoneError) return { status: 410 };
   if (err instanceof LengthRequiredError) return { status: 411 };
+  if (err instanceof EventTooLargeError) return { status: 400 };
   if (err instanceof TooLargeError) return { status: 413 };
   if (err instanceof UnsupportedMediaError) return { status: 415 };
   if (err instanceof RangeNotSatisfiableError) return { status: 416, headers: { 'Content-Range': `bytes */${err.size}` } };

@@ -1,4 +1,5 @@
 import type { Request, Response } from 'express';
+import { eventsHandled } from '../core/metrics';
 import { parseEvent, type PipelineEvent } from '../messaging/events';
 import { writeError } from './errors';
 
@@ -12,11 +13,15 @@ export function handleEvent<T extends PipelineEvent['type']>(
   fn: (event: Extract<PipelineEvent, { type: T }>) => Promise<object>,
 ) {
   return async (req: Request, res: Response): Promise<void> => {
+    let type = 'invalid';
     try {
       const event = parseEvent(req.headers, req.body, accept) as Extract<PipelineEvent, { type: T }>;
+      type = event.type;
       res.status(200).json(await fn(event));
     } catch (err) {
       writeError(req, res, err);
     }
+    const outcome = res.statusCode < 300 ? 'ok' : res.statusCode === 503 ? 'retry' : res.statusCode < 500 ? 'rejected' : 'error';
+    eventsHandled.inc({ type, outcome });
   };
 }

@@ -9,8 +9,10 @@ import http from 'node:http';
 import path from 'node:path';
 import { closeClients } from '../core/clients';
 import { loadConfig, setConfig, type Config, type FunctionName } from '../core/config';
-import { BadInputError, LengthRequiredError, NotFoundError, RequestTimeoutError, TooLargeError, UnsupportedMediaError } from '../core/errors';
+import { BadInputError, EventTooLargeError, LengthRequiredError, NotFoundError, RequestTimeoutError, TooLargeError, UnsupportedMediaError } from '../core/errors';
 import { log } from '../core/log';
+import { httpRequestDuration, serveMetrics } from '../core/metrics';
+import { serverSpan, startTracing } from '../core/tracing';
 import { applyCors } from './cors';
 import { toErrorResponse, writeError } from './errors';
 import { errorMiddleware } from './router';
@@ -27,7 +29,7 @@ export interface Mount {
 
 type Listener = http.RequestListener & { use(fn: unknown): void; set(name: string, value: unknown): void };
 
-export type ServeOptions = Pick<Config, 'timeouts' | 'trustProxy' | 'webOrigins'>;
+export type ServeOptions = Pick<Config, 'timeouts' | 'trustProxy' | 'webOrigins' | 'authUrl' | 'uploadUrl' | 'downloadUrl'>;
 
 /** Requests answered 408: their answer is not held back for a body that stopped arriving. */
 const timedOut = new WeakSet<http.IncomingMessage>();
@@ -79,7 +81,7 @@ function onClientError(err: NodeJS.ErrnoException, socket: import('node:stream')
   const { status, body } = toErrorResponse(error);
   const text = JSON.stringify(body);
   if (socket.writable && (socket as { bytesWritten?: number }).bytesWritten === 0) {
-    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n` +
       `Content-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`);
   }
   socket.destroy();
@@ -174,6 +176,45 @@ function endAfterBody(req: http.IncomingMessage, res: http.ServerResponse): void
   }) as typeof res.end;
 }
 
+const methods = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+/** The framework's own catch-all route, which every function's handler hangs from. */
+const frameworkRoute = '/{*splat}';
+
+/**
+ * Times the request into video2mp3_http_request_duration_seconds and traces it (a server span that
+ * continues the trace the request carries), labelled by the express route pattern that answered it,
+ * never the raw path (ids would make a series each). '*': no route of the function matched (a 404,
+ * or notify, which has none); '(none)': answered before the function ran (413, 415, 411).
+ */
+function observeRequest(req: http.IncomingMessage, res: http.ServerResponse, name: FunctionName, run: () => void): void {
+  const end = httpRequestDuration.startTimer();
+  const method = methods.has(req.method ?? '') ? req.method! : 'OTHER';
+  serverSpan(req, res, `${name} ${method}`, (done) => {
+    res.once('close', () => {
+      const pattern = (req as http.IncomingMessage & { route?: { path?: unknown } }).route?.path;
+      const route = Array.isArray(pattern) ? pattern.join(',') : pattern === frameworkRoute ? '*' : typeof pattern === 'string' ? pattern : '(none)';
+      const status = res.headersSent ? res.statusCode : 0; // 0: the connection closed before an answer
+      end({ function: name, route, method, status: String(status) });
+      done(`${name} ${method} ${route}`, { 'faas.name': name, 'http.request.method': method, 'http.route': route, 'http.response.status_code': status }, status === 0 || status >= 500);
+    });
+    run();
+  });
+}
+
+/**
+ * The web page's own scripts and styles only (no inline code, nothing from elsewhere), API calls to
+ * the functions' origins only, covers and MP3s the page fetched itself (blob: URLs, web/extras.ts), and never inside another site's frame (clickjacking): frame-ancestors
+ * for current browsers, X-Frame-Options for older ones.
+ */
+export function pageSecurityHeaders(opts: Pick<Config, 'authUrl' | 'uploadUrl' | 'downloadUrl'>): Record<string, string> {
+  const origins = [...new Set([opts.authUrl, opts.uploadUrl, opts.downloadUrl].map((u) => new URL(u).origin))];
+  const policy = [
+    "default-src 'self'", `connect-src 'self' ${origins.join(' ')}`, "img-src 'self' data: blob:", "media-src 'self' blob:", "object-src 'none'",
+    "base-uri 'none'", "form-action 'self'", "frame-ancestors 'none'",
+  ];
+  return { 'Content-Security-Policy': policy.join('; '), 'X-Frame-Options': 'DENY' };
+}
+
 /**
  * An HTTP server for functions, each on its prefix. Each handler is registered with
  * functions-framework and served by the framework's own express app; `getServer` is not exported
@@ -200,17 +241,23 @@ export function createServer(mounts: Mount[], opts: ServeOptions & { files?: Sta
 
   // Node's own whole-request timeout is off (it would cut long uploads); limitRequestTime does it per
   // route. Headers must still arrive within headersMs, checked every second.
+  const pageHeaders = opts.files && pageSecurityHeaders(opts);
   const server = http.createServer({ requestTimeout: 0, headersTimeout: opts.timeouts.headersMs, connectionsCheckingInterval: 1000 }, (req, res) => {
     const url = req.url ?? '/';
+    // Every answer's Content-Type is meant: a browser must not guess another (a JSON error read as HTML).
+    res.setHeader('X-Content-Type-Options', 'nosniff');
     if (url === '/healthz') {
       res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"status":"ok"}');
       return;
     }
     if (applyCors(req, res, opts.webOrigins)) return;
     // The page's few fixed paths never collide with a function's routes (deployed, download has /jobs and /links).
-    if (opts.files && serveStatic(req, res, opts.files)) return;
+    if (opts.files && serveStatic(req, res, opts.files, pageHeaders)) return;
     const route = routes.find((r) => url === r.prefix || url.startsWith(`${r.prefix}/`) || url.startsWith(`${r.prefix}?`));
     if (!route) return writeError(req, res, new NotFoundError('function'));
+    observeRequest(req, res, route.name, () => dispatch(req, res, route, url));
+  });
+  const dispatch = (req: http.IncomingMessage, res: http.ServerResponse, route: (typeof routes)[number], url: string) => {
     // body-parser would inflate a compressed body past any limit checked here: refuse it.
     const encoding = req.headers['content-encoding'];
     if (encoding && encoding.toLowerCase() !== 'identity') {
@@ -223,7 +270,7 @@ export function createServer(mounts: Mount[], opts: ServeOptions & { files?: Sta
     if (Number(length) > route.bodyLimit + (streaming ? multipartFramingBytes : 0)) {
       if (streaming) endAfterBody(req, res);
       else res.setHeader('Connection', 'close'); // don't read a small route's body we refuse
-      return writeError(req, res, new TooLargeError(route.bodyLimit));
+      return writeError(req, res, eventFunctions.includes(route.name) ? new EventTooLargeError(route.bodyLimit) : new TooLargeError(route.bodyLimit));
     }
     limitRequestTime(req, res, route.name === 'upload', opts.timeouts.requestMs);
     (req as http.IncomingMessage & { [prefixOf]?: string })[prefixOf] = route.prefix;
@@ -234,7 +281,7 @@ export function createServer(mounts: Mount[], opts: ServeOptions & { files?: Sta
       endAfterBody(req, res);
     }
     route.app(req, res);
-  });
+  };
   server.on('clientError', onClientError);
   return server;
 }
@@ -310,9 +357,11 @@ export async function serveFunction(name: FunctionName, handler: ff.HttpFunction
   try {
     const config = loadConfig(process.env, name);
     setConfig(config);
+    if (config.otlpEndpoint) await startTracing({ endpoint: config.otlpEndpoint, service: config.service ?? name });
+    const metrics = await serveMetrics(config);
     const server = createServer([{ prefix: '', name, handler, bodyLimit: bodyLimit(name, config) }], { ...config, files: deployedPage(name, config) });
     const port = await listen(server, config);
-    log.info({ function: name, port }, 'function listening');
+    log.info({ function: name, port, metrics, tracing: config.otlpEndpoint ?? 'off' }, 'function listening');
     await warmUp?.();
   } catch (err) {
     log.fatal({ err }, 'function failed to start');

@@ -24,13 +24,14 @@ export function listStaticFiles(dir: string, extra: Record<string, string | { te
   return files;
 }
 
-/** Serves a listed file for GET/HEAD; false when the path is not one of them. */
-export function serveStatic(req: http.IncomingMessage, res: http.ServerResponse, files: StaticFiles): boolean {
+/** Serves a listed file for GET/HEAD, with `headers` besides its own; false when the path is not one of them. */
+export function serveStatic(req: http.IncomingMessage, res: http.ServerResponse, files: StaticFiles, headers: Record<string, string> = {}): boolean {
   if (req.method !== 'GET' && req.method !== 'HEAD') return false;
   const file = files.get(new URL(req.url ?? '/', 'http://x').pathname);
   if (!file) return false;
   const generated = typeof file === 'string' ? undefined : file;
   res.writeHead(200, {
+    ...headers,
     'Content-Type': generated?.type ?? types[path.extname(file as string)] ?? 'application/octet-stream',
     'Cache-Control': 'no-cache',
     'X-Content-Type-Options': 'nosniff',

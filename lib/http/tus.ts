@@ -3,7 +3,7 @@ import { getConfig } from '../core/config';
 import { BadInputError, DomainError, isTransient } from '../core/errors';
 import { log } from '../core/log';
 import { createDbLocker, finishedJobId, newUploadId, parseUploadMetadata, ResumableStore, type Owner, type ResumableDeps } from '../pipeline/resumable';
-import { checkQuotas } from '../pipeline/quotas';
+import { checkQuotas } from '../pipeline/scheduling';
 import { toErrorResponse } from './errors';
 import { mountPrefix } from './serve';
 
@@ -40,22 +40,25 @@ function toWebRequest(req: http.IncomingMessage): Request {
 }
 
 /** The answer to every tus error: the project's JSON error body, whatever raised it. */
-function tusError(req: Request, err: unknown): { status_code: number; body: string } {
+function tusError(req: Request, err: unknown): { status_code: number; body: string; headers: Record<string, string> } {
   let status: number;
+  let headers: Record<string, string> = {};
   let body: { error: { code: string; message: string } };
   if (err instanceof DomainError || isTransient(err)) {
-    ({ status, body } = toErrorResponse(err));
+    ({ status, body, headers } = toErrorResponse(err));
   } else if (typeof (err as { status_code?: unknown }).status_code === 'number') {
     // @tus/server's own errors ({status_code, body}): protocol violations, 409 offsets, 404s, 413s…
     const e = err as { status_code: number; body?: string };
-    // A lock that could not be had in time is a busy upload, not a server fault.
-    status = e.status_code === 500 ? 503 : e.status_code;
+    // A lock that could not be had in time is a busy upload, not a server fault; an extension the
+    // client asked for and this server does not offer (Upload-Defer-Length, Upload-Concat: 501 from
+    // @tus/server) is the client's request to change, not a server fault either.
+    status = e.status_code === 500 ? 503 : e.status_code === 501 ? 400 : e.status_code;
     body = { error: { code: status === 503 ? 'unavailable' : `tus_${status}`, message: (e.body ?? '').trim() || 'upload request refused' } };
   } else {
     ({ status, body } = toErrorResponse(err));
     log.error({ err, method: req.method, url: req.url }, 'resumable upload request failed');
   }
-  return { status_code: status, body: JSON.stringify(body) };
+  return { status_code: status, body: JSON.stringify(body), headers };
 }
 
 /**
@@ -70,6 +73,8 @@ export async function serveTus(req: http.IncomingMessage, res: http.ServerRespon
   // global Headers and Request as it loads, which makes node load its fetch implementation (undici),
   // ~35 ms of every cold start of the upload function, although only tus requests use it.
   const { Server } = await import('@tus/server');
+  // @tus/server keeps only the status and body of an error's answer: its headers (Retry-After) are added below.
+  let errorHeaders: Record<string, string> = {};
   const server = new Server({
     path: '/files',
     datastore: new ResumableStore(deps, owner),
@@ -78,7 +83,7 @@ export async function serveTus(req: http.IncomingMessage, res: http.ServerRespon
     // Relative, so it is right behind any host name and on the local stack's /upload prefix.
     generateUrl: (_req, { id }) => `${prefix}/files/${id}`,
     namingFunction: () => newUploadId(),
-    exposedHeaders: ['Upload-Job-Id', 'Upload-Job-Url'],
+    exposedHeaders: ['Upload-Job-Id', 'Upload-Job-Url', 'Retry-After'],
     disableTerminationForFinishedUploads: true,
     onUploadCreate: async (_req, upload) => {
       parseUploadMetadata(upload.metadata, config.webhooks); // a bad option, callbackUrl or no filename: 400 before any byte
@@ -91,10 +96,14 @@ export async function serveTus(req: http.IncomingMessage, res: http.ServerRespon
       if (!jobId) return {};
       return { headers: { 'Upload-Job-Id': jobId, 'Upload-Job-Url': `${config.downloadUrl}/jobs/${jobId}` } };
     },
-    onResponseError: (request, err) => tusError(request, err),
+    onResponseError: (request, err) => {
+      const { headers, ...answer } = tusError(request, err);
+      errorHeaders = headers;
+      return answer;
+    },
   });
   const response = await server.handleWeb(toWebRequest(req));
-  const headers = Object.fromEntries(response.headers);
+  const headers = { ...Object.fromEntries(response.headers), ...(response.status >= 400 ? errorHeaders : {}) };
   // @tus/server answers errors as text/plain; the bodies tusError made are JSON, and say so.
   if (response.status >= 400) headers['content-type'] = 'application/json; charset=utf-8';
   const body = response.body ? Buffer.from(await response.arrayBuffer()) : undefined;

@@ -7,6 +7,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { getConfig, type Config } from '../core/config';
 import { isTransient, UnavailableError } from '../core/errors';
 import { log } from '../core/log';
+import { mailDeliveries } from '../core/metrics';
+import { withSpan } from '../core/tracing';
 import { findUserById } from '../auth/users';
 import { eventTypes } from '../messaging/events';
 import { findJob, type Job } from '../pipeline/jobs';
@@ -152,8 +154,10 @@ export async function notifyOutcome(
   const message = composeMessage(event, config);
   let sent;
   try {
-    sent = await mailer.send(message);
+    sent = await withSpan('send mail', { kind: 'client', attributes: { 'video2mp3.job_id': jobId, 'video2mp3.outcome': outcome } }, () => mailer.send(message));
+    mailDeliveries.inc({ outcome: 'sent' });
   } catch (err) {
+    mailDeliveries.inc({ outcome: err instanceof PermanentMailError ? 'rejected' : 'retry' });
     if (err instanceof PermanentMailError) {
       await db('notifications').where(key).update({ status: 'rejected', error: err.message, updated_at: Date.now() });
       log.warn({ jobId, outcome, responseCode: err.responseCode, error: err.message }, 'email rejected by the mail server; not retrying');

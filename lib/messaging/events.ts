@@ -1,6 +1,7 @@
 import { CloudEvent, HTTP } from 'cloudevents';
 import { z } from 'zod';
 import { BadInputError } from '../core/errors';
+import { traceHeaders } from '../core/tracing';
 import { mp3OptionsSchema } from '../media/options';
 
 /** The event contract of the pipeline: types, source and data, in one place. */
@@ -67,7 +68,9 @@ export interface AmqpMessage {
  * An event as an AMQP message that the Knative RabbitMQ source turns back into the same event:
  * AMQP content_type and message_id, plus ce-* headers (and a `content-type` header, which the source
  * maps to datacontenttype) so our type and source survive: the Knative RabbitMQ source rebuilds a binary event
- * from ce-* headers, and wraps anything else as type dev.knative.rabbitmq.event.
+ * from ce-* headers, and wraps anything else as type dev.knative.rabbitmq.event. The active span's
+ * trace context goes as the `traceparent`/`tracestate` extensions (`ce-` headers: the source drops
+ * only the bare `traceparent`/`tracestate` headers; docs/operations.md, "Traces").
  */
 export function toAmqp(event: CloudEvent<object>): AmqpMessage {
   const headers: Record<string, string> = {
@@ -78,6 +81,7 @@ export function toAmqp(event: CloudEvent<object>): AmqpMessage {
     'content-type': 'application/json',
   };
   if (event.time) headers['ce-time'] = event.time;
+  for (const [name, value] of Object.entries(traceHeaders())) headers[`ce-${name}`] = value;
   return { body: Buffer.from(JSON.stringify(event.data)), contentType: 'application/json', messageId: event.id, headers };
 }
 

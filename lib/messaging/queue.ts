@@ -7,8 +7,10 @@ import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, GetMessage 
 import { lazyClient } from '../core/clients';
 import { getConfig, type Config } from '../core/config';
 import { UnavailableError } from '../core/errors';
-import type { AmqpMessage } from './events';
+import type { CloudEvent } from 'cloudevents';
+import { toAmqp, type AmqpMessage } from './events';
 import { log } from '../core/log';
+import { withSpan } from '../core/tracing';
 
 export type QueueName = 'video' | 'mp3';
 
@@ -33,6 +35,8 @@ export interface Delivery {
   ack(): void;
   /** nack without requeue: the message moves to the dead-letter queue. */
   deadLetter(): void;
+  /** nack with requeue: the message goes back to the head of its queue. */
+  requeue(): void;
 }
 
 export interface Consumer {
@@ -120,6 +124,7 @@ export function createAmqpBroker(url: string, connectTimeoutMs = 5000): Broker {
     // If the channel died meanwhile, the broker redelivers the message: handlers are idempotent.
     ack: () => { try { ch.ack(m); } catch (err) { log.warn({ err }, 'ack failed; the broker will redeliver'); } },
     deadLetter: () => { try { ch.nack(m, false, false); } catch (err) { log.warn({ err }, 'nack failed; the broker will redeliver'); } },
+    requeue: () => { try { ch.nack(m, false, true); } catch (err) { log.warn({ err }, 'nack failed; the broker will redeliver'); } },
   });
 
   return {
@@ -233,15 +238,16 @@ export function createMemoryBroker(): Broker {
       while (consumer.unsettled.size < consumer.prefetch && queue.ready.length > 0) {
         const entry = { message: queue.ready.shift()!, settled: false };
         consumer.unsettled.add(entry);
-        const settle = (dead: boolean) => {
+        const settle = (to: 'ack' | 'dead' | 'requeue') => {
           if (entry.settled) return;
           entry.settled = true;
           consumer.unsettled.delete(entry);
-          if (dead) q(`${name}.dlq`).ready.push(entry.message);
+          if (to === 'dead') q(`${name}.dlq`).ready.push(entry.message);
+          if (to === 'requeue') queue.ready.unshift(entry.message);
           setImmediate(() => dispatch(name));
         };
         const { message } = entry;
-        setImmediate(() => consumer.onDelivery({ message, persistent: true, ack: () => settle(false), deadLetter: () => settle(true) }));
+        setImmediate(() => consumer.onDelivery({ message, persistent: true, ack: () => settle('ack'), deadLetter: () => settle('dead'), requeue: () => settle('requeue') }));
       }
     }
   };
@@ -267,7 +273,7 @@ export function createMemoryBroker(): Broker {
     },
     async get(queue) {
       const message = q(queue).ready.shift();
-      return message && { message, persistent: true, ack: () => {}, deadLetter: () => q(`${queue}.dlq`).ready.push(message) };
+      return message && { message, persistent: true, ack: () => {}, deadLetter: () => q(`${queue}.dlq`).ready.push(message), requeue: () => q(queue).ready.unshift(message) };
     },
     async depth(queue) {
       return q(queue).ready.length;
@@ -285,6 +291,15 @@ export function createBroker(config: Pick<Config, 'amqpUrl' | 'timeouts'>): Brok
 
 /** The instance's broker. */
 export const getBroker = lazyClient('broker', async () => createBroker(getConfig()), (b) => b.close());
+
+/**
+ * Publishes an event to a queue inside a producer span, so the message carries that span's trace
+ * context (`ce-traceparent`, toAmqp) and the consumer's spans continue the same trace.
+ */
+export function publishEvent(broker: Broker, queue: QueueName, event: CloudEvent<object>): Promise<void> {
+  return withSpan(`${queue} publish`, { kind: 'producer', attributes: { 'messaging.system': 'rabbitmq', 'messaging.destination.name': queue, 'messaging.message.id': event.id, 'cloudevents.event_type': event.type } },
+    () => broker.publish(queue, toAmqp(event)));
+}
 
 export function describeBroker(config: Pick<Config, 'amqpUrl'>): string {
   if (!config.amqpUrl) return 'in-process queue';

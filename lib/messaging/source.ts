@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { Config, SourceSettings } from '../core/config';
 import type { AmqpMessage } from './events';
 import { log } from '../core/log';
+import { eventsDeadLettered } from '../core/metrics';
 import type { Broker, Consumer, Delivery, QueueName } from './queue';
 
 /**
@@ -80,11 +81,12 @@ function binary(attrs: Record<string, string>, body: Buffer, opts: Pick<SourceOp
 export function toCloudEventRequest(message: AmqpMessage, opts: Pick<SourceOptions, 'queue' | 'name' | 'namespace'>): CloudEventRequest {
   const namespace = opts.namespace ?? NAMESPACE;
   const source = `/apis/v1/namespaces/${namespace}/rabbitmqsources/${opts.name ?? opts.queue}#${opts.queue}`;
-  // Header names lower-cased and without `ce-`; trace context is not carried over; a missing source is filled in.
+  // Header names lower-cased and without `ce-`; a missing source is filled in. The bare `traceparent`
+  // and `tracestate` headers (exactly so spelt) are dropped, while `ce-traceparent` becomes the event's
+  // traceparent extension, as the adapter's NewMessageFromDelivery does.
   const headers: Record<string, string> = {};
   for (const [k, v] of Object.entries(message.headers)) {
-    const key = k.toLowerCase().replace(/^ce-/, '');
-    if (key !== 'traceparent' && key !== 'tracestate') headers[key] = v;
+    if (k !== 'traceparent' && k !== 'tracestate') headers[k.toLowerCase().replace(/^ce-/, '')] = v;
   }
   headers.source ??= source;
 
@@ -138,9 +140,16 @@ export function backoff(opts: Pick<SourceOptions, 'backoffPolicy' | 'backoffDela
   return opts.backoffPolicy === 'exponential' ? opts.backoffDelayMs * 2 ** n : opts.backoffDelayMs * n;
 }
 
+// Resolves after `ms`, or at once when stopped. Its listener on the source's one signal is removed
+// when the time is up, so retries do not pile listeners onto it.
 const sleep = (ms: number, signal: AbortSignal) => new Promise<void>((resolve) => {
-  const timer = setTimeout(resolve, ms);
-  signal.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+  const done = () => {
+    clearTimeout(timer);
+    signal.removeEventListener('abort', done);
+    resolve();
+  };
+  const timer = setTimeout(done, ms);
+  signal.addEventListener('abort', done, { once: true });
 });
 
 async function deliver(opts: SourceOptions, d: Delivery, signal: AbortSignal) {
@@ -150,6 +159,7 @@ async function deliver(opts: SourceOptions, d: Delivery, signal: AbortSignal) {
     request = toCloudEventRequest(d.message, opts);
   } catch (err) {
     log.warn({ queue: opts.queue, id, err }, 'message is not a valid CloudEvent; dead-lettered without delivery');
+    eventsDeadLettered.inc({ queue: opts.queue, reason: 'invalid' });
     d.deadLetter();
     return;
   }
@@ -169,6 +179,7 @@ async function deliver(opts: SourceOptions, d: Delivery, signal: AbortSignal) {
     const again = typeof status === 'string' || retryable.has(status);
     if (!again || retries >= opts.retry) {
       log.warn({ queue: opts.queue, id, status, attempts: retries + 1 }, 'event not delivered; dead-lettered');
+      eventsDeadLettered.inc({ queue: opts.queue, reason: again ? 'retries-exhausted' : 'rejected' });
       d.deadLetter();
       return;
     }

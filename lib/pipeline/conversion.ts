@@ -9,10 +9,13 @@ import { getConfig, type Config } from '../core/config';
 import type { Db } from '../storage/db';
 import { defaultTitle, mp3Filename } from './filenames';
 import type { VideoUploaded } from '../messaging/events';
-import { clearVideo, completeConversion, countAttempt, failConversion, findJob, recordProgress, startConversion, type Job } from './jobs';
+import { clearVideo, completeConversion, countAttempt, failConversion, findJob, recordProgress, type Job } from './jobs';
 import { publishOutcome } from './outcomes';
 import { log } from '../core/log';
+import { conversionDuration, conversionSpeed, jobsFinished, jobWait } from '../core/metrics';
+import { withSpan } from '../core/tracing';
 import { remainingConversionSeconds } from './quotas';
+import { claimJob, claimLooksAbandoned, dropClaim, releaseNext, renewClaim } from './scheduling';
 import type { Broker } from '../messaging/queue';
 import { createTranscoder, TranscodeError, type Transcoder } from '../media/transcode';
 
@@ -48,10 +51,10 @@ export interface ConvertDeps {
   blobs: BlobStore;
   broker: Broker;
   transcoder: Transcoder;
-  config: Pick<Config, 'keepSource' | 'quotas' | 'limits'>;
+  config: Pick<Config, 'keepSource' | 'quotas' | 'limits' | 'timeouts'>;
 }
 
-export type ConvertOutcome = 'converted' | 'failed' | 'already-done' | 'already-failed' | 'unknown-job' | 'not-convertible';
+export type ConvertOutcome = 'converted' | 'failed' | 'already-done' | 'already-failed' | 'unknown-job' | 'not-convertible' | 'not-its-turn' | 'claimed';
 
 /**
  * The video as a file the converter reads: on the directory store the store's own file, in place (a
@@ -67,12 +70,29 @@ export async function videoFile(blobs: BlobStore, blobId: string, copyTo: string
 /**
  * Handles one `video.uploaded` delivery. Safe to repeat: a job that is done or failed converts
  * nothing and only publishes its outcome if that had not happened yet; a job left `converting` by a
- * crash is converted again. Permanent problems with the input end the job `failed`; a dependency that
- * is down throws (the function answers 503 and the source retries).
+ * crash is converted again once its converter's claim has lapsed, and never by two deliveries at
+ * once. Permanent problems with the input end the job `failed`; a dependency that is down throws (the
+ * function answers 503 and the source retries). Once the job has ended, the owner's next job gets its
+ * turn (lib/pipeline/scheduling.ts).
  */
 export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promise<ConvertOutcome> {
-  const { db, blobs, transcoder } = deps;
-  const job = await startConversion(db, event.jobId);
+  const outcome = await runJob(deps, event);
+  if (ended.has(outcome)) {
+    const job = await findJob(deps.db, event.jobId);
+    if (job) await releaseNext(deps, job.ownerId);
+  }
+  return outcome;
+}
+
+const ended = new Set<ConvertOutcome>(['converted', 'failed', 'already-done', 'already-failed']);
+
+async function runJob(deps: ConvertDeps, event: VideoUploaded): Promise<ConvertOutcome> {
+  const { db } = deps;
+  const leaseMs = deps.config.timeouts.convertLeaseMs;
+  // The event is a hint (anyone reaching the receiver can post one): only the row's state and the
+  // row's video and options count, and only a job whose turn has come, claimed by nobody else, converts.
+  const token = await claimJob(db, event.jobId, leaseMs);
+  const job = await findJob(db, event.jobId);
   if (!job) return 'unknown-job'; // deleted by its owner meanwhile: nothing to do
   if (job.status === 'done') {
     await finishDone(deps, job);
@@ -82,18 +102,45 @@ export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promi
     if (!job.publishedAt) await publishFailure(deps, job, job.error ?? 'the conversion failed');
     return 'already-failed';
   }
-  // The event is a hint (anyone reaching the receiver can post one): only the row's state and the
-  // row's video and options count, and only a job waiting for its conversion gets one.
-  if (job.status !== 'converting') return 'not-convertible';
+  if (!token) {
+    if (job.status === 'queued' && job.releasedAt === null) return 'not-its-turn'; // it is published when its turn comes
+    if (job.status === 'converting') {
+      // A live converter renews its claim every third of the lease. One that missed a renewal has most
+      // likely died: ask the source to retry, and a retry after the claim lapses converts the job. A
+      // fresh claim is a duplicate delivery: done here (the reconciler re-drives the job should its
+      // converter die after all).
+      if (await claimLooksAbandoned(db, job.id, leaseMs)) throw new UnavailableError('the job (its converter stopped renewing its claim)');
+      return 'claimed';
+    }
+    return 'not-convertible';
+  }
+  const renewal = setInterval(() => {
+    renewClaim(db, job.id, token, leaseMs).catch((err: unknown) => log.warn({ err, jobId: job.id }, 'could not renew the claim on a job'));
+  }, leaseMs / 3);
+  renewal.unref();
+  try {
+    return await convertClaimed(deps, job);
+  } catch (err) {
+    // A retry of this delivery (503) may claim the job again at once.
+    await dropClaim(db, job.id, token).catch(() => undefined);
+    throw err;
+  } finally {
+    clearInterval(renewal);
+  }
+}
+
+async function convertClaimed(deps: ConvertDeps, job: Job): Promise<ConvertOutcome> {
+  const { db, blobs, transcoder } = deps;
   const video = job.videoBlobId ? await blobs.stat('videos', job.videoBlobId) : undefined;
-  if (!job.videoBlobId || !video) return fail(deps, job, 'The uploaded video is no longer stored.');
+  if (!job.videoBlobId || !video) return fail(deps, job, 'The uploaded video is no longer stored.', 'video-missing');
+  if (job.attempts === 0) jobWait.observe((Date.now() - job.createdAt) / 1000); // its first start only
   if ((await countAttempt(db, job.id)) > maxAttempts) {
-    return fail(deps, job, `The conversion stopped ${maxAttempts} times without finishing, so it was given up.`);
+    return fail(deps, job, `The conversion stopped ${maxAttempts} times without finishing, so it was given up.`, 'attempts');
   }
 
   // The owner's daily quota bounds this conversion too: a short file declaring hours is stopped at probe.
   const allowed = await remainingConversionSeconds(db, job.ownerId, job.id, deps.config);
-  if (allowed <= 0) return fail(deps, job, 'Your daily conversion quota is used up; upload the file again tomorrow.');
+  if (allowed <= 0) return fail(deps, job, 'Your daily conversion quota is used up; upload the file again tomorrow.', 'quota');
   // Conversion from disk: the video is read where the directory store keeps it, or streamed from GridFS
   // to a file; converted file to file; the MP3 streamed to the store, so memory does not grow with
   // either. The files made here are removed on every path (and by the transcoder's crash recovery if
@@ -110,13 +157,17 @@ export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promi
     const source = await videoFile(blobs, job.videoBlobId, inputFile);
     try {
       const options = { ...job.options, title: job.options.title ?? defaultTitle(job.filename) };
-      result = await transcoder.transcode(source, outputFile, options, { maxDurationSeconds: allowed, onProgress: progress.report });
+      result = await withSpan('transcode', { attributes: { 'video2mp3.job_id': job.id, 'video2mp3.video_bytes': video.size } }, async (span) => {
+        const converted = await transcoder.transcode(source, outputFile, options, { maxDurationSeconds: allowed, onProgress: progress.report });
+        span.set({ 'video2mp3.media_seconds': converted.durationSeconds });
+        return converted;
+      });
     } catch (err) {
       if (err instanceof TranscodeError && err.reason === 'too-long' && allowed < deps.config.limits.durationSeconds) {
-        return await fail(deps, job, `${err.message} (what is left of your daily conversion quota of ${deps.config.quotas.conversionSecondsPerDay} seconds)`);
+        return await fail(deps, job, `${err.message} (what is left of your daily conversion quota of ${deps.config.quotas.conversionSecondsPerDay} seconds)`, 'quota');
       }
-      if (err instanceof TranscodeError) return await fail(deps, job, err.message);
-      if (err instanceof RangeError) return await fail(deps, job, `The conversion options are invalid: ${err.message}`);
+      if (err instanceof TranscodeError) return await fail(deps, job, err.message, err.reason);
+      if (err instanceof RangeError) return await fail(deps, job, `The conversion options are invalid: ${err.message}`, 'invalid-options');
       throw new UnavailableError('the converter', { cause: err }); // it broke, not the input: retry (bounded by maxAttempts)
     }
     mp3 = await storeMp3(blobs, job, outputFile);
@@ -135,6 +186,10 @@ export async function convertJob(deps: ConvertDeps, event: VideoUploaded): Promi
   });
   log.info({ jobId: job.id, won, bytes: mp3.size, durationSeconds: result.durationSeconds, ms: Date.now() - started }, 'converted');
   if (!won) return 'already-done'; // a concurrent delivery finished first and publishes
+  const wallSeconds = (Date.now() - started) / 1000;
+  conversionDuration.observe(wallSeconds);
+  if (wallSeconds > 0) conversionSpeed.observe(result.durationSeconds / wallSeconds);
+  jobsFinished.inc({ outcome: 'done', reason: '' });
   await finishDone(deps, (await findJob(db, job.id))!);
   return 'converted';
 }
@@ -188,9 +243,13 @@ async function finishDone(deps: ConvertDeps, job: Job) {
   }
 }
 
-async function fail(deps: ConvertDeps, job: Job, message: string): Promise<ConvertOutcome> {
+/** Ends the job failed; `reason` is the metric's label (a TranscodeError's reason, or what stopped it before). */
+async function fail(deps: ConvertDeps, job: Job, message: string, reason: string): Promise<ConvertOutcome> {
   log.warn({ jobId: job.id, reason: message }, 'conversion failed');
-  if (await failConversion(deps.db, job.id, message)) await publishFailure(deps, job, message);
+  if (await failConversion(deps.db, job.id, message)) {
+    jobsFinished.inc({ outcome: 'failed', reason });
+    await publishFailure(deps, job, message);
+  }
   return 'failed';
 }
 

@@ -4,8 +4,8 @@ import { BadInputError } from '../core/errors';
 import type { BlobStore } from '../storage/blobs';
 import type { Job } from './jobs';
 
-/** What a client sees of a job. */
-export function jobView(job: Job, config: Pick<Config, 'downloadUrl'>) {
+/** What a client sees of a job; `webhook` is its webhook's state (lib/mail/webhook-outbox.ts) when it has one. */
+export function jobView(job: Job, config: Pick<Config, 'downloadUrl'>, webhook?: object) {
   return {
     jobId: job.id,
     status: job.status,
@@ -18,6 +18,7 @@ export function jobView(job: Job, config: Pick<Config, 'downloadUrl'>) {
     ...(job.status === 'done' && job.mp3BlobId
       ? { mp3: { size: job.mp3Bytes, durationSeconds: job.durationSeconds, url: `${config.downloadUrl}/jobs/${job.id}/mp3` } }
       : {}),
+    ...(webhook ? { webhook } : {}),
   };
 }
 

@@ -2,15 +2,16 @@ import { trackWork } from '../core/clients';
 import type { Config } from '../core/config';
 import { BadInputError, TooLargeError } from '../core/errors';
 import { log } from '../core/log';
+import { jobsCreated, jobsFinished } from '../core/metrics';
 import { parseMp3Options, type Mp3Options } from '../media/options';
 import { parseCallbackUrl } from '../core/callback-url';
 import { newBlobId } from '../storage/blobs';
 import { cleanFilename } from './filenames';
 import { createJob, failImport, findJob, finishImport, newJobId, recordImportProgress, type Job } from './jobs';
 import { publishOutcome } from './outcomes';
-import { checkQuotas } from './quotas';
 import { openRemoteFile, type RemoteFile } from './remote-file';
-import { peek, publishUploaded, sniffBytes, sniffMedia, type UploadDeps } from './uploads';
+import { checkQuotas, publishTurns, releaseNext, takePlace } from './scheduling';
+import { peek, sniffBytes, sniffMedia, type UploadDeps } from './uploads';
 
 export interface ImportRequest {
   url: string;
@@ -37,10 +38,11 @@ const progressEveryMs = 1000;
 
 /**
  * Starts importing a video from a URL. What can be known at once is checked before answering: the
- * quotas, the URL and each redirect, the server's status and length, and the first bytes (a video,
- * or 415). Then the job exists, `importing`, and the rest of the file streams into the blob store in
- * the background (runImport); any failure there fails the job with a clear message and removes what
- * was stored. Knative may stop an instance once its requests are answered: closeClients (run on
+ * quotas (a full queue or a spent day is 429 before a byte is fetched), the URL and each redirect, the server's status and length, and the first bytes (a video,
+ * or 415). Then the job takes its place in the owner's queue as an upload's does (takePlace, in one
+ * step under the owner's lock), `importing`, and the rest of the file streams into the blob store in
+ * the background (runImport); once stored it waits for its turn like any queued job, and any failure
+ * there fails the job with a clear message, removes what was stored and frees its place. Knative may stop an instance once its requests are answered: closeClients (run on
  * SIGTERM) stops a running import and fails its job, and the reconciler fails one whose process died
  * without a word (docs/deploy.md, "URL imports").
  */
@@ -54,10 +56,14 @@ export async function startImport(deps: ImportDeps, owner: { id: string; email: 
     const { head, all } = await peek(remote.body, sniffBytes);
     const contentType = await sniffMedia(head);
     const blobId = newBlobId();
-    const job = await createJob(deps.db, {
+    const fields = {
       id: newJobId(), ownerId: owner.id, ownerEmail: owner.email, filename: cleanFilename(remote.filename), contentType,
       options: request.options, videoBlobId: blobId, videoBytes: 0, videoSha256: '', callbackUrl: request.callbackUrl,
-    }, 'importing');
+    };
+    const { value: job, released } = await takePlace(deps.db, owner.id, deps.config, (trx) => createJob(trx, fields, 'importing'));
+    jobsCreated.inc();
+    // Only jobs already queued can have been released here (an importing one waits for its bytes).
+    await publishTurns(deps, released).catch((err: unknown) => log.warn({ err, owner: owner.id }, 'could not publish a turn; the reconciler will'));
     log.info({ jobId: job.id, owner: owner.id, host: new URL(request.url).host, bytes: remote.length }, 'import started');
     const untrack = trackWork(async () => {
       total.abort(new Error('the service stopped during the import; import the URL again'));
@@ -108,14 +114,20 @@ async function runImport(deps: ImportDeps, job: Job, blobId: string, source: Asy
       return;
     }
     log.info({ jobId: job.id, bytes: blob.size }, 'import finished; video queued');
-    // A failed publish leaves the job queued: the reconciler publishes its event later.
-    await publishUploaded(deps, (await findJob(db, job.id))!).catch((err: unknown) => log.warn({ err, jobId: job.id }, 'could not queue an imported video; the reconciler will'));
+    // Its turn comes as any queued job's (now, if a slot is free). A failed publish hands the turn
+    // back: the reconciler gives it again later.
+    await releaseNext(deps, job.ownerId).catch((err: unknown) => log.warn({ err, jobId: job.id }, 'could not queue an imported video; the reconciler will'));
   } catch (err) {
     const message = failureMessage(err, signal, limit);
     log.warn({ jobId: job.id, reason: message }, 'import failed');
     try {
       await blobs.delete('videos', blobId);
-      if (await failImport(db, job.id, message)) await publishOutcome(deps, (await findJob(db, job.id))!);
+      if (await failImport(db, job.id, message)) {
+        jobsFinished.inc({ outcome: 'failed', reason: 'import' });
+        await publishOutcome(deps, (await findJob(db, job.id))!);
+      }
+      // Its place in the queue is free: the owner's next job may have its turn.
+      await releaseNext(deps, job.ownerId);
     } catch (cleanupErr) {
       log.error({ err: cleanupErr, jobId: job.id }, 'could not record a failed import; the reconciler will');
     }

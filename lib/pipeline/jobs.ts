@@ -39,6 +39,8 @@ export interface Job {
   callbackUrl: string | null;
   attempts: number;
   publishedAt: number | null;
+  /** When its turn came: published to `video` (docs/scheduling.md); null while it waits in its owner's queue. */
+  releasedAt: number | null;
   createdAt: number;
   updatedAt: number;
 }
@@ -73,6 +75,7 @@ function fromRow(r: Row): Job {
     callbackUrl: (r.callback_url as string | null) ?? null,
     attempts: Number(r.attempts),
     publishedAt: n(r.published_at),
+    releasedAt: n(r.released_at),
     createdAt: Number(r.created_at),
     updatedAt: Number(r.updated_at),
   };
@@ -146,16 +149,6 @@ export async function listDoneJobs(db: Db, ownerId: string, limit: number): Prom
 
 export async function deleteJob(db: Db, id: string): Promise<void> {
   await db('jobs').where({ id }).delete();
-}
-
-/**
- * Starts (or restarts, after a crash or a retry) a conversion: queued or converting → converting.
- * Returns the job as it now is; a job that is done or failed is returned unchanged.
- */
-export async function startConversion(db: Db, id: string): Promise<Job | undefined> {
-  await db('jobs').where({ id }).whereIn('status', ['queued', 'converting'])
-    .update({ status: 'converting', progress: 0, position_seconds: 0, updated_at: Date.now() });
-  return findJob(db, id);
 }
 
 /** Records how far a running conversion is; a job that has ended meanwhile is left alone. */

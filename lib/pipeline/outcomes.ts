@@ -1,6 +1,6 @@
 import type { Db } from '../storage/db';
-import { conversionFailed, conversionSucceeded, toAmqp } from '../messaging/events';
-import type { Broker } from '../messaging/queue';
+import { conversionFailed, conversionSucceeded } from '../messaging/events';
+import { publishEvent, type Broker } from '../messaging/queue';
 import { markPublished, type Job } from './jobs';
 
 /**
@@ -14,6 +14,6 @@ export async function publishOutcome(deps: { db: Db; broker: Broker }, job: Job)
   const event = job.status === 'done'
     ? conversionSucceeded({ ...base, mp3BlobId: job.mp3BlobId!, durationSeconds: job.durationSeconds ?? 0, bytes: job.mp3Bytes ?? 0 })
     : conversionFailed({ ...base, reason: 'conversion', message: job.error ?? 'The conversion failed.' });
-  await deps.broker.publish('mp3', toAmqp(event));
+  await publishEvent(deps.broker, 'mp3', event);
   await markPublished(deps.db, job.id);
 }

@@ -13,20 +13,16 @@ async function convertedToday(db: Db, ownerId: string, now: number, exceptJobId?
 }
 
 /**
- * Per-user quotas, checked when an upload arrives: at most MAX_JOBS_IN_FLIGHT jobs importing, queued
- * or converting, and at most MAX_CONVERSION_SECONDS_PER_DAY seconds of media converted in 24 h. Over
- * either, 429 with Retry-After and a message naming the quota.
+ * 429 with Retry-After and the reset time once the owner's MAX_CONVERSION_SECONDS_PER_DAY are spent:
+ * checked before an upload stores a byte, and again in the step that takes its place in the queue.
  */
-export async function checkQuotas(db: Db, ownerId: string, config: Pick<Config, 'quotas'>, now = Date.now()): Promise<void> {
-  const { jobsInFlight, conversionSecondsPerDay } = config.quotas;
-  const inFlight = Number((await db('jobs').where({ owner_id: ownerId }).whereIn('status', ['importing', 'queued', 'converting']).count({ n: '*' }))[0]?.n ?? 0);
-  if (inFlight >= jobsInFlight) {
-    throw new TooManyRequestsError(30, `quota of ${jobsInFlight} jobs in flight reached: wait until one of your conversions ends`);
-  }
+export async function refuseWhenDailyQuotaSpent(db: Db, ownerId: string, config: Pick<Config, 'quotas'>, now = Date.now()): Promise<void> {
+  const { conversionSecondsPerDay } = config.quotas;
   const today = await convertedToday(db, ownerId, now);
   if (today.seconds >= conversionSecondsPerDay) {
-    throw new TooManyRequestsError((today.oldest + dayMs - now) / 1000,
-      `daily conversion quota of ${conversionSecondsPerDay} seconds of media used up (${Math.round(today.seconds)} s in the last 24 h)`);
+    const resetsAt = today.oldest + dayMs;
+    throw new TooManyRequestsError((resetsAt - now) / 1000,
+      `daily conversion quota of ${conversionSecondsPerDay} seconds of media (MAX_CONVERSION_SECONDS_PER_DAY) used up (${Math.round(today.seconds)} s in the last 24 h); it resets at ${new Date(resetsAt).toISOString()}`);
   }
 }
 

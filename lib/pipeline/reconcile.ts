@@ -1,10 +1,12 @@
 import type { Config } from '../core/config';
 import { log } from '../core/log';
-import { toAmqp, videoUploaded } from '../messaging/events';
-import type { Broker } from '../messaging/queue';
+import { jobsFinished, reconcilerRedrives } from '../core/metrics';
+import { publishEvent, type Broker } from '../messaging/queue';
 import type { Db } from '../storage/db';
-import { failConversion, failImport, findJob, type Job } from './jobs';
+import { failConversion, failImport, findJob } from './jobs';
 import { publishOutcome } from './outcomes';
+import { redriveDeadLetters } from './redrive';
+import { ownersWaiting, releaseNext, videoUploadedOf } from './scheduling';
 
 /**
  * The database, not the queue, is the record of pending work. An event can be lost in many ways —
@@ -16,7 +18,7 @@ import { publishOutcome } from './outcomes';
 export interface ReconcileDeps {
   db: Db;
   broker: Broker;
-  config: Pick<Config, 'maintenance'>;
+  config: Pick<Config, 'maintenance' | 'quotas' | 'timeouts'>;
 }
 
 export interface ReconcileOptions {
@@ -38,6 +40,10 @@ export interface ReconcileResult {
   outcomes: number;
   /** Jobs whose outcome was published but whose email is missing or stuck: the event went out again. */
   notifications: number;
+  /** Jobs whose turn came because a slot of their owner's was free (a release lost to a crash or a deletion). */
+  turns: number;
+  /** Dead letters whose job the database says is unfinished, published again (lib/pipeline/redrive.ts). */
+  redriven: number;
 }
 
 /**
@@ -47,8 +53,9 @@ export interface ReconcileResult {
 const batch = 100;
 
 /**
- * One pass: (1) jobs queued or converting with no progress for `reconcileAfterMs` get their
- * `video.uploaded` event again; (2) jobs done or failed whose outcome event was never published get
+ * One pass: (1) jobs whose turn has come, queued or converting with no progress for
+ * `reconcileAfterMs`, or converting under a claim that lapsed (its converter died or lost the
+ * database), get their `video.uploaded` event again; (2) jobs done or failed whose outcome event was never published get
  * it published; (3) jobs whose outcome went out that long ago but have no notification, or one left
  * `sending`, get the outcome event again. Each re-publish moves the job's clock, so a job waiting in a
  * long queue is re-published at most once per period, not on every tick.
@@ -57,32 +64,42 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions = {}
   const { db } = deps;
   const now = opts.now ?? Date.now();
   const cutoff = opts.restarted ? now + 1 : now - deps.config.maintenance.reconcileAfterMs;
-  const result: ReconcileResult = { imports: 0, conversions: 0, outcomes: 0, notifications: 0 };
+  const result: ReconcileResult = { imports: 0, conversions: 0, outcomes: 0, notifications: 0, turns: 0, redriven: 0 };
   const limit = opts.restarted ? Number.MAX_SAFE_INTEGER : batch;
 
   if (opts.restarted) {
     // The claim's holder died with the process: let the next delivery take it over at once.
     await db('notifications').where({ status: 'sending' }).update({ updated_at: 0 });
+    await db('jobs').where({ status: 'converting' }).update({ claim_expires_at: null }); // no converter is left
   }
 
   // An import runs in the process that started it (imports.ts) and moves its job's clock every
   // second while bytes arrive: one that has not moved for a period died with its process.
   const deadImports: { id: string }[] = await db('jobs').select('id').where({ status: 'importing' }).andWhere('updated_at', '<', cutoff).limit(limit);
   for (const row of deadImports) {
-    if (await failImport(db, row.id, 'The import was interrupted (the service restarted); import the URL again.', false)) result.imports++;
+    if (await failImport(db, row.id, 'The import was interrupted (the service restarted); import the URL again.', false)) {
+      result.imports++;
+      jobsFinished.inc({ outcome: 'failed', reason: 'import' });
+    }
   }
 
+  // A lapsed claim is noticed after one lease, not after reconcileAfterMs: its converter is gone.
+  const lapsedBefore = now - deps.config.timeouts.convertLeaseMs;
   const stalled: { id: string; updated_at: number }[] = await db('jobs').select('id', 'updated_at')
-    .whereIn('status', ['queued', 'converting']).andWhere('updated_at', '<', cutoff).orderBy('updated_at').limit(limit);
+    .whereIn('status', ['queued', 'converting']).whereNotNull('released_at')
+    .andWhere((w) => w.where('updated_at', '<', cutoff)
+      .orWhere((l) => l.where('status', 'converting').andWhere('claim_expires_at', '<', now).andWhere('updated_at', '<', lapsedBefore)))
+    .andWhere((w) => w.whereNull('claim_expires_at').orWhere('claim_expires_at', '<', now))
+    .orderBy('updated_at').limit(limit);
   for (const row of stalled) {
     const job = await findJob(db, row.id);
     if (!job || (job.status !== 'queued' && job.status !== 'converting')) continue;
     if (!job.videoBlobId) {
       // Nothing to convert any more; failing it lets step 2 tell the user.
-      await failConversion(db, job.id, 'The uploaded video is no longer stored.');
+      if (await failConversion(db, job.id, 'The uploaded video is no longer stored.')) jobsFinished.inc({ outcome: 'failed', reason: 'video-missing' });
       continue;
     }
-    await deps.broker.publish('video', toAmqp(videoUploadedOf(job)));
+    await publishEvent(deps.broker, 'video', videoUploadedOf(job));
     // Conditional: a conversion that moved the job meanwhile keeps its own clock.
     await db('jobs').where({ id: job.id, updated_at: row.updated_at }).update({ updated_at: now });
     result.conversions++;
@@ -111,14 +128,13 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions = {}
     result.notifications++;
   }
 
-  if (result.imports + result.conversions + result.outcomes + result.notifications > 0) log.info({ ...result, restarted: !!opts.restarted }, 'reconciled');
-  return result;
-}
+  // Owners with a free slot and jobs waiting: a release lost to a crash, or a deleted job's slot.
+  for (const owner of await ownersWaiting(db, batch)) result.turns += await releaseNext(deps, owner);
 
-/** The `video.uploaded` event of a job, as the upload published it (same id, same data). */
-function videoUploadedOf(job: Job) {
-  return videoUploaded(
-    { jobId: job.id, owner: job.ownerId, email: job.ownerEmail, filename: job.filename, videoBlobId: job.videoBlobId!, options: job.options },
-    `${job.id}.uploaded`,
-  );
+  // Last, once the database answered everything above: events dead-lettered during an outage.
+  result.redriven = await redriveDeadLetters(deps);
+
+  for (const [kind, n] of Object.entries(result)) if (n > 0) reconcilerRedrives.inc({ kind }, n);
+  if (Object.values(result).some((n) => n > 0)) log.info({ ...result, restarted: !!opts.restarted }, 'reconciled');
+  return result;
 }

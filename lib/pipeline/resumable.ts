@@ -10,7 +10,9 @@ import { askRelease, renewLock, tryLock, unlock, type Lease } from '../storage/l
 import { cleanFilename } from './filenames';
 import { newJobId } from './jobs';
 import { parseCallbackUrl } from '../core/callback-url';
+import { uploadBytes, uploadDuration } from '../core/metrics';
 import { queueUploadJob, sniffBytes, sniffMedia, type UploadDeps } from './uploads';
+import { publishTurns, takePlace } from './scheduling';
 
 /**
  * Resumable uploads (tus 1.0) over the project's own stores: the upload's row (owner, size,
@@ -88,21 +90,24 @@ export class ResumableStore extends DataStore {
   }
 
   override async create(upload: Upload): Promise<Upload> {
-    if (!this.owner) throw ERRORS.FILE_NOT_FOUND;
+    const owner = this.owner;
+    if (!owner) throw ERRORS.FILE_NOT_FOUND;
     const { filename, options } = parseUploadMetadata(upload.metadata, this.deps.config.webhooks);
     const now = Date.now();
     upload.creation_date = new Date(now).toISOString();
-    await this.deps.db('uploads').insert({
+    // The upload takes its place in the owner's queue now, in one step, not when it finishes.
+    const { released } = await takePlace(this.deps.db, owner.id, this.deps.config, (trx) => trx('uploads').insert({
       id: upload.id,
-      owner_id: this.owner.id,
-      owner_email: this.owner.email,
+      owner_id: owner.id,
+      owner_email: owner.email,
       size: upload.size,
       filename,
       metadata: JSON.stringify(upload.metadata ?? {}),
       options: JSON.stringify(options),
       created_at: now,
       expires_at: now + this.getExpiration(),
-    });
+    }));
+    await publishTurns(this.deps, released);
     return upload;
   }
 
@@ -179,6 +184,8 @@ export class ResumableStore extends DataStore {
     const callbackUrl = parseCallbackUrl((JSON.parse(row.metadata) as Record<string, unknown>).callbackUrl, this.deps.config.webhooks);
     await queueUploadJob(this.deps, row.id, owner, { blob, filename: row.filename, contentType }, options, callbackUrl);
     await db('uploads').where({ id: row.id }).update({ job_id: row.id });
+    uploadBytes.observe({ kind: 'resumable' }, size);
+    uploadDuration.observe({ kind: 'resumable' }, (Date.now() - Number(row.created_at)) / 1000);
   }
 
   /** Termination of an unfinished upload: its bytes and its row go. */

@@ -5,12 +5,12 @@ import type { Db } from '../storage/db';
 import { isDuplicateKey } from '../storage/db';
 import { BadInputError, TooLargeError, UnsupportedMediaError } from '../core/errors';
 import { cleanFilename } from './filenames';
-import { toAmqp, videoUploaded } from '../messaging/events';
 import { createJob, deleteJob, findJob, newJobId, type Job } from './jobs';
-import { checkQuotas } from './quotas';
+import { checkQuotas, publishTurns, takePlace } from './scheduling';
 import { log } from '../core/log';
 import type { Mp3Options } from '../media/options';
 import type { Broker } from '../messaging/queue';
+import { jobsCreated, uploadBytes, uploadDuration } from '../core/metrics';
 
 /** How many leading bytes decide what kind of file this is. */
 export const sniffBytes = 64 * 1024;
@@ -78,8 +78,11 @@ export async function storeVideo(deps: Pick<UploadDeps, 'db' | 'blobs' | 'config
   const contentType = await sniffMedia(head);
   const filename = cleanFilename(upload.filename);
   const limit = config.limits.uploadBytes;
+  const end = uploadDuration.startTimer({ kind: 'single' });
   try {
     const blob = await blobs.put('videos', all, { owner: owner.id, filename, contentType }, { limit });
+    end();
+    uploadBytes.observe({ kind: 'single' }, blob.size);
     return { blob, filename, contentType };
   } catch (err) {
     if (err instanceof TooLargeError) throw new TooLargeError(limit, 'the video');
@@ -88,9 +91,10 @@ export async function storeVideo(deps: Pick<UploadDeps, 'db' | 'blobs' | 'config
 }
 
 /**
- * Records the job for a stored video and queues its conversion, in that order. If a step fails the
- * earlier ones are undone (no orphan blob, no job that would never move) and the error goes on: a
- * dependency that is down is a 503 (lib/http/errors.ts), anything else a bug (500).
+ * Records the job for a stored video in the owner's queue and, when its turn has come, publishes its
+ * conversion, in that order (lib/pipeline/scheduling.ts). If a step fails the earlier ones are undone
+ * (no orphan blob, no job that would never move) and the error goes on: a full queue or a spent day
+ * is a 429, a dependency that is down a 503 (lib/http/errors.ts), anything else a bug (500).
  *
  * The publish comes after the job row is committed. When the publish fails we undo and answer 503
  * rather than keep the job and answer 202: the client learns at once that it must retry, and nothing
@@ -101,19 +105,21 @@ export async function queueJob(deps: UploadDeps, owner: { id: string; email: str
   const { db, blobs } = deps;
   const jobId = newJobId();
   let job: Job;
+  let released: string[];
   try {
-    job = await createJob(db, jobFields(jobId, owner, video, options, callbackUrl));
+    ({ value: job, released } = await takePlace(db, owner.id, deps.config, (trx) => createJob(trx, jobFields(jobId, owner, video, options, callbackUrl))));
   } catch (err) {
     await undo(() => blobs.delete('videos', video.blob.id));
     throw err;
   }
   try {
-    await publishUploaded(deps, job);
+    await publishTurns(deps, released);
   } catch (err) {
     await undo(() => deleteJob(db, jobId));
     await undo(() => blobs.delete('videos', video.blob.id));
     throw err;
   }
+  jobsCreated.inc();
   log.info({ jobId, owner: owner.id, bytes: video.blob.size, contentType: video.contentType }, 'video queued');
   return job;
 }
@@ -127,13 +133,17 @@ export async function queueJob(deps: UploadDeps, owner: { id: string; email: str
 export async function queueUploadJob(deps: UploadDeps, jobId: string, owner: { id: string; email: string }, video: StoredVideo, options: Mp3Options, callbackUrl?: string): Promise<Job> {
   const { db } = deps;
   let job: Job;
+  let released: string[];
   try {
-    job = await createJob(db, jobFields(jobId, owner, video, options, callbackUrl));
+    // Its place in the queue was taken when the upload was created (ResumableStore.create).
+    ({ value: job, released } = await takePlace(db, owner.id, deps.config, (trx) => createJob(trx, jobFields(jobId, owner, video, options, callbackUrl)), { reserved: true }));
+    jobsCreated.inc();
   } catch (err) {
     if (!isDuplicateKey(err)) throw err;
     job = (await findJob(db, jobId))!;
+    released = job.status === 'queued' && job.releasedAt !== null ? [job.id] : []; // published again: convert sees a repeat
   }
-  await publishUploaded(deps, job);
+  await publishTurns(deps, released);
   log.info({ jobId, owner: owner.id, bytes: video.blob.size, contentType: video.contentType }, 'resumable upload queued');
   return job;
 }
@@ -151,15 +161,6 @@ function jobFields(id: string, owner: { id: string; email: string }, video: Stor
     videoBytes: video.blob.size,
     videoSha256: video.blob.sha256,
   };
-}
-
-// The event id is derived from the job, so a repeat is recognisably the same event downstream.
-export async function publishUploaded(deps: Pick<UploadDeps, 'broker'>, job: Job): Promise<void> {
-  const event = videoUploaded(
-    { jobId: job.id, owner: job.ownerId, email: job.ownerEmail, filename: job.filename, videoBlobId: job.videoBlobId!, options: job.options },
-    `${job.id}.uploaded`,
-  );
-  await deps.broker.publish('video', toAmqp(event));
 }
 
 async function undo(step: () => Promise<unknown>) {

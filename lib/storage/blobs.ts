@@ -453,6 +453,9 @@ const writeBatchBytes = 1024 * 1024;
 
 const errorCode = (err: unknown) => (err as NodeJS.ErrnoException | undefined)?.code;
 
+// Users' videos and MP3s: readable by this user only, like their folders (and the database file).
+const fileMode = 0o600;
+
 /**
  * Each blob is a directory dir/<bucket>/<id>/ holding `data` and a `meta.json` sidecar. A put fills a
  * hidden temp directory (names starting with '.' can never be ids), fsyncs it, and renames it into
@@ -477,9 +480,9 @@ class DirectoryStore implements BlobStore {
     try {
       const hash = createHash('sha256');
       const meter = new Meter(opts.limit, hash);
-      await pipeline(meter.pass(source), fs.createWriteStream(path.join(temp, 'data'), { flush: true }));
+      await pipeline(meter.pass(source), fs.createWriteStream(path.join(temp, 'data'), { flush: true, mode: fileMode }));
       const info: BlobInfo = { id, ...pickMeta(meta), size: meter.size, sha256: hash.digest('hex'), createdAt: new Date() };
-      await fsp.writeFile(path.join(temp, 'meta.json'), JSON.stringify(info), { flush: true });
+      await fsp.writeFile(path.join(temp, 'meta.json'), JSON.stringify(info), { flush: true, mode: fileMode });
       await syncDir(temp);
       await fsp.rename(temp, target);
       await syncDir(bucketDir);
@@ -509,8 +512,8 @@ class DirectoryStore implements BlobStore {
 
   async writeAt(bucket: Bucket, id: string, offset: number, source: BlobSource, opts: { limit?: number } = {}): Promise<number> {
     const file = this.dataPath(bucket, id);
-    await fsp.mkdir(path.dirname(file), { recursive: true });
-    const handle = await fsp.open(file, fs.constants.O_WRONLY | fs.constants.O_CREAT);
+    await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+    const handle = await fsp.open(file, fs.constants.O_WRONLY | fs.constants.O_CREAT, fileMode);
     const meter = new Meter(opts.limit);
     // Pieces are written a MiB at a time (one writev, not one write per 64 KiB socket read).
     let pending: Buffer[] = [];
@@ -570,7 +573,7 @@ class DirectoryStore implements BlobStore {
     const info: BlobInfo = { id, ...pickMeta(meta), size, sha256: digest, createdAt: new Date() };
     // meta.json appears whole or not at all: written aside, then renamed into place.
     const dir = path.dirname(file);
-    await fsp.writeFile(path.join(dir, '.meta.json'), JSON.stringify(info), { flush: true });
+    await fsp.writeFile(path.join(dir, '.meta.json'), JSON.stringify(info), { flush: true, mode: fileMode });
     await fsp.rename(path.join(dir, '.meta.json'), path.join(dir, 'meta.json'));
     await syncDir(dir);
     return info;

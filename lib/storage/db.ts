@@ -8,9 +8,12 @@ import path from 'node:path';
 import knex, { type Knex } from 'knex';
 import { lazyClient } from '../core/clients';
 import { getConfig, type Config } from '../core/config';
+import { UnavailableError } from '../core/errors';
 import { migrationSource } from './migrations';
 
 export type Db = Knex;
+/** A transaction: a Db whose statements commit or roll back together. */
+export type Trx = Knex.Transaction;
 
 /** MySQL through mysql2 when DATABASE_URL is set, otherwise an SQLite file in the data directory. */
 export function createDb(config: Pick<Config, 'databaseUrl' | 'dataDir' | 'timeouts'>): Db {
@@ -49,11 +52,61 @@ export function createDb(config: Pick<Config, 'databaseUrl' | 'dataDir' | 'timeo
 export const isDuplicateKey = (err: unknown): boolean =>
   ['ER_DUP_ENTRY', 'SQLITE_CONSTRAINT_PRIMARYKEY', 'SQLITE_CONSTRAINT_UNIQUE'].includes((err as { code?: string }).code ?? '');
 
-/** Brings the schema up to date; safe to run from many instances at once (knex's migration lock). */
-export async function migrate(db: Db): Promise<string[]> {
+/**
+ * Brings the schema up to date; safe to run from many instances at once. Every function migrates at
+ * its first database use, so after a deploy several do so together. knex's own lock cannot be trusted
+ * with that: it creates its lock table's one row by reading and then inserting, so instances starting
+ * together insert several rows, and from then on its lock can never be taken (it expects to update
+ * exactly one row). So on MySQL the instances first queue on a server-side named lock (GET_LOCK) and,
+ * holding it, are the only migrator: the lock table is set back to one free row (a crashed migrator's
+ * lock freed) before knex runs. Waiting longer than `waitMs` makes the database unavailable (503).
+ * SQLite is one process's file: there, callers of one client take turns.
+ */
+export async function migrate(db: Db, waitMs = 60_000): Promise<string[]> {
   if (await isUpToDate(db)) return [];
-  const [, applied] = (await db.migrate.latest({ migrationSource })) as [number, string[]];
-  return applied;
+  const other = migrating.get(db);
+  if (other) { // callers sharing one client take turns as instances do
+    await other.catch(() => {});
+    return migrate(db, waitMs);
+  }
+  const run = withMigrationLock(db, waitMs, async () => {
+    if (await isUpToDate(db)) return []; // another instance did it while this one waited
+    const [, applied] = (await db.migrate.latest({ migrationSource })) as [number, string[]];
+    return applied;
+  });
+  migrating.set(db, run);
+  try {
+    return await run;
+  } finally {
+    migrating.delete(db);
+  }
+}
+
+const migrating = new WeakMap<Db, Promise<string[]>>();
+
+async function withMigrationLock<T>(db: Db, waitMs: number, fn: () => Promise<T>): Promise<T> {
+  if (db.client.config.client !== 'mysql2') return fn();
+  // A named lock is the server's, not the database's: the name carries the database's.
+  const name = `video2mp3.migrate.${String(db.client.database())}`.slice(0, 64);
+  const conn = await db.client.acquireConnection();
+  try {
+    const [rows] = (await db.raw('SELECT GET_LOCK(?, ?) AS got', [name, Math.ceil(waitMs / 1000)]).connection(conn)) as [{ got: number | null }[]];
+    if (rows[0]?.got !== 1) throw new UnavailableError('the database (another instance is migrating it)');
+    try {
+      if (await db.schema.hasTable('knex_migrations_lock')) {
+        const [first] = (await db('knex_migrations_lock').min({ index: 'index' })) as { index: number | null }[];
+        if (first?.index != null) {
+          await db('knex_migrations_lock').where('index', '>', first.index).delete();
+          await db('knex_migrations_lock').update({ is_locked: 0 });
+        }
+      }
+      return await fn();
+    } finally {
+      await db.raw('SELECT RELEASE_LOCK(?)', [name]).connection(conn);
+    }
+  } finally {
+    await db.client.releaseConnection(conn);
+  }
 }
 
 /**

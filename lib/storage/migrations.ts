@@ -138,6 +138,67 @@ const migrations: Migration[] = [
     down: (db) => db.schema.alterTable('jobs', (t) => { t.dropIndex(['status', 'video_blob_id'], 'jobs_status_video'); }),
   },
   {
+    // Webhooks leave the mp3 delivery slot: a delivery row is an outbox entry whose next attempt is
+    // due at next_attempt_at (a claimed one: when its claim lapses), found by the webhook tick; each
+    // attempt is recorded. Rows left pending or sending by the old code are due at once.
+    name: '009_webhook_schedule',
+    up: async (db) => {
+      await db.schema.alterTable('webhook_deliveries', (t) => {
+        t.bigInteger('next_attempt_at').nullable();
+        t.index(['status', 'next_attempt_at'], 'webhook_deliveries_due');
+      });
+      await db('webhook_deliveries').whereIn('status', ['pending', 'sending']).update({ next_attempt_at: db.ref('updated_at') });
+      await db.schema.createTable('webhook_attempts', (t) => {
+        t.string('job_id', 32).notNullable();
+        t.integer('attempt').notNullable();
+        t.bigInteger('started_at').notNullable();
+        t.bigInteger('finished_at').nullable();
+        t.integer('response_status').nullable();
+        t.text('error').nullable();
+        t.primary(['job_id', 'attempt']);
+      });
+    },
+    down: async (db) => {
+      await db.schema.dropTable('webhook_attempts');
+      await db.schema.alterTable('webhook_deliveries', (t) => {
+        t.dropIndex(['status', 'next_attempt_at'], 'webhook_deliveries_due');
+        t.dropColumn('next_attempt_at');
+      });
+    },
+  },
+  {
+    // Fair scheduling (docs/scheduling.md): a job's turn (released_at: published to `video`, counted
+    // against MAX_JOBS_IN_FLIGHT), the converter's claim on it (a lease, so a duplicate delivery does
+    // not convert it twice and a crashed converter's claim lapses), and one row per owner that every
+    // admission or release locks, so quotas are taken in one step on any number of replicas.
+    name: '013_job_scheduling',
+    up: async (db) => {
+      await db.schema.alterTable('jobs', (t) => {
+        t.bigInteger('released_at').nullable();
+        t.string('claim_token', 32).nullable();
+        t.bigInteger('claim_expires_at').nullable();
+        t.index(['owner_id', 'status'], 'jobs_owner_status');
+      });
+      // Jobs queued before this migration had their event published already: their turn has come.
+      await db('jobs').whereIn('status', ['queued', 'converting']).update({ released_at: db.ref('updated_at') });
+      await db.schema.createTable('owner_queues', (t) => {
+        t.string('owner_id', 36).primary();
+        t.bigInteger('locked_at').notNullable();
+      });
+      await db.schema.alterTable('uploads', (t) => { t.index(['owner_id', 'job_id'], 'uploads_owner_job'); });
+    },
+    down: async (db) => {
+      await db.schema.alterTable('uploads', (t) => { t.dropIndex(['owner_id', 'job_id'], 'uploads_owner_job'); });
+      await db.schema.dropTable('owner_queues');
+      await db.schema.alterTable('jobs', (t) => {
+        t.dropIndex(['owner_id', 'status'], 'jobs_owner_status');
+        t.dropColumn('released_at');
+        t.dropColumn('claim_token');
+        t.dropColumn('claim_expires_at');
+      });
+    },
+  },
+  {
     // Each user's private podcast feed: only a hash of the URL's token is kept (lib/auth/feeds.ts).
     // `etag` and `modified_at` are the feed's last served version, so Last-Modified only moves
     // forward, also when an MP3 leaves the feed (lib/pipeline/feed.ts).

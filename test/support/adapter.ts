@@ -1,7 +1,7 @@
 // The real Knative RabbitmqSource receive adapter (knative.dev/eventing-rabbitmq v0.48.0
 // cmd/receive_adapter, built by scripts/receive-adapter.sh) as a child process, configured as the
 // controller configures it (test/support/manifests.ts adapterEnv). Without Kubernetes it only needs a
-// REST config, which `--server` supplies; it makes no request to it (platform.md §2). It also serves its
+// REST config, which `--server` supplies; it makes no request to it (docs/rabbitmq-source.md). It also serves its
 // health probes on :8080 (hard-coded; a failed bind is ignored), so while it runs that port may be taken.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';

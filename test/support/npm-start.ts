@@ -15,13 +15,14 @@ export interface NpmStart {
 
 /**
  * Runs `npm start` as a person does, in a process group of its own (so a test can kill the group, or
- * only npm), with the given environment on top of PATH, and waits until it says it is up.
+ * only npm), with the given environment on top of PATH, and waits until it says it is up. Its metrics
+ * listener takes a free port unless `env` names one (tests run side by side).
  */
 export async function npmStart(env: Record<string, string>, port: number): Promise<NpmStart> {
   let output = '';
   const child = spawn('npm', ['start'], {
     cwd: root,
-    env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? '/tmp', PORT: String(port), LOG_LEVEL: 'info', ...env },
+    env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? '/tmp', PORT: String(port), METRICS_PORT: '0', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { handlers } from '../../functions/all';
 import { closeClients } from '../../lib/core/clients';
 import { functionNames, loadConfig, setConfig, type Config } from '../../lib/core/config';
+import { startTracing } from '../../lib/core/tracing';
 import { getBroker, type Consumer } from '../../lib/messaging/queue';
 import { bodyLimit, createServer, eventFunctions, listenInternal } from '../../lib/http/serve';
 import { listStaticFiles } from '../../lib/http/static';
@@ -60,7 +61,7 @@ export async function startStack(env: Record<string, string> = {}, opts: { sourc
   await closeClients();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-test-'));
   // Every test signs users up from 127.0.0.1 and many queue several jobs at once: the per-address
-  // signup limit and the jobs-in-flight quota are lifted unless a test sets them.
+  // signup limit and the per-user turns (MAX_JOBS_IN_FLIGHT, docs/scheduling.md) are lifted unless a test sets them.
   const base = { DATA_DIR: dataDir, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn', SIGNUP_MAX_PER_HOUR: '100000', MAX_JOBS_IN_FLIGHT: '1000' };
   const limits = loadConfig({ ...base, ...env });
   // As `npm start`: the API description at /openapi.json, and the built page at / when `web` names its directory.
@@ -74,6 +75,7 @@ export async function startStack(env: Record<string, string> = {}, opts: { sourc
   // Links and Location headers point at this server, as PUBLIC_URL does for `npm start`.
   const config = loadConfig({ ...base, PUBLIC_URL: `http://127.0.0.1:${port}`, ...env });
   setConfig(config);
+  if (config.otlpEndpoint) await startTracing({ endpoint: config.otlpEndpoint, service: 'video2mp3' });
   const url = `http://127.0.0.1:${port}`;
   const sources = opts.sources === 'video'
     ? [await startSource(await getBroker(), { ...config.sources.video, queue: 'video', sink: `${internalUrl}/convert/` })]

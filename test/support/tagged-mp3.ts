@@ -3,7 +3,8 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { completeConversion, createJob, newJobId, startConversion } from '../../lib/pipeline/jobs';
+import { completeConversion, createJob, newJobId } from '../../lib/pipeline/jobs';
+import { claimJob } from '../../lib/pipeline/scheduling';
 import { getBlobs, newBlobId } from '../../lib/storage/blobs';
 import { getDb } from '../../lib/storage/db';
 
@@ -29,8 +30,9 @@ export async function storeDoneJob(owner: { id: string; email: string }, mp3: Bu
   const db = await getDb();
   const id = newJobId();
   await createJob(db, { id, ownerId: owner.id, ownerEmail: owner.email, filename, contentType: 'video/mp4', options: {}, videoBlobId: newBlobId(), videoBytes: 1, videoSha256: '' });
-  await db('jobs').where({ id }).update({ created_at: createdAt });
-  await startConversion(db, id);
+  // Its turn has come and a converter claims it, as convert does (lib/pipeline/scheduling.ts).
+  await db('jobs').where({ id }).update({ created_at: createdAt, released_at: createdAt });
+  if (!(await claimJob(db, id, 60_000))) throw new Error('the job could not be claimed');
   const blob = await (await getBlobs()).put('mp3s', mp3, { owner: owner.id, filename: 'x.mp3', contentType: 'audio/mpeg' });
   if (!(await completeConversion(db, id, { blobId: blob.id, bytes: blob.size, durationSeconds: 3.01, conversionMs: 10 }))) throw new Error('the job was not converting');
   return id;

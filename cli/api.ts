@@ -6,13 +6,14 @@ import { pipeline } from 'node:stream/promises';
 
 export interface Job {
   jobId: string;
-  status: 'queued' | 'converting' | 'done' | 'failed' | 'expired';
+  status: 'importing' | 'queued' | 'converting' | 'done' | 'failed' | 'expired';
   filename: string;
   createdAt: string;
   updatedAt: string;
   error?: string;
   progress?: number;
   positionSeconds?: number;
+  importedBytes?: number;
   mp3?: { size: number; durationSeconds: number; url: string };
 }
 

@@ -1,4 +1,5 @@
-// video2mp3: sign up, log in, upload videos (resumable), follow, download and delete jobs.
+// video2mp3: sign up, log in, upload videos (resumable) or import them from URLs, follow, download and
+// delete jobs, and manage the private podcast feed.
 // Results go to stdout (text, or JSON with --json), progress and errors to stderr. Exit code 0 only
 // when everything asked for succeeded — for uploads with --wait, when every job ended done.
 import fs from 'node:fs';
@@ -85,9 +86,51 @@ interface UploadOptions {
   sampleRate?: string;
   mono?: boolean;
   title?: string;
+  loudness?: string;
+  cover?: string;
   callbackUrl?: string;
   wait?: boolean;
   out: string;
+}
+
+const loudness = (v: string) => {
+  if (v === 'podcast' || v === 'broadcast') return v;
+  const lufs = Number(v);
+  if (v.trim() === '' || !Number.isFinite(lufs) || lufs < -31 || lufs > -5) throw new InvalidArgumentError('loudness must be podcast, broadcast or a LUFS target from -31 to -5');
+  return v;
+};
+const cover = (v: string) => {
+  if (v === 'auto' || v === 'none' || /^frame@\d+(\.\d+)?$/.test(v)) return v;
+  throw new InvalidArgumentError('cover must be auto, none or frame@SECONDS');
+};
+
+/** The MP3 options both `upload` and `import` take. */
+function withMp3Options(command: Command): Command {
+  return command
+    .addOption(new Option('--bitrate <kbps>', 'constant bitrate, 32–320').argParser(positiveInt('bitrate')).conflicts('quality'))
+    .addOption(new Option('--quality <0-9>', 'VBR quality, 0 best (default 2)').argParser(positiveInt('quality')))
+    .option('--sample-rate <hz>', 'output sample rate (e.g. 44100)', positiveInt('sample-rate'))
+    .option('--mono', 'one channel')
+    .option('--title <title>', 'ID3 title')
+    .option('--loudness <target>', 'even loudness: podcast (-16 LUFS), broadcast (-23 LUFS) or a LUFS target from -31 to -5', loudness)
+    .option('--cover <cover>', 'cover art: auto (the video\'s own picture or a frame), none, or frame@SECONDS', cover)
+    .option('--callback-url <url>', 'where the service POSTs each job\'s outcome (a signed webhook)')
+    .option('--wait', 'follow each job to its end and download the MP3')
+    .option('--out <dir>', 'where --wait puts the MP3s', '.');
+}
+
+/** The options as the service's field names. */
+function fieldsOf(opts: UploadOptions): Record<string, string> {
+  const options: Record<string, string> = {};
+  if (opts.bitrate) options.bitrate = opts.bitrate;
+  if (opts.quality) options.quality = opts.quality;
+  if (opts.sampleRate) options.sampleRate = opts.sampleRate;
+  if (opts.mono) options.channels = '1';
+  if (opts.title) options.title = opts.title;
+  if (opts.loudness) options.loudness = opts.loudness;
+  if (opts.cover) options.cover = opts.cover;
+  if (opts.callbackUrl) options.callbackUrl = opts.callbackUrl;
+  return options;
 }
 
 interface Outcome {
@@ -98,33 +141,19 @@ interface Outcome {
   mp3?: string;
 }
 
-const ended = (job: Job) => job.status !== 'queued' && job.status !== 'converting';
+const ended = (job: Job) => job.status !== 'importing' && job.status !== 'queued' && job.status !== 'converting';
 
 /** A 429 without Retry-After is tried again after this; one asking to wait longer than the maximum is reported instead. */
 const defaultRetrySeconds = 10;
 const maxRetryWaitSeconds = 15 * 60;
 
-program.command('upload')
+withMp3Options(program.command('upload')
   .description('upload videos (resumable: rerun the same command to continue an interrupted upload)')
-  .argument('<files...>', 'video files')
-  .addOption(new Option('--bitrate <kbps>', 'constant bitrate, 32–320').argParser(positiveInt('bitrate')).conflicts('quality'))
-  .addOption(new Option('--quality <0-9>', 'VBR quality, 0 best (default 2)').argParser(positiveInt('quality')))
-  .option('--sample-rate <hz>', 'output sample rate (e.g. 44100)', positiveInt('sample-rate'))
-  .option('--mono', 'one channel')
-  .option('--title <title>', 'ID3 title')
-  .option('--callback-url <url>', 'where the service POSTs each job\'s outcome (a signed webhook)')
-  .option('--wait', 'follow each job to its end and download the MP3')
-  .option('--out <dir>', 'where --wait puts the MP3s', '.')
+  .argument('<files...>', 'video files'))
   .action(async (files: string[], opts: UploadOptions) => {
     for (const f of files) if (!fs.statSync(f, { throwIfNoEntry: false })?.isFile()) throw new CliError(`${f}: no such file`);
     const client = api();
-    const options: Record<string, string> = {};
-    if (opts.bitrate) options.bitrate = opts.bitrate;
-    if (opts.quality) options.quality = opts.quality;
-    if (opts.sampleRate) options.sampleRate = opts.sampleRate;
-    if (opts.mono) options.channels = '1';
-    if (opts.title) options.title = opts.title;
-    if (opts.callbackUrl) options.callbackUrl = opts.callbackUrl;
+    const options = fieldsOf(opts);
     const send = (await offersTus(client)) ? uploadWithTus : uploadWithPost;
     const reporter = createReporter();
     const outcomes: Outcome[] = [];
@@ -179,6 +208,7 @@ async function follow(client: Api, accepted: Accepted, outcome: Outcome, task: {
     const job = await client.json<Job>(accepted.statusUrl, { what: `job ${accepted.jobId}` });
     outcome.status = job.status;
     if (job.status === 'converting') task.update('converting', job.progress ?? 0);
+    else if (job.status === 'importing') task.update('importing', job.progress ?? 0);
     else if (job.status === 'queued') task.update('queued', 0);
     if (ended(job)) {
       if (job.status === 'done') {
@@ -195,7 +225,71 @@ async function follow(client: Api, accepted: Accepted, outcome: Outcome, task: {
   }
 }
 
-const describeJob = (j: Job) => `${j.jobId}  ${j.status.padEnd(10)}  ${j.createdAt}  ${j.filename}${j.status === 'converting' && j.progress !== undefined ? `  ${j.progress}%` : ''}${j.error ? `  (${j.error})` : ''}`;
+withMp3Options(program.command('import')
+  .description('have the service download a video from a URL and convert it')
+  .argument('<url>', 'an http(s) URL of a video file'))
+  .action(async (url: string, opts: UploadOptions) => {
+    const client = api();
+    const fields = fieldsOf(opts);
+    let accepted: Accepted | undefined;
+    while (!accepted) {
+      try {
+        accepted = await client.json<Accepted>('/upload/', {
+          method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ url, ...fields }), what: 'import',
+        });
+      } catch (err) {
+        // As for an upload: a full queue (429) empties as jobs finish; a wait of hours is reported instead.
+        const wait = err instanceof CliError && err.status === 429 ? err.retryAfterSeconds ?? defaultRetrySeconds : undefined;
+        if (wait === undefined || wait > maxRetryWaitSeconds) throw err;
+        process.stderr.write(`${(err as Error).message}; waiting ${wait} s as the service asks (Retry-After), then trying again\n`);
+        await new Promise((resolve) => setTimeout(resolve, wait * 1000));
+      }
+    }
+    const outcome: Outcome = { file: url, jobId: accepted.jobId, status: 'importing' };
+    if (opts.wait) {
+      const reporter = createReporter();
+      try {
+        await follow(client, accepted, outcome, reporter.task(new URL(url).pathname.split('/').at(-1) || url), opts.out);
+      } finally {
+        reporter.stop();
+      }
+    }
+    print(`${url}: ${outcome.status} (job ${accepted.jobId})${outcome.mp3 ? ` → ${outcome.mp3}` : ''}${outcome.error ? ` — ${outcome.error}` : ''}`, outcome);
+    if (opts.wait && outcome.status !== 'done') process.exitCode = 1;
+  });
+
+const feed = program.command('feed').description('your private podcast feed: every done MP3, for a podcast app');
+
+feed.command('show')
+  .description('whether you have a feed, since when, and its URL if this computer created it')
+  .action(async () => {
+    const client = api();
+    const { createdAt } = await client.json<{ createdAt: string }>('/download/feed', { what: 'feed' })
+      .catch((err: unknown) => { throw err instanceof CliError && err.status === 404 ? new CliError('no feed yet: run `video2mp3 feed rotate` to create one') : err; });
+    const url = loadSession(program.opts<{ url?: string }>().url).feedUrl;
+    print(url ? `${url}\n(created ${createdAt})` : `a feed exists since ${createdAt}; its URL is shown only when made: run \`video2mp3 feed rotate\` for a new one`, { url: url ?? null, createdAt });
+  });
+
+feed.command('rotate')
+  .description('create the feed, or replace its URL (the old one stops working)')
+  .action(async () => {
+    const client = api();
+    const { url, createdAt } = await client.json<{ url: string; createdAt: string }>('/download/feed', { method: 'POST', what: 'feed' });
+    const session = loadSession(program.opts<{ url?: string }>().url);
+    if (session.url && !process.env.VIDEO2MP3_TOKEN) saveSession({ ...session, url: session.url, feedUrl: url });
+    print(url, { url, createdAt });
+  });
+
+feed.command('revoke')
+  .description('delete the feed: its URL stops working')
+  .action(async () => {
+    await api().request('/download/feed', { method: 'DELETE', what: 'feed' });
+    const session = loadSession(program.opts<{ url?: string }>().url);
+    if (session.url && session.feedUrl && !process.env.VIDEO2MP3_TOKEN) saveSession({ ...session, url: session.url, feedUrl: undefined });
+    print('feed revoked', { revoked: true });
+  });
+
+const describeJob = (j: Job) => `${j.jobId}  ${j.status.padEnd(10)}  ${j.createdAt}  ${j.filename}${(j.status === 'converting' || j.status === 'importing') && j.progress !== undefined ? `  ${j.progress}%` : ''}${j.error ? `  (${j.error})` : ''}`;
 
 program.command('jobs')
   .description('list your jobs, newest first')

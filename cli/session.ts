@@ -8,6 +8,8 @@ export interface Session {
   url: string;
   token?: string;
   email?: string;
+  /** The podcast feed's URL as last created or rotated: the service keeps only a hash of it. */
+  feedUrl?: string;
 }
 
 /** $XDG_CONFIG_HOME/video2mp3 (~/.config/video2mp3), %APPDATA%\video2mp3 on Windows. */

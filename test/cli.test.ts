@@ -5,6 +5,8 @@
 // slow TCP proxy, test/support/proxy.ts) resumes when the same command runs again.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseBuffer } from 'music-metadata';
@@ -46,6 +48,7 @@ function result(child: ChildProcess): Promise<Run> {
 
 describe('the video2mp3 CLI', () => {
   let stack: Stack;
+  let origin: http.Server;
   let home: string;
   const email = `${uniqueName('cli')}@example.com`;
 
@@ -53,11 +56,15 @@ describe('the video2mp3 CLI', () => {
 
   beforeAll(async () => {
     home = fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-cli-'));
-    // 100 KB: every short fixture fits, the 5-minute clip does not (413).
-    stack = await startStack({ MAX_UPLOAD_BYTES: '100000' }, { sources: true });
+    // 100 KB: every short fixture fits, the 5-minute clip does not (413). Imports may reach this
+    // process's own loopback server (origin) and nothing else private.
+    stack = await startStack({ MAX_UPLOAD_BYTES: '100000', IMPORT_ALLOW_PRIVATE: '127.0.0.1' }, { sources: true });
+    origin = http.createServer((_req, res) => res.writeHead(200, { 'content-type': 'video/mp4' }).end(fs.readFileSync(fixturePath('mp4'))));
+    await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
   });
   afterAll(async () => {
     await stack.close();
+    origin.close();
   });
 
   it('when a person signs up, then the token is saved for them alone (mode 0600)', async () => {
@@ -126,6 +133,60 @@ describe('the video2mp3 CLI', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(message);
     expect(r.stdout).toMatch(/: rejected — /);
+  });
+
+  it('when they import a URL with --wait, then the MP3 arrives', async () => {
+    const url = `http://127.0.0.1:${(origin.address() as AddressInfo).port}/clips/talk.mp4`;
+    const out = path.join(home, 'imported');
+    const r = await run(['--json', 'import', url, '--bitrate', '64', '--wait', '--out', out]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ file: url, status: 'done', mp3: path.join(out, 'talk.mp3') });
+    const { format } = await parseBuffer(fs.readFileSync(path.join(out, 'talk.mp3')), { mimeType: 'audio/mpeg' });
+    expect(format.bitrate).toBe(64_000);
+  }, 60_000);
+
+  it('when an import URL is refused, then the reason is printed and the exit code is 1', async () => {
+    const r = await run(['import', 'http://10.0.0.1/video.mp4']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/import: HTTP 400: url: loopback, link-local and private addresses are not allowed/);
+  });
+
+  it('when they upload with --loudness and --cover, then the service gets them as the `loudness` and `cover` fields', async () => {
+    const r = await run(['upload', fixturePath('mp4'), '--loudness', 'podcast', '--cover', 'frame@2.5']);
+    expect(r.code, r.stderr).toBe(0);
+    const rows: { metadata: string }[] = await (await getDb())('uploads').select('metadata');
+    expect(rows.map((row) => JSON.parse(row.metadata) as unknown)).toContainEqual(expect.objectContaining({ loudness: 'podcast', cover: 'frame@2.5' }));
+  });
+
+  it.each([
+    [['--loudness', 'loud'], /loudness must be podcast, broadcast or a LUFS target from -31 to -5/],
+    [['--loudness', '-40'], /loudness must be podcast, broadcast or a LUFS target from -31 to -5/],
+    [['--cover', 'frame'], /cover must be auto, none or frame@SECONDS/],
+  ])('when they give %j, then it is refused before anything is sent', async (args, message) => {
+    const r = await run(['upload', fixturePath('mp4'), ...args]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(message);
+  });
+
+  it('when they rotate, show and revoke their feed, then the URL serves their MP3s until it is replaced or revoked', async () => {
+    const rotated = await run(['feed', 'rotate']);
+    expect(rotated.code, rotated.stderr).toBe(0);
+    const url = rotated.stdout.trim();
+    expect(url).toMatch(/\/download\/feed\/[A-Za-z0-9_-]{43}$/);
+    const shown = await run(['--json', 'feed', 'show']);
+    expect(JSON.parse(shown.stdout)).toEqual({ url, createdAt: expect.any(String) });
+    const rss = await (await fetch(url)).text();
+    expect(rss).toContain('<enclosure url="');
+
+    const again = (await run(['feed', 'rotate'])).stdout.trim();
+    expect(again).not.toBe(url);
+    expect((await fetch(url)).status).toBe(404);
+
+    expect((await run(['feed', 'revoke'])).stdout).toBe('feed revoked\n');
+    expect((await fetch(again)).status).toBe(404);
+    const none = await run(['feed', 'show']);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toMatch(/no feed yet: run `video2mp3 feed rotate`/);
   });
 
   it('when the token is not valid, then they are told to log in again', async () => {

@@ -4,6 +4,9 @@
 // exercised, so a route added without its description fails here too.
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import Ajv2020 from 'ajv/dist/2020';
 import addFormats from 'ajv-formats';
@@ -14,6 +17,7 @@ import { readFixture } from './fixtures';
 import { toHttp } from './support/events';
 import { freePort } from './support/net';
 import { eventually, newUser, startStack, videoForm, type Stack, type TestUser } from './support/stack';
+import { makeTaggedMp3s, storeDoneJob } from './support/tagged-mp3';
 
 interface Operation {
   responses: Record<string, ResponseDoc | { $ref: string }>;
@@ -71,17 +75,21 @@ describe('the OpenAPI document', () => {
   let stack: Stack;
   let user: TestUser;
   let doneJob: string;
+  let origin: http.Server;
   const call = (p: string, init?: RequestInit) => fetch(`${stack.url}${p}`, init);
   // convert and notify listen on the stack's loopback-only port (as with npm start).
   const callInternal = (p: string, init?: RequestInit) => fetch(`${stack.internalUrl}${p}`, init);
   const json = (body: unknown) => ({ method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
 
   beforeAll(async () => {
-    stack = await startStack({ MAX_UPLOAD_BYTES: '100000', WEBHOOK_ALLOW_PRIVATE: 'true' }, { sources: true });
+    stack = await startStack({ MAX_UPLOAD_BYTES: '100000', IMPORT_ALLOW_PRIVATE: '127.0.0.1', WEBHOOK_ALLOW_PRIVATE: 'true' }, { sources: true });
     user = await newUser(stack);
+    origin = http.createServer((_req, res) => res.writeHead(200).end(readFixture('mp4')));
+    await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
   });
   afterAll(async () => {
     await stack.close();
+    origin.close();
   });
 
   it('when it is read, then it is OpenAPI 3.1 and its schemas compile', () => {
@@ -126,6 +134,10 @@ describe('the OpenAPI document', () => {
     await conforms('POST /upload/', await call('/upload/', { method: 'POST', body: videoForm(readFixture('mp4'), 'clip.mp4') })); // 401
     await conforms('POST /upload/', await call('/upload/', { method: 'POST', headers: user.auth, body: videoForm(readFixture('text'), 'a.txt', {}, 'text/plain') })); // 415
     await conforms('POST /upload/', await call('/upload/?filename=big.mp4', { method: 'POST', headers: { ...user.auth, 'content-type': 'video/mp4' }, body: Buffer.alloc(2 * 1024 * 1024) })); // 413
+    const importing = { method: 'POST', headers: { ...user.auth, 'content-type': 'application/json' } };
+    const imported = (await conforms('POST /upload/', await call('/upload/', { ...importing, body: JSON.stringify({ url: `http://127.0.0.1:${(origin.address() as AddressInfo).port}/v.mp4`, bitrate: 64 }) }))) as { jobId: string; status: string };
+    expect(imported.status).toBe('importing');
+    await conforms('POST /upload/', await call('/upload/', { ...importing, body: JSON.stringify({ url: 'http://10.0.0.1/v.mp4' }) })); // 400
     // tus discovery: this stack may or may not offer it; either answer must be described.
     const tus = await call('/upload/files', { method: 'OPTIONS' });
     await conforms('OPTIONS /upload/files', tus);
@@ -193,6 +205,47 @@ describe('the OpenAPI document', () => {
     await conforms('DELETE /download/jobs/{id}', await call(`/download/jobs/${queued.jobId}`, { method: 'DELETE', headers: user.auth }));
     await conforms('DELETE /download/jobs/{id}', await call(`/download/jobs/${queued.jobId}`, { method: 'DELETE', headers: user.auth })); // 404
   }, 90_000);
+
+  it('when the podcast feed is called, then every answer is as described', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oa-feed-'));
+    const { tagged, bare } = makeTaggedMp3s(dir);
+    fs.rmSync(dir, { recursive: true });
+    const withTag = await storeDoneJob(user, tagged, 'tagged.mp4');
+    const without = await storeDoneJob(user, bare, 'bare.mp4');
+    await conforms('GET /download/feed', await call('/download/feed', { headers: user.auth })); // 404: none yet
+    await conforms('DELETE /download/feed', await call('/download/feed', { method: 'DELETE', headers: user.auth })); // 404
+    await conforms('POST /download/feed', await call('/download/feed', { method: 'POST' })); // 401
+    await conforms('GET /download/feed', await call('/download/feed')); // 401
+    await conforms('DELETE /download/feed', await call('/download/feed', { method: 'DELETE' })); // 401
+    const { url } = (await conforms('POST /download/feed', await call('/download/feed', { method: 'POST', headers: user.auth }))) as { url: string };
+    await conforms('GET /download/feed', await call('/download/feed', { headers: user.auth }));
+    const feed = new URL(url).pathname;
+    const rss = await call(feed);
+    const etag = rss.headers.get('etag')!;
+    expect(await conforms('GET /download/feed/{token}', rss)).toContain(`${withTag}.mp3`);
+    await conforms('GET /download/feed/{token}', await call(feed, { headers: { 'if-none-match': etag } })); // 304
+    await conforms('GET /download/feed/{token}', await call(`${feed.slice(0, -1)}!`)); // 404
+    const episode = `${feed}/${withTag}.mp3`;
+    await conforms('GET /download/feed/{token}/{jobId}.mp3', await call(episode));
+    await conforms('GET /download/feed/{token}/{jobId}.mp3', await call(episode, { headers: { range: 'bytes=0-99' } })); // 206
+    await conforms('GET /download/feed/{token}/{jobId}.mp3', await call(episode, { headers: { 'if-none-match': (await call(episode, { method: 'HEAD' })).headers.get('etag')! } })); // 304
+    await conforms('GET /download/feed/{token}/{jobId}.mp3', await call(episode, { headers: { range: 'bytes=99999999-' } })); // 416
+    await conforms('GET /download/feed/{token}/{jobId}.mp3', await call(`${feed}/AAAAAAAAAAAAAAAAAAAAAA.mp3`)); // 404
+    await conforms('GET /download/feed/{token}/{jobId}/cover', await call(`${feed}/${withTag}/cover`));
+    await conforms('GET /download/feed/{token}/{jobId}/cover', await call(`${feed}/${without}/cover`)); // 404
+    const chapters = await call(`${feed}/${withTag}/chapters.json`);
+    const validate = ajv.getSchema('openapi.json#/components/schemas/Chapters')!;
+    expect(validate(JSON.parse(await chapters.clone().text())), ajv.errorsText(validate.errors)).toBe(true);
+    await conforms('GET /download/feed/{token}/{jobId}/chapters.json', chapters);
+    await conforms('GET /download/feed/{token}/{jobId}/chapters.json', await call(`${feed}/${without}/chapters.json`)); // 404
+    await conforms('DELETE /download/feed', await call('/download/feed', { method: 'DELETE', headers: user.auth }));
+    await conforms('GET /download/jobs/{id}/cover', await call(`/download/jobs/${withTag}/cover`, { headers: user.auth }));
+    await conforms('GET /download/jobs/{id}/cover', await call(`/download/jobs/${without}/cover`, { headers: user.auth })); // 404
+    await conforms('GET /download/jobs/{id}/cover', await call(`/download/jobs/${withTag}/cover`)); // 401
+    expect(await conforms('GET /download/jobs/{id}/chapters', await call(`/download/jobs/${withTag}/chapters`, { headers: user.auth }))).toMatchObject({ chapters: [{ startTime: 0 }, { startTime: 1.5 }] });
+    await conforms('GET /download/jobs/{id}/chapters', await call('/download/jobs/AAAAAAAAAAAAAAAAAAAAAA/chapters', { headers: user.auth })); // 404
+    await conforms('GET /download/jobs/{id}/chapters', await call(`/download/jobs/${withTag}/chapters`)); // 401
+  });
 
   it('when the event receivers are called, then every answer is as described', async () => {
     const data = { jobId: 'AAAAAAAAAAAAAAAAAAAAAB', owner: user.id, email: user.email, filename: 'x.mp4' };

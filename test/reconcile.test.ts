@@ -102,7 +102,7 @@ describe.each(backends())('the reconciler on $name backends', ({ name, env }) =>
     for (const type of [undefined, 'dev.knative.sources.ping']) {
       const { status: code, body } = await tick(type);
       expect(code).toBe(200);
-      expect(body.reconciled).toEqual({ conversions: 0, outcomes: 0, notifications: 0, turns: 0, redriven: 0 });
+      expect(body.reconciled).toEqual({ imports: 0, conversions: 0, outcomes: 0, notifications: 0, turns: 0, redriven: 0 });
     }
   });
 

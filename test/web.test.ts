@@ -5,6 +5,7 @@
 // down and drop its connection. Screenshots go to artifacts/web/.
 import fs from 'node:fs';
 import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseBuffer } from 'music-metadata';
@@ -12,14 +13,15 @@ import { chromium, type BrowserContext, type Page, type Request } from 'playwrig
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pageSecurityHeaders } from '../lib/http/serve';
 import { listStaticFiles, serveStatic } from '../lib/http/static';
+import { getDb } from '../lib/storage/db';
 import { bundleWeb } from '../web/bundle.mjs';
 import { fixturePath } from './fixtures';
 import { freePort } from './support/net';
 import type { Proxy } from './support/proxy';
 import { setConfig } from '../lib/core/config';
 import { findJob } from '../lib/pipeline/jobs';
-import { getDb } from '../lib/storage/db';
 import { eventually, newUser, startStackBehindProxy, uniqueName, videoForm, type Stack } from './support/stack';
+import { makeTaggedMp3s, storeDoneJob, taggedChapters } from './support/tagged-mp3';
 import { makeRawVideo } from './support/video';
 
 const artifacts = path.resolve(__dirname, '../artifacts/web');
@@ -43,6 +45,7 @@ describe('the web page, on another origin than the API', () => {
   let pageUrl: string;
   let context: BrowserContext;
   let page: Page;
+  let origin: http.Server;
   const email = `${uniqueName('web')}@example.com`;
   const password = 'a long enough password';
 
@@ -52,7 +55,9 @@ describe('the web page, on another origin than the API', () => {
     pageUrl = `http://localhost:${pagePort}`;
     let apiUrl: string;
     // MAX_JOBS_IN_FLIGHT as deployed (the test stack lifts it otherwise): the batch below is scheduled as on defaults.
-    ({ stack, proxy, url: apiUrl } = await startStackBehindProxy({ WEB_ORIGIN: pageUrl, MAX_JOBS_IN_FLIGHT: '3' }, { sources: true }));
+    ({ stack, proxy, url: apiUrl } = await startStackBehindProxy({ WEB_ORIGIN: pageUrl, MAX_JOBS_IN_FLIGHT: '3', IMPORT_ALLOW_PRIVATE: '127.0.0.1' }, { sources: true }));
+    origin = http.createServer((_req, res) => res.writeHead(200).end(fs.readFileSync(fixturePath('mp4'))));
+    await new Promise<void>((resolve) => origin.listen(0, '127.0.0.1', resolve));
 
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-web-'));
     await bundleWeb(dir);
@@ -81,6 +86,7 @@ describe('the web page, on another origin than the API', () => {
     pageServer?.close();
     await proxy?.close();
     await stack?.close();
+    origin?.close();
   });
 
   const shot = (name: string) => page.screenshot({ path: path.join(artifacts, `${name}.png`), fullPage: true });
@@ -106,6 +112,7 @@ describe('the web page, on another origin than the API', () => {
     await page.getByLabel('Password').fill(password);
     await shot('1-sign-in');
     await page.getByRole('button', { name: 'Sign up' }).click();
+    // Sign-up and login each hash a password (scrypt): seconds on a busy machine, not expect.poll's default 1 s.
     await expect.poll(() => page.locator('#who-email').textContent(), { timeout: 20_000 }).toBe(email);
     await page.getByRole('button', { name: 'Log out' }).click();
     await expect.poll(() => page.locator('#account').isVisible()).toBe(true);
@@ -118,7 +125,7 @@ describe('the web page, on another origin than the API', () => {
     await page.keyboard.press('Tab');
     await page.keyboard.type(password);
     await page.keyboard.press('Enter');
-    await expect.poll(() => page.getByLabel('Video', { exact: true }).isVisible()).toBe(true);
+    await expect.poll(() => page.getByLabel('Video', { exact: true }).isVisible(), { timeout: 20_000 }).toBe(true);
     expect(await page.evaluate<string | null>("sessionStorage.getItem('video2mp3.token')")).toMatch(/^ey/);
   });
 
@@ -190,6 +197,100 @@ describe('the web page, on another origin than the API', () => {
       fs.rmSync(path.dirname(video), { recursive: true, force: true });
     }
   }, 150_000);
+
+  it('when an upload is cut off and the browser never fires `online`, then it resumes on its own timer', async () => {
+    const video = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-web-video-')), 'seminar.mkv');
+    makeRawVideo(video, 4, '320x240');
+    const start = proxy.bytesUp;
+    proxy.rate = 2 * 1024 * 1024;
+    try {
+      await page.getByLabel('Video', { exact: true }).setInputFiles(video);
+      const item = page.locator('#jobs li', { hasText: 'seminar.mkv' });
+      await expect.poll(() => proxy.bytesUp - start, { timeout: 30_000 }).toBeGreaterThan(0.3 * fs.statSync(video).size);
+      await proxy.down(); // the service goes away; the browser stays "online" throughout
+      await expect.poll(() => item.getAttribute('data-status'), { timeout: 60_000 }).toBe('paused');
+      proxy.rate = Number.POSITIVE_INFINITY;
+      await proxy.up();
+      await expect.poll(() => item.getAttribute('data-status'), { timeout: 90_000 }).toBe('done');
+    } finally {
+      proxy.rate = Number.POSITIVE_INFINITY;
+      fs.rmSync(path.dirname(video), { recursive: true, force: true });
+    }
+  }, 180_000);
+
+  it('when they choose loudness and cover, then the upload carries them as the `loudness` and `cover` fields', async () => {
+    const sent: string[] = [];
+    const onRequest = (r: Request) => { if (r.method() === 'POST' && r.url().endsWith('/upload/files')) sent.push(r.headers()['upload-metadata'] ?? ''); };
+    page.on('request', onRequest);
+    try {
+      await page.getByLabel('Loudness').selectOption('podcast');
+      await page.getByLabel('Cover art').selectOption('none');
+      await page.getByLabel('Video', { exact: true }).setInputFiles(fixturePath('mov'));
+      await expect.poll(() => sent.length).toBe(1);
+      const metadata = Object.fromEntries(sent[0]!.split(',').map((pair) => pair.split(' ')).map(([k, v]) => [k, Buffer.from(v ?? '', 'base64').toString()]));
+      expect(metadata).toMatchObject({ loudness: 'podcast', cover: 'none', filename: 'h264-pcm.mov' });
+      await expect.poll(() => page.locator('#jobs li', { hasText: 'h264-pcm.mov' }).getAttribute('data-status'), { timeout: 90_000 }).toBe('done');
+    } finally {
+      page.off('request', onRequest);
+      await page.getByLabel('Loudness').selectOption('');
+      await page.getByLabel('Cover art').selectOption('auto');
+    }
+  }, 120_000);
+
+  it('when they import a URL, then the job imports, converts and can be played', async () => {
+    await page.getByLabel('Or import from a URL').fill(`http://127.0.0.1:${(origin.address() as AddressInfo).port}/media/keynote.mp4`);
+    await page.getByRole('button', { name: 'Import', exact: true }).click();
+    const item = page.locator('#jobs li', { hasText: 'keynote.mp4' });
+    await expect.poll(() => item.getAttribute('data-status'), { timeout: 90_000 }).toBe('done');
+    await item.getByRole('button', { name: /^Play/ }).click();
+    const audio = item.locator('audio');
+    await expect.poll(() => audio.evaluate((a: { readyState: number }) => a.readyState), { timeout: 20_000 }).toBeGreaterThanOrEqual(1);
+    expect(await audio.evaluate((a: { duration: number }) => a.duration)).toBeGreaterThan(2.5);
+  }, 120_000);
+
+  it('when they play an MP3 with a cover and chapters, then the page shows both and a chapter jumps there', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'video2mp3-web-tagged-'));
+    const { tagged } = makeTaggedMp3s(dir);
+    fs.rmSync(dir, { recursive: true });
+    const user = await (await getDb())('users').where({ email }).first();
+    await storeDoneJob({ id: user.id as string, email }, tagged, 'lecture with chapters.mkv');
+    await page.reload();
+    const item = page.locator('#jobs li', { hasText: 'lecture with chapters.mkv' });
+    await item.getByRole('button', { name: /^Play/ }).click();
+    const cover = item.getByRole('img', { name: 'Cover of lecture with chapters.mkv' });
+    await expect.poll(() => cover.evaluate((img: { naturalWidth: number }) => img.naturalWidth), { timeout: 20_000 }).toBe(64);
+    const chapters = item.getByRole('list', { name: 'Chapters of lecture with chapters.mkv' }).getByRole('button');
+    expect(await chapters.allTextContents()).toEqual(taggedChapters.map((c) => `0:0${Math.floor(c.start)} ${c.title}`));
+    await chapters.nth(1).click();
+    await expect.poll(() => item.locator('audio').evaluate((a: { currentTime: number }) => a.currentTime)).toBeGreaterThanOrEqual(1.5);
+    await shot('7-player');
+  }, 60_000);
+
+  it('when they create, copy, renew and revoke their feed, then the URL they hold serves the feed until replaced or revoked', async () => {
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: pageUrl });
+    await page.getByRole('button', { name: 'Create feed URL' }).click();
+    const field = page.getByLabel('Feed URL');
+    await expect.poll(() => field.inputValue()).toMatch(/\/download\/feed\/[A-Za-z0-9_-]{43}$/);
+    const first = await field.inputValue();
+    await page.getByRole('button', { name: 'Copy' }).click();
+    await expect.poll(() => page.evaluate<string>('navigator.clipboard.readText()')).toBe(first);
+    const rss = await fetch(first);
+    expect(rss.status).toBe(200);
+    expect(await rss.text()).toContain('<title>Lecture one</title>'); // the MP3's own ID3 title
+    await shot('8-feed');
+
+    await page.getByRole('button', { name: 'New feed URL' }).click();
+    await expect.poll(() => field.inputValue()).not.toBe(first);
+    expect((await fetch(first)).status).toBe(404);
+    const second = await field.inputValue();
+    await page.reload(); // the URL is kept for the session; the service shows it only once
+    await expect.poll(() => page.getByLabel('Feed URL').inputValue()).toBe(second);
+
+    await page.getByRole('button', { name: 'Revoke feed' }).click();
+    await expect.poll(() => page.getByRole('alert').textContent()).toMatch(/Feed revoked/);
+    expect((await fetch(second)).status).toBe(404);
+    expect(await page.getByRole('button', { name: 'Create feed URL' }).isVisible()).toBe(true);
+  }, 60_000);
 
   it('when they pick a file that is not a video, then the 415 message is shown in words', async () => {
     await page.getByLabel('Video', { exact: true }).setInputFiles(fixturePath('text'));

@@ -1,14 +1,17 @@
-// The web page: sign up / log in, upload videos (tus when the service offers it, else one POST),
-// follow each job until it ends, download and delete. Plain DOM, no framework.
+// The web page: sign up / log in, upload videos (tus when the service offers it, else one POST) or
+// import them from a URL, follow each job until it ends, play, download and delete; the podcast feed
+// (web/extras.ts). Plain DOM, no framework.
 import * as tus from 'tus-js-client';
+import { showPlayer, wireFeed } from './extras';
 
 interface Job {
   jobId: string;
-  status: 'queued' | 'converting' | 'done' | 'failed' | 'expired';
+  status: 'importing' | 'queued' | 'converting' | 'done' | 'failed' | 'expired';
   filename: string;
   createdAt: string;
   error?: string;
   progress?: number;
+  importedBytes?: number;
   mp3?: { size: number; durationSeconds: number; url: string };
 }
 
@@ -33,6 +36,9 @@ const items = new Map<string, Item>();
 let token = sessionStorage.getItem('video2mp3.token');
 let pollTimer: number | undefined;
 let tusCheck: Promise<boolean> | undefined;
+
+/** How often paused uploads are tried again, besides the browser's `online` event. */
+const retryEveryMs = 5000;
 
 class ApiError extends Error {
   constructor(readonly status: number, message: string) {
@@ -96,6 +102,7 @@ function showSignedIn() {
   $('account').hidden = signedIn;
   $('convert').hidden = !signedIn;
   $('jobs-section').hidden = !signedIn;
+  $('feed-section').hidden = !signedIn;
   $('who').hidden = !signedIn;
   $('who-email').textContent = sessionStorage.getItem('video2mp3.email') ?? '';
 }
@@ -142,7 +149,7 @@ async function onAccountSubmit(event: SubmitEvent) {
     sessionStorage.setItem('video2mp3.email', email);
     $<HTMLInputElement>('password').value = '';
     showSignedIn();
-    await loadJobs();
+    await Promise.all([loadJobs(), feed.load()]);
     $<HTMLInputElement>('video').focus();
   } catch (err) {
     say((err as Error).message);
@@ -156,6 +163,10 @@ function chosenOptions(): Record<string, string> {
   const sampleRate = $<HTMLSelectElement>('sample-rate').value;
   if (sampleRate) options.sampleRate = sampleRate;
   if ($<HTMLInputElement>('mono').checked) options.channels = '1';
+  const loudness = $<HTMLSelectElement>('loudness').value;
+  if (loudness) options.loudness = loudness;
+  const cover = $<HTMLSelectElement>('cover').value;
+  if (cover !== 'auto') options.cover = cover;
   return options;
 }
 
@@ -191,6 +202,7 @@ function render(item: Item, detail: { text: string; progress?: number; error?: b
     actions.append(b);
   };
   if (item.status === 'paused' && item.resume) button('Resume', item.resume);
+  if (item.status === 'done' && item.jobId) button('Play', () => void showPlayer(el, item.jobId!, item.filename, api).catch((err: Error) => say(err.message)));
   if (item.status === 'done' && item.jobId) button('Download', () => void download(item));
   if (item.jobId) button('Delete', () => void remove(item), true);
   if (actions.childElementCount > 0) parts.push(actions);
@@ -202,6 +214,7 @@ function renderJob(item: Item, job: Job) {
   item.status = job.status;
   item.filename = job.filename;
   switch (job.status) {
+    case 'importing': return render(item, { text: `Importing${job.progress !== undefined ? ` ${job.progress}%` : ` ${formatBytes(job.importedBytes ?? 0)}`}`, progress: job.progress });
     case 'queued': return render(item, { text: 'Queued for conversion' });
     case 'converting': return render(item, { text: `Converting${job.progress !== undefined ? ` ${job.progress}%` : '…'}`, progress: job.progress });
     case 'done': return render(item, { text: `Done: ${formatBytes(job.mp3?.size ?? 0)}, ${Math.round(job.mp3?.durationSeconds ?? 0)} s`, job });
@@ -233,7 +246,7 @@ async function loadJobs() {
 /** Polls each job that has not ended, once a second, while any is left. */
 function schedulePoll() {
   window.clearTimeout(pollTimer);
-  const open = [...items.values()].filter((i) => i.jobId && (i.status === 'queued' || i.status === 'converting'));
+  const open = [...items.values()].filter((i) => i.jobId && (i.status === 'importing' || i.status === 'queued' || i.status === 'converting'));
   if (open.length === 0 || !token) return;
   pollTimer = window.setTimeout(() => {
     void Promise.all(open.map(async (item) => {
@@ -385,6 +398,27 @@ async function uploadFiles(files: FileList | File[]) {
   }
 }
 
+/** Asks the service to fetch a video from a URL; the job then shows `importing` like an upload. */
+async function importUrl(event: SubmitEvent) {
+  event.preventDefault();
+  hush();
+  const input = $<HTMLInputElement>('import-url');
+  const url = input.value.trim();
+  if (!url) return say('Enter the URL of a video.');
+  const item = newItem(`import-${crypto.randomUUID()}`, url.split('/').filter(Boolean).at(-1) ?? url, 'importing', true);
+  render(item, { text: 'Importing…' });
+  try {
+    const res = await api('upload', '/', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ url, ...chosenOptions() }) });
+    const { jobId } = (await res.json()) as { jobId: string };
+    input.value = '';
+    item.jobId = jobId;
+    items.set(jobId, item);
+    schedulePoll();
+  } catch (err) {
+    uploadFailed(item, err as ApiError);
+  }
+}
+
 async function download(item: Item) {
   try {
     const res = await api('download', `/jobs/${item.jobId}/mp3`);
@@ -433,10 +467,15 @@ function main() {
   $<HTMLFormElement>('account-form').addEventListener('submit', (e) => void onAccountSubmit(e));
   $('logout').addEventListener('click', () => logOut());
   wireDropZone();
-  // Paused uploads continue once the browser is back online.
-  window.addEventListener('online', () => { for (const item of items.values()) if (item.status === 'paused') item.resume?.(); });
+  $<HTMLFormElement>('import-form').addEventListener('submit', (e) => void importUrl(e));
+  // Paused uploads continue once the browser is back online, and every few seconds anyway: a browser
+  // whose only network is loopback never fires `online`, and a flaky link may not either.
+  const resumePaused = () => { for (const item of items.values()) if (item.status === 'paused') item.resume?.(); };
+  window.addEventListener('online', resumePaused);
+  window.setInterval(resumePaused, retryEveryMs);
   showSignedIn();
-  if (token) loadJobs().catch((err: Error) => say(err.message));
+  if (token) Promise.all([loadJobs(), feed.load()]).catch((err: Error) => say(err.message));
 }
 
+const feed = wireFeed(api, say);
 main();

@@ -10,11 +10,14 @@ import { parseMp3Options } from '../../lib/media/options';
 import { getBroker } from '../../lib/messaging/queue';
 import { authenticate } from '../../lib/auth/tokens';
 import { queueJob, storeVideo, type UploadDeps } from '../../lib/pipeline/uploads';
+import { parseImportRequest, startImport, type ImportDeps } from '../../lib/pipeline/imports';
+import type { Job } from '../../lib/pipeline/jobs';
+import { readJsonBody } from '../../lib/http/json-body';
 import type { ResumableDeps } from '../../lib/pipeline/resumable';
 
 const router = createRouter();
 
-const getDeps = async (): Promise<ResumableDeps> => ({ db: await getDb(), blobs: await getBlobs(), broker: await getBroker(), config: getConfig() });
+const getDeps = async (): Promise<ResumableDeps & ImportDeps> => ({ db: await getDb(), blobs: await getBlobs(), broker: await getBroker(), config: getConfig() });
 
 /**
  * The video streamed into the store, and its options: one multipart file part, or a raw video body
@@ -45,15 +48,20 @@ async function storeUpload(req: Request, owner: { id: string }, deps: UploadDeps
     const callbackUrl = parseCallbackUrl(query.callbackUrl, deps.config.webhooks); // before any byte is stored
     return { video: await storeVideo(deps, owner, { filename, source: requestBody(req) }), options, callbackUrl };
   }
-  throw new UnsupportedMediaError('send multipart/form-data with one file, or the video itself as video/* or application/octet-stream');
+  throw new UnsupportedMediaError('send multipart/form-data with one file, the video itself as video/* or application/octet-stream, or JSON with the url to import');
 }
 
 router.post('/', async (req, res) => {
   const claims = authenticate(req.headers.authorization);
   const deps = await getDeps();
   const owner = { id: claims.sub, email: claims.email };
-  const { video, options, callbackUrl } = await storeUpload(req, owner, deps);
-  const job = await queueJob(deps, owner, video, options, callbackUrl);
+  let job: Job;
+  if (req.is('application/json')) {
+    job = await startImport(deps, owner, parseImportRequest(await readJsonBody(req, 16 * 1024), deps.config));
+  } else {
+    const { video, options, callbackUrl } = await storeUpload(req, owner, deps);
+    job = await queueJob(deps, owner, video, options, callbackUrl);
+  }
   const statusUrl = `${getConfig().downloadUrl}/jobs/${job.id}`;
   res.status(202).location(statusUrl).json({ jobId: job.id, status: job.status, statusUrl });
 });

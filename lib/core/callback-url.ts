@@ -1,3 +1,4 @@
+import dns from 'node:dns';
 import net from 'node:net';
 import ipaddr from 'ipaddr.js';
 import { BadInputError } from './errors';
@@ -39,6 +40,19 @@ function embeddedIpv4(address: string): string[] {
   return found;
 }
 
+/**
+ * Whether `address` (private) is allowed: all private addresses (true), none (false), or those
+ * listed. An IPv6 form that carries an IPv4 address is allowed only when every IPv4 address it
+ * stands for is listed, or the IPv6 address itself is.
+ */
+function allowed(allow: boolean | net.BlockList, address: string): boolean {
+  if (typeof allow === 'boolean') return allow;
+  if (net.isIP(address) === 4) return allow.check(address, 'ipv4');
+  if (allow.check(address, 'ipv6')) return true;
+  const carried = embeddedIpv4(address);
+  return carried.length > 0 && carried.every((a) => allow.check(a, 'ipv4'));
+}
+
 /** True for an address a webhook must not reach unless private targets are allowed. */
 export function isPrivateAddress(address: string): boolean {
   const family = net.isIP(address);
@@ -51,21 +65,45 @@ export function isPrivateAddress(address: string): boolean {
  * Checks a callback URL given with an upload: http(s), no credentials, at most 2048 characters, and
  * (unless allowPrivate) not a literal private address or `localhost`. Names are resolved and checked
  * again when the webhook is sent (lib/mail/webhook.ts), so DNS cannot smuggle a private target in.
+ * A URL import's source (`field` url) is checked the same way, at every redirect hop.
  */
-export function parseCallbackUrl(value: unknown, opts: { allowPrivate: boolean }): string | undefined {
+export function parseCallbackUrl(value: unknown, opts: { allowPrivate: boolean | net.BlockList }, field = 'callbackUrl'): string | undefined {
   if (value === undefined || value === '') return undefined;
-  if (typeof value !== 'string' || value.length > 2048) throw new BadInputError('callbackUrl: must be one URL of at most 2048 characters');
+  if (typeof value !== 'string' || value.length > 2048) throw new BadInputError(`${field}: must be one URL of at most 2048 characters`);
   let url: URL;
   try {
     url = new URL(value);
   } catch {
-    throw new BadInputError('callbackUrl: not a URL');
+    throw new BadInputError(`${field}: not a URL`);
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new BadInputError('callbackUrl: must be an http or https URL');
-  if (url.username || url.password) throw new BadInputError('callbackUrl: must not carry credentials');
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new BadInputError(`${field}: must be an http or https URL`);
+  if (url.username || url.password) throw new BadInputError(`${field}: must not carry credentials`);
   const host = url.hostname.replace(/^\[|\]$/g, '');
-  if (!opts.allowPrivate && (host === 'localhost' || host.endsWith('.localhost') || (net.isIP(host) !== 0 && isPrivateAddress(host)))) {
-    throw new BadInputError('callbackUrl: loopback, link-local and private addresses are not allowed');
+  const named = host === 'localhost' || host.endsWith('.localhost');
+  if (opts.allowPrivate !== true && (named || (net.isIP(host) !== 0 && isPrivateAddress(host) && !allowed(opts.allowPrivate, host)))) {
+    throw new BadInputError(`${field}: loopback, link-local and private addresses are not allowed`);
   }
   return url.toString();
+}
+
+/** A server-side request was about to reach a private address (see isPrivateAddress). */
+export class PrivateAddressError extends Error {
+  override name = 'PrivateAddressError';
+}
+
+/**
+ * dns.lookup that refuses private addresses unless allowed: the address checked is the address
+ * connected to, so a name cannot resolve to one thing when checked and another when used.
+ */
+export function guardedLookup(allowPrivate: boolean | net.BlockList): net.LookupFunction {
+  return (hostname, options, callback) => {
+    dns.lookup(hostname, { ...options, all: true }, (err, addresses) => {
+      if (err) return callback(err, '', 0);
+      const list = addresses as dns.LookupAddress[];
+      const refused = list.find((a) => isPrivateAddress(a.address) && !allowed(allowPrivate, a.address));
+      if (refused) return callback(new PrivateAddressError(`${hostname} resolves to a private address (${refused.address})`), '', 0);
+      if ((options as { all?: boolean }).all) return (callback as unknown as (e: null, a: dns.LookupAddress[]) => void)(null, list);
+      callback(null, list[0]!.address, list[0]!.family);
+    });
+  };
 }

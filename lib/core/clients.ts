@@ -26,8 +26,21 @@ export function lazyClient<T>(name: string, create: () => Promise<T>, close: (cl
   return get;
 }
 
+const stoppers = new Set<() => Promise<void>>();
+
+/**
+ * Registers work that outlives its request (a URL import): closeClients first stops it, and waits
+ * for it to record how it ended, while the clients it records with are still open. Returns the
+ * unregister function, to call when the work ends.
+ */
+export function trackWork(stop: () => Promise<void>): () => void {
+  stoppers.add(stop);
+  return () => stoppers.delete(stop);
+}
+
 /** Closes every client created so far (graceful shutdown, or a test switching backends). */
 export async function closeClients(): Promise<void> {
+  await Promise.allSettled([...stoppers].map((stop) => stop()));
   const all = [...closers.values()];
   await Promise.allSettled(all.map((c) => c()));
 }

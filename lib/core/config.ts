@@ -2,6 +2,7 @@
  * lib/core owns what every other folder stands on: the configuration (parsed once, here), the logger,
  * the domain errors and the lazily created per-instance clients. It imports no other lib folder.
  */
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
@@ -91,6 +92,13 @@ export const envSchema = z.object({
   RECONCILE_AFTER_SECONDS: int(1, 7 * 86_400).default(900),
   WEBHOOK_ALLOW_PRIVATE: bool.default(false),
   WEBHOOK_RETRY_SCHEDULE: durationList.prefault('5s,5m,30m,2h,5h,10h,10h'),
+  IMPORT_ALLOW_PRIVATE: z.string().trim().refine(
+    (v) => /^(true|false|1|0)$/.test(v) || v.split(',').every((p) => net.isIP(p.trim().split('/')[0]!) !== 0 && /^[^/]+(\/\d{1,3})?$/.test(p.trim())),
+    'must be true, false, or comma-separated addresses/CIDRs',
+  ).default('false'),
+  IMPORT_CONNECT_TIMEOUT_SECONDS: int(1, 300).default(10),
+  IMPORT_IDLE_TIMEOUT_SECONDS: int(1, 3600).default(30),
+  IMPORT_TIMEOUT_SECONDS: int(10, 24 * 3600).default(900),
   WEB_ORIGIN: z.string().refine((v) => v.split(',').every((o) => /^https?:\/\/[^/\s]+$/.test(o.trim())), 'must be origins such as https://app.example.com, comma-separated, without a path').optional(),
   METRICS_PORT: int(0, 65535).default(9464),
   OTEL_EXPORTER_OTLP_ENDPOINT: urlWith('http', 'https').optional(),
@@ -184,6 +192,12 @@ export interface Config {
    * first tick after that); after the last, they give up. Each attempt gets `timeoutMs` in all.
    */
   webhooks: { allowPrivate: boolean; retryScheduleMs: readonly number[]; timeoutMs: number; tickMs: number };
+  /**
+   * Imports from a URL: private addresses refused unless allowPrivate (at every redirect hop); the
+   * connection must open within connectMs, bytes never pause longer than idleMs, the whole download
+   * ends within totalMs.
+   */
+  imports: { allowPrivate: PrivateAllowance; connectMs: number; idleMs: number; totalMs: number };
   /** The local stand-ins for the RabbitmqSources, by source (= queue) name. */
   sources: Readonly<{ video: SourceSettings; mp3: SourceSettings }>;
   /**
@@ -203,6 +217,22 @@ export interface Config {
   otlpEndpoint?: string;
   /** The Knative service name when deployed; undefined on one machine. */
   service?: string;
+}
+
+/** Private addresses a server-side request may reach: all (true), none (false), or these networks. */
+export type PrivateAllowance = boolean | net.BlockList;
+
+function parseAllowance(value: string): PrivateAllowance {
+  if (/^(true|1)$/.test(value)) return true;
+  if (/^(false|0)$/.test(value)) return false;
+  const list = new net.BlockList();
+  for (const part of value.split(',')) {
+    const [address, prefix] = part.trim().split('/') as [string, string | undefined];
+    const family = net.isIP(address) === 6 ? 'ipv6' : 'ipv4';
+    if (prefix === undefined) list.addAddress(address, family);
+    else list.addSubnet(address, Number(prefix), family);
+  }
+  return list;
 }
 
 export class ConfigError extends Error {
@@ -286,6 +316,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fn?: FunctionNa
     convertParallelism: Math.min(e.CONVERT_PARALLELISM ?? os.availableParallelism(), os.availableParallelism()),
     keepSource: e.KEEP_SOURCE,
     webhooks: Object.freeze({ allowPrivate: e.WEBHOOK_ALLOW_PRIVATE, retryScheduleMs: Object.freeze(e.WEBHOOK_RETRY_SCHEDULE), timeoutMs: 5000, tickMs: 5000 }),
+    imports: Object.freeze({
+      allowPrivate: parseAllowance(e.IMPORT_ALLOW_PRIVATE),
+      connectMs: e.IMPORT_CONNECT_TIMEOUT_SECONDS * 1000,
+      idleMs: e.IMPORT_IDLE_TIMEOUT_SECONDS * 1000,
+      totalMs: e.IMPORT_TIMEOUT_SECONDS * 1000,
+    }),
     sources: Object.freeze({
       video: Object.freeze({
         parallelism: e.VIDEO_SOURCE_PARALLELISM,

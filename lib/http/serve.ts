@@ -203,13 +203,13 @@ function observeRequest(req: http.IncomingMessage, res: http.ServerResponse, nam
 
 /**
  * The web page's own scripts and styles only (no inline code, nothing from elsewhere), API calls to
- * the functions' origins only, and never inside another site's frame (clickjacking): frame-ancestors
+ * the functions' origins only, covers and MP3s the page fetched itself (blob: URLs, web/extras.ts), and never inside another site's frame (clickjacking): frame-ancestors
  * for current browsers, X-Frame-Options for older ones.
  */
 export function pageSecurityHeaders(opts: Pick<Config, 'authUrl' | 'uploadUrl' | 'downloadUrl'>): Record<string, string> {
   const origins = [...new Set([opts.authUrl, opts.uploadUrl, opts.downloadUrl].map((u) => new URL(u).origin))];
   const policy = [
-    "default-src 'self'", `connect-src 'self' ${origins.join(' ')}`, "img-src 'self' data: blob:", "object-src 'none'",
+    "default-src 'self'", `connect-src 'self' ${origins.join(' ')}`, "img-src 'self' data: blob:", "media-src 'self' blob:", "object-src 'none'",
     "base-uri 'none'", "form-action 'self'", "frame-ancestors 'none'",
   ];
   return { 'Content-Security-Policy': policy.join('; '), 'X-Frame-Options': 'DENY' };

@@ -2,13 +2,11 @@
 // callbackUrl, within a deadline, never to a private address unless WEBHOOK_ALLOW_PRIVATE. When
 // attempts are made, and how they are recorded, is webhook-outbox.ts's.
 import { createHmac } from 'node:crypto';
-import dns from 'node:dns';
 import http from 'node:http';
 import https from 'node:https';
-import type net from 'node:net';
 import { mintDownloadLink } from '../auth/links';
 import { getWebhookSecret } from '../auth/webhook-secrets';
-import { isPrivateAddress } from '../core/callback-url';
+import { guardedLookup, PrivateAddressError } from '../core/callback-url';
 import type { Config } from '../core/config';
 import type { Job } from '../pipeline/jobs';
 import type { Db } from '../storage/db';
@@ -39,23 +37,6 @@ export function webhookBody(job: Job, config: Readonly<Config>) {
     };
   }
   return { type: 'job.failed', jobId, status: 'failed', filename, error: job.error ?? 'The file could not be converted.' };
-}
-
-/** A failure no retry can cure: the address is refused. */
-class PermanentWebhookError extends Error {}
-
-/** dns.lookup that refuses private addresses: the address checked is the address connected to. */
-function guardedLookup(allowPrivate: boolean): net.LookupFunction {
-  return (hostname, options, callback) => {
-    dns.lookup(hostname, { ...options, all: true }, (err, addresses) => {
-      if (err) return callback(err, '', 0);
-      const list = addresses as dns.LookupAddress[];
-      const refused = allowPrivate ? undefined : list.find((a) => isPrivateAddress(a.address));
-      if (refused) return callback(new PermanentWebhookError(`${hostname} resolves to a private address (${refused.address})`), '', 0);
-      if ((options as { all?: boolean }).all) return (callback as unknown as (e: null, a: dns.LookupAddress[]) => void)(null, list);
-      callback(null, list[0]!.address, list[0]!.family);
-    });
-  };
 }
 
 /**
@@ -106,6 +87,6 @@ export async function sendWebhook(db: Db, job: Job, config: Readonly<Config>): P
     const retry = !(status >= 400 && status < 500 && status !== 408 && status !== 429);
     return { ok: false, retry, responseStatus: status, error: `the receiver answered ${status}` };
   } catch (err) {
-    return { ok: false, retry: !(err instanceof PermanentWebhookError), error: (err as Error).message };
+    return { ok: false, retry: !(err instanceof PrivateAddressError), error: (err as Error).message };
   }
 }

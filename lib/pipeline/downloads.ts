@@ -15,6 +15,7 @@ export function jobView(job: Job, config: Pick<Config, 'downloadUrl'>, webhook?:
     updatedAt: new Date(job.updatedAt).toISOString(),
     options: job.options,
     ...(job.error ? { error: job.error } : {}),
+    ...(job.status === 'importing' ? { importedBytes: job.importedBytes ?? 0, ...(job.progress !== null ? { progress: job.progress } : {}) } : {}),
     ...(job.status === 'converting' ? { progress: job.progress ?? 0, positionSeconds: job.positionSeconds ?? 0 } : {}),
     ...(job.status === 'done' && job.mp3BlobId
       ? { mp3: { size: job.mp3Bytes, durationSeconds: job.durationSeconds, url: `${config.downloadUrl}/jobs/${job.id}/mp3`, ...(job.mp3Details ? mp3DetailsView(job.mp3Details) : {}) } }

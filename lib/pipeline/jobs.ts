@@ -8,8 +8,11 @@ import { NotFoundError } from '../core/errors';
 import type { Mp3Options } from '../media/options';
 import type { Mp3Details } from '../media/transcode';
 
-/** `expired`: done once, and its MP3 has since been deleted by the retention sweep. */
-export type JobStatus = 'queued' | 'converting' | 'done' | 'failed' | 'expired';
+/**
+ * `importing`: its video is being downloaded from a URL (lib/pipeline/imports.ts), then `queued`.
+ * `expired`: done once, and its MP3 has since been deleted by the retention sweep.
+ */
+export type JobStatus = 'importing' | 'queued' | 'converting' | 'done' | 'failed' | 'expired';
 
 export interface Job {
   id: string;
@@ -33,6 +36,8 @@ export interface Job {
   progress: number | null;
   /** How far into the source the converter is, in seconds. */
   positionSeconds: number | null;
+  /** Bytes of the video downloaded so far while `importing`. */
+  importedBytes: number | null;
   /** Where the outcome is POSTed (a webhook), if the upload asked for it. */
   callbackUrl: string | null;
   attempts: number;
@@ -70,6 +75,7 @@ function fromRow(r: Row): Job {
     error: (r.error as string | null) ?? null,
     progress: n(r.progress),
     positionSeconds: n(r.position_seconds),
+    importedBytes: n(r.imported_bytes),
     callbackUrl: (r.callback_url as string | null) ?? null,
     attempts: Number(r.attempts),
     publishedAt: n(r.published_at),
@@ -92,13 +98,13 @@ export interface NewJob {
   callbackUrl?: string;
 }
 
-export async function createJob(db: Db, job: NewJob): Promise<Job> {
+export async function createJob(db: Db, job: NewJob, status: 'queued' | 'importing' = 'queued'): Promise<Job> {
   const now = Date.now();
   await db('jobs').insert({
     id: job.id,
     owner_id: job.ownerId,
     owner_email: job.ownerEmail,
-    status: 'queued',
+    status,
     filename: job.filename,
     content_type: job.contentType,
     options: JSON.stringify(job.options),
@@ -136,6 +142,13 @@ export async function listJobs(db: Db, ownerId: string, page: { limit: number; b
   const rows: Row[] = await q.orderBy([{ column: 'created_at', order: 'desc' }, { column: 'id', order: 'desc' }]).limit(page.limit + 1);
   const jobs = rows.slice(0, page.limit).map(fromRow);
   return { jobs, more: rows.length > page.limit };
+}
+
+/** The owner's done jobs that still have their MP3, newest first (a podcast feed's items). */
+export async function listDoneJobs(db: Db, ownerId: string, limit: number): Promise<Job[]> {
+  const rows: Row[] = await db('jobs').where({ owner_id: ownerId, status: 'done' }).whereNotNull('mp3_blob_id')
+    .orderBy([{ column: 'created_at', order: 'desc' }, { column: 'id', order: 'desc' }]).limit(limit);
+  return rows.map(fromRow);
 }
 
 export async function deleteJob(db: Db, id: string): Promise<void> {
@@ -190,4 +203,29 @@ export async function markPublished(db: Db, id: string): Promise<void> {
 /** Forgets the source video once it is no longer needed. */
 export async function clearVideo(db: Db, id: string): Promise<void> {
   await db('jobs').where({ id }).update({ video_blob_id: null, updated_at: Date.now() });
+}
+
+/** Records how much of an import has arrived (and that it is alive: the reconciler watches updated_at). */
+export async function recordImportProgress(db: Db, id: string, bytes: number, progress: number | null): Promise<void> {
+  await db('jobs').where({ id, status: 'importing' }).update({ imported_bytes: bytes, progress, updated_at: Date.now() });
+}
+
+/**
+ * importing → queued with the stored video. False when the job ended meanwhile (deleted by its
+ * owner, or failed by the reconciler): the caller removes the video it stored.
+ */
+export async function finishImport(db: Db, id: string, video: { bytes: number; sha256: string }): Promise<boolean> {
+  const changed = await db('jobs').where({ id, status: 'importing' })
+    .update({ status: 'queued', video_bytes: video.bytes, video_sha256: video.sha256, imported_bytes: video.bytes, progress: null, updated_at: Date.now() });
+  return changed === 1;
+}
+
+/**
+ * importing → failed with a message for the user. With `videoRemoved` the partial video is gone;
+ * otherwise the job keeps its id and the retention sweep removes it with failed jobs' sources.
+ */
+export async function failImport(db: Db, id: string, message: string, videoRemoved = true): Promise<boolean> {
+  const changed = await db('jobs').where({ id, status: 'importing' })
+    .update({ status: 'failed', error: message, progress: null, updated_at: Date.now(), ...(videoRemoved ? { video_blob_id: null } : {}) });
+  return changed === 1;
 }

@@ -3,7 +3,7 @@ import { log } from '../core/log';
 import { jobsFinished, reconcilerRedrives } from '../core/metrics';
 import { publishEvent, type Broker } from '../messaging/queue';
 import type { Db } from '../storage/db';
-import { failConversion, findJob } from './jobs';
+import { failConversion, failImport, findJob } from './jobs';
 import { publishOutcome } from './outcomes';
 import { redriveDeadLetters } from './redrive';
 import { ownersWaiting, releaseNext, videoUploadedOf } from './scheduling';
@@ -32,6 +32,8 @@ export interface ReconcileOptions {
 }
 
 export interface ReconcileResult {
+  /** Jobs importing from a URL whose process died: failed, their partial video left to the retention sweep. */
+  imports: number;
   /** Jobs queued or converting whose `video.uploaded` went out again. */
   conversions: number;
   /** Jobs done or failed whose outcome event had never been published. */
@@ -62,13 +64,23 @@ export async function reconcile(deps: ReconcileDeps, opts: ReconcileOptions = {}
   const { db } = deps;
   const now = opts.now ?? Date.now();
   const cutoff = opts.restarted ? now + 1 : now - deps.config.maintenance.reconcileAfterMs;
-  const result: ReconcileResult = { conversions: 0, outcomes: 0, notifications: 0, turns: 0, redriven: 0 };
+  const result: ReconcileResult = { imports: 0, conversions: 0, outcomes: 0, notifications: 0, turns: 0, redriven: 0 };
   const limit = opts.restarted ? Number.MAX_SAFE_INTEGER : batch;
 
   if (opts.restarted) {
     // The claim's holder died with the process: let the next delivery take it over at once.
     await db('notifications').where({ status: 'sending' }).update({ updated_at: 0 });
     await db('jobs').where({ status: 'converting' }).update({ claim_expires_at: null }); // no converter is left
+  }
+
+  // An import runs in the process that started it (imports.ts) and moves its job's clock every
+  // second while bytes arrive: one that has not moved for a period died with its process.
+  const deadImports: { id: string }[] = await db('jobs').select('id').where({ status: 'importing' }).andWhere('updated_at', '<', cutoff).limit(limit);
+  for (const row of deadImports) {
+    if (await failImport(db, row.id, 'The import was interrupted (the service restarted); import the URL again.', false)) {
+      result.imports++;
+      jobsFinished.inc({ outcome: 'failed', reason: 'import' });
+    }
   }
 
   // A lapsed claim is noticed after one lease, not after reconcileAfterMs: its converter is gone.

@@ -18,6 +18,8 @@ import { refuseWhenDailyQuotaSpent } from './quotas';
  */
 
 const unfinished = ['queued', 'converting'];
+/** What holds a place in the owner's queue: also a job still importing its video from a URL (imports.ts). */
+const placed = ['importing', ...unfinished];
 
 /** How long a refused upload is told to wait when its owner's queue is full (jobs end in about that time). */
 const queueFullRetrySeconds = 10;
@@ -44,9 +46,9 @@ export async function withOwnerLock<T>(db: Db, ownerId: string, fn: (trx: Trx) =
   }
 }
 
-/** The owner's jobs waiting or converting, how many of them have had their turn, and resumable uploads not yet jobs. */
+/** The owner's jobs importing, waiting or converting, how many of them have had their turn, and resumable uploads not yet jobs. */
 export async function countQueue(db: Db, ownerId: string, now = Date.now()): Promise<{ jobs: number; released: number; uploads: number }> {
-  const jobs = (await db('jobs').where({ owner_id: ownerId }).whereIn('status', unfinished)
+  const jobs = (await db('jobs').where({ owner_id: ownerId }).whereIn('status', placed)
     .select(db.raw('count(*) as n'), db.raw('sum(case when released_at is null then 0 else 1 end) as released')).first()) as { n: unknown; released: unknown };
   // An unfinished upload holds its place from its creation, so finishing six cannot pass the bound.
   const uploads = (await db('uploads as u').leftJoin('jobs as j', 'j.id', 'u.id')

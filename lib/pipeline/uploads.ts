@@ -26,7 +26,7 @@ export async function sniffMedia(head: Buffer): Promise<string> {
 }
 
 /** Reads the first `bytes` of a stream and gives back the whole stream, those bytes included. */
-async function peek(source: AsyncIterable<Buffer | string>, bytes: number): Promise<{ head: Buffer; all: AsyncIterable<Buffer> }> {
+export async function peek(source: AsyncIterable<Buffer | string>, bytes: number): Promise<{ head: Buffer; all: AsyncIterable<Buffer> }> {
   const it = source[Symbol.asyncIterator]();
   const parts: Buffer[] = [];
   let size = 0;

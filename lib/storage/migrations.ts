@@ -204,6 +204,26 @@ const migrations: Migration[] = [
     up: (db) => db.schema.alterTable('jobs', (t) => { t.text('mp3_details').nullable(); }),
     down: (db) => db.schema.alterTable('jobs', (t) => { t.dropColumn('mp3_details'); }),
   },
+  {
+    // Each user's private podcast feed: only a hash of the URL's token is kept (lib/auth/feeds.ts).
+    // `etag` and `modified_at` are the feed's last served version, so Last-Modified only moves
+    // forward, also when an MP3 leaves the feed (lib/pipeline/feed.ts).
+    name: '025_feeds',
+    up: (db) => db.schema.createTable('feeds', (t) => {
+      t.string('owner_id', 36).primary();
+      t.string('token_hash', 64).notNullable().unique();
+      t.string('etag', 64).nullable();
+      t.bigInteger('modified_at').notNullable();
+      t.bigInteger('created_at').notNullable();
+    }),
+    down: (db) => db.schema.dropTable('feeds'),
+  },
+  {
+    // A job imported from a URL is `importing` while its bytes arrive; how many have arrived so far.
+    name: '026_job_imported_bytes',
+    up: (db) => db.schema.alterTable('jobs', (t) => { t.bigInteger('imported_bytes').nullable(); }),
+    down: (db) => db.schema.alterTable('jobs', (t) => { t.dropColumn('imported_bytes'); }),
+  },
 ];
 
 /** Migrations compiled into the bundle (knex cannot read a migrations folder from an esbuild bundle). */

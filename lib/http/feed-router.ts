@@ -1,6 +1,6 @@
 // The download function's podcast-feed routes (mounted at /feed): the user's private feed, created or
 // rotated, shown and revoked with their token, and what a podcast app fetches with the feed's URL alone.
-import express, { type Response } from 'express';
+import type { Response } from 'express';
 import { findFeed, findFeedByToken, recordFeedVersion, revokeFeed, rotateFeed } from '../auth/feeds';
 import { getConfig } from '../core/config';
 import { NotFoundError } from '../core/errors';
@@ -10,7 +10,7 @@ import { getBlobs } from '../storage/blobs';
 import { getDb } from '../storage/db';
 import { isNotModified } from './conditional';
 import { sendMp3 } from './mp3-response';
-import { requireUser, userOf } from './router';
+import { createRouter, requireUser, userOf } from './router';
 
 /** Answers the front cover in a done job's MP3 tag, or 404 when it has none. */
 export async function sendCover(res: Response, job: Job): Promise<void> {
@@ -19,7 +19,7 @@ export async function sendCover(res: Response, job: Job): Promise<void> {
   res.set('Cache-Control', 'private, max-age=86400').type(cover.mime).send(Buffer.from(cover.data));
 }
 
-export const feedRouter = express.Router();
+export const feedRouter = createRouter();
 
 // The user's private podcast feed: created or rotated, shown (without its URL: only a hash is kept), revoked.
 feedRouter.post('/', requireUser, async (_req, res) => {
